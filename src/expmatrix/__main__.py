@@ -1,0 +1,3 @@
+from expmatrix.cli import main
+
+main()

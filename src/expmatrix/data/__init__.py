@@ -1,0 +1,60 @@
+"""Data sources: the on-disk layouts a job can read, and the embedded generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+
+from expmatrix.data.events import Events
+from expmatrix.data.fourtops import DataError, read_split
+from expmatrix.data.layout import SPLITS
+from expmatrix.data.synthetic import write_fourtops
+from expmatrix.spec import DataConfig
+
+
+def synthetic_path(cache_dir: Path, cfg: DataConfig) -> Path:
+    return cache_dir / f"fourtops_synthetic_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
+
+
+def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
+    """The file a job reads; `synthetic` is generated on first use and cached."""
+    if data_path != "synthetic":
+        return Path(data_path)
+    path = synthetic_path(cache_dir, cfg)
+    if not path.exists():
+        write_fourtops(path, cfg.synthetic.events, cfg.synthetic.seed)
+    return path
+
+
+def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, Events]:
+    """train/val/test `Events` with the job's task and feature selection."""
+    path = ensure_file(cfg, data_path, cache_dir)
+    keys = cfg.keys.model_dump()
+    fraction = 1.0
+    if cfg.max_events is not None:
+        with h5py.File(path, "r") as f:
+            if keys["x_train"] not in f:
+                raise DataError(f"{path}: dataset {keys['x_train']!r} not found; the file holds {sorted(f.keys())}")
+            fraction = min(1.0, cfg.max_events / len(f[keys["x_train"]]))
+    splits = {
+        split: read_split(
+            path,
+            keys[f"x_{split}"],
+            keys[f"y_{split}"],
+            signal=cfg.task.signal,
+            background=cfg.task.background,
+            use_met=cfg.use_met,
+            cont_features=cfg.cont_features,
+            fraction=fraction,
+            unit=cfg.unit,
+        )
+        for split in SPLITS
+    }
+    for split, events in splits.items():
+        if len(set(events.label.tolist())) < 2:
+            raise DataError(f"{path}: split {split!r} has no events of one class of the task {cfg.task.model_dump()}")
+    return splits
+
+
+__all__ = ["DataError", "Events", "ensure_file", "load_splits", "synthetic_path"]

@@ -1,0 +1,35 @@
+"""The in-memory event table every source produces and every tokenizer consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Events:
+    """One split of events, already reduced to the features a job selected.
+
+    Shape:
+        ids:      (N, O)     int64, object-type id per slot, 0 = empty slot
+        cont:     (N, O, F)  float32, the selected continuous features per object
+        globals_: (N, G)     float32 (MET, MET-phi) or None when MET is off
+        label:    (N,)       int64 class index (binary: 1 = the declared signal)
+        process:  (N,)       int64 process id as stored in the file
+    """
+
+    ids: np.ndarray
+    cont: np.ndarray
+    globals_: np.ndarray | None
+    label: np.ndarray
+    process: np.ndarray
+    feature_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def real(self) -> np.ndarray:
+        """(N, O) bool: slots that hold an object."""
+        return self.ids > 0

@@ -1,0 +1,233 @@
+"""Factor grid -> jobs with stable ids.
+
+A job config is built in layers, each a set of dotted-key overrides:
+``data`` and ``base`` of the experiment, one level of every factor, the profile,
+then command-line ``--set``. The tokenizer preset named by ``tokenizer`` is read
+from the presets folder. Every resolved config is validated before anything runs;
+an error names the layer and key it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from expmatrix.spec import ExperimentSpec, JobConfig, SpecError, describe_errors, load_experiment, load_yaml
+
+Layer = tuple[str, dict[str, Any]]  # (prefix naming where it came from, flat dotted overrides)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str  # hash of the resolved config, seed included
+    cell: str  # the same without the seed: groups seeds of one cell
+    levels: dict[str, str]  # factor -> level name
+    seed: int
+    config: dict[str, Any]  # validated JobConfig, as plain data
+    data_path: str  # the data file resolved for this machine ("synthetic" stays symbolic)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "cell": self.cell,
+            "levels": self.levels,
+            "seed": self.seed,
+            "data_path": self.data_path,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Job:
+        return cls(**rec)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    spec: ExperimentSpec
+    path: Path
+    jobs: list[Job]
+    factor_names: list[str]
+
+    @property
+    def cells(self) -> dict[str, dict[str, str]]:
+        return {j.cell: j.levels for j in self.jobs}
+
+
+def short_hash(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; keys that already hold dots stay dotted."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise SpecError(f"{key}: {p!r} is not a section")
+    d[last] = copy.deepcopy(value)
+
+
+def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`--set train.epochs=3` -> {'train.epochs': 3}; values are parsed as YAML."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _factor_levels(name: str, value: list | dict) -> list[tuple[str, dict[str, Any]]]:
+    """A factor as (level name, overrides): a dotted key with values, or named levels."""
+    if isinstance(value, list):
+        if not value:
+            raise SpecError(f"factors.{name}: a factor needs at least one level")
+        return [(str(v), {name: v}) for v in value]
+    return [(str(level), flatten(over)) for level, over in value.items()]
+
+
+class Presets:
+    """Tokenizer presets: `tokenizers/<name>.yaml`, read once each."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    def available(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.yaml"))
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.yaml"
+
+    def get(self, name: str, where: str) -> dict[str, Any]:
+        if name not in self._cache:
+            if not self.path(name).exists():
+                raise SpecError(
+                    f"{where}: unknown tokenizer preset {name!r} (looked in {self.folder}); available: "
+                    f"{', '.join(self.available()) or 'none'}"
+                )
+            raw = load_yaml(self.path(name))
+            if not isinstance(raw, dict):
+                raise SpecError(f"{self.path(name)}: expected a mapping")
+            self._cache[name] = {"name": name, **raw}
+        return copy.deepcopy(self._cache[name])
+
+
+def _origin(layers: list[Layer], key: str) -> str:
+    """Where `key` (or the section holding it) was set, e.g. 'base.train.epoch' or 'profiles.quick: train.epochs'."""
+    for where, over in reversed(layers):
+        if any(k == key or key.startswith(k + ".") or k.startswith(key + ".") for k in over):
+            return where + key
+    return key
+
+
+def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> dict[str, Any]:
+    """Apply the layers, load the tokenizer preset, validate; returns the canonical config."""
+    raw: dict[str, Any] = {}
+    for _, over in layers:
+        for k, v in over.items():
+            set_dotted(raw, k, v)
+    preset_file = None
+    if isinstance(raw.get("tokenizer"), str):
+        where = _origin(layers, "tokenizer")
+        preset_file = presets.path(raw["tokenizer"])
+        raw["tokenizer"] = presets.get(raw["tokenizer"], f"{exp_path}: {where}")
+    elif "tokenizer" not in raw:
+        raise SpecError(f"{exp_path}: no tokenizer: set base.tokenizer or a `tokenizer` factor to a preset name")
+    try:
+        return JobConfig.model_validate(raw).model_dump(mode="json")
+    except ValidationError as e:
+        key, msg = describe_errors(e, JobConfig)[0]
+        if key.startswith("tokenizer.") and preset_file is not None:
+            raise SpecError(f"{preset_file}: {key.removeprefix('tokenizer.')}: {msg}") from None
+        raise SpecError(f"{exp_path}: {_origin(layers, key)}: {msg}") from None
+
+
+def _check_no_shadowing(factors: dict[str, list[tuple[str, dict]]], later: list[Layer], exp_path: Path) -> None:
+    """A profile or --set that overrides a factor's key would make the factor inert."""
+    for name, levels in factors.items():
+        keys = {k for _, over in levels for k in over}
+        for where, over in later:
+            hit = sorted(k for k in over if any(k == f or k.startswith(f + ".") or f.startswith(k + ".") for f in keys))
+            if hit:
+                raise SpecError(
+                    f"{exp_path}: {where}sets {', '.join(hit)}, which factor {name!r} varies: "
+                    "every level would train the same model"
+                )
+
+
+def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[str, Any] | None = None) -> Matrix:
+    """Expand the experiment at `path` into validated jobs (no training, no data read)."""
+    path = Path(path)
+    spec = load_experiment(path)
+    presets = Presets((path.parent / spec.presets).resolve())
+    seeds = spec.seeds
+    later: list[Layer] = []
+    if profile is not None:
+        if profile not in spec.profiles:
+            raise SpecError(f"{path}: unknown profile {profile!r}; defined: {', '.join(spec.profiles) or 'none'}")
+        prof = dict(spec.profiles[profile])
+        seeds = prof.pop("seeds", seeds)
+        later.append((f"profiles.{profile}: ", flatten(prof)))
+    if overrides:
+        later.append(("--set ", dict(overrides)))
+    factors = {name: _factor_levels(name, value) for name, value in spec.factors.items()}
+    _check_no_shadowing(factors, later, path)
+    for i, ex in enumerate(spec.exclude):
+        for name, level in ex.items():
+            if name not in factors or str(level) not in [lv for lv, _ in factors[name]]:
+                raise SpecError(f"{path}: exclude[{i}].{name}: no such factor level {level!r}")
+
+    base: list[Layer] = [("", {"data." + k: v for k, v in flatten(spec.data).items()}), ("base.", flatten(spec.base))]
+    jobs = []
+    for combo in itertools.product(*factors.values()):
+        levels = {name: lv for name, (lv, _) in zip(factors, combo, strict=True)}
+        if any(all(levels[k] == str(v) for k, v in ex.items()) for ex in spec.exclude):
+            continue
+        fac_layers = [
+            (f"factors.{name}" + ("" if list(over) == [name] else f".{lv}") + ": ", over)
+            for name, (lv, over) in zip(factors, combo, strict=True)
+        ]
+        for seed in seeds:
+            config = resolve(base + fac_layers + later + [("seeds: ", {"seed": seed})], presets, path)
+            data_path = config["data"]["path"]
+            if data_path != "synthetic":
+                data_path = str((path.parent / data_path).resolve())
+            no_seed = {k: v for k, v in config.items() if k != "seed"}
+            jobs.append(Job(short_hash(config), short_hash(no_seed), levels, seed, config, data_path))
+    _check_distinct_cells(jobs, path)
+    return Matrix(spec, path, jobs, list(factors))
+
+
+def _check_distinct_cells(jobs: list[Job], path: Path) -> None:
+    """Two cells with the same resolved config would train one model under two labels."""
+    seen: dict[str, dict[str, str]] = {}
+    for job in jobs:
+        other = seen.setdefault(job.cell, job.levels)
+        if other != job.levels:
+            raise SpecError(
+                f"{path}: factor levels {other} and {job.levels} resolve to the same config: "
+                "a factor level has no effect"
+            )

@@ -1,0 +1,237 @@
+"""The experiment and job config schema, and its validation.
+
+Every section is a strict pydantic model: an unknown key, a value of the wrong
+type or an unknown choice is an error that names the key path and what was
+expected. `JobConfig` is the fully resolved config one job runs with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from expmatrix.data.layout import CONT_NAMES, DEFAULT_KEYS, GLOBAL_NAMES, PROCESSES
+
+FEATURES = Literal["E", "pT", "eta", "phi", "MET", "MET_phi"]
+assert set(FEATURES.__args__) == set(CONT_NAMES + GLOBAL_NAMES)
+
+
+class SpecError(ValueError):
+    """A config that cannot run; the message names the file and key path."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- data
+
+
+class SyntheticConfig(Strict):
+    events: int = Field(100_000, ge=100)  # all splits together (80/10/10)
+    seed: int = 0
+
+
+class TaskConfig(Strict):
+    """Binary task: the declared signal processes against the background ones."""
+
+    signal: list[int] = [1]
+    background: list[int] = [2, 3, 4, 5]
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        for name in ("signal", "background"):
+            ids = getattr(self, name)
+            if not ids or set(ids) - set(PROCESSES):
+                raise ValueError(f"{name} must be a non-empty list of process ids from {sorted(PROCESSES)}, got {ids}")
+        if set(self.signal) & set(self.background):
+            raise ValueError(f"signal {self.signal} and background {self.background} overlap")
+        return self
+
+
+class KeysConfig(Strict):
+    """Dataset names in the file (the real file spells `Y_train` with a capital Y)."""
+
+    x_train: str = DEFAULT_KEYS["x_train"]
+    x_val: str = DEFAULT_KEYS["x_val"]
+    x_test: str = DEFAULT_KEYS["x_test"]
+    y_train: str = DEFAULT_KEYS["y_train"]
+    y_val: str = DEFAULT_KEYS["y_val"]
+    y_test: str = DEFAULT_KEYS["y_test"]
+
+
+class DataConfig(Strict):
+    source: Literal["fourtops"] = "fourtops"
+    path: str = "synthetic"  # "synthetic" (embedded generator, cached) or an .h5 path relative to the experiment
+    synthetic: SyntheticConfig = SyntheticConfig()
+    keys: KeysConfig = KeysConfig()
+    task: TaskConfig = TaskConfig()
+    use_met: bool = True  # MET and MET-phi as extra tokens
+    cont_features: list[int] = [1, 2, 3]  # 0=E 1=pT 2=eta 3=phi; [1,2,3] is the 4-vector, [0,1,2,3] the 5-vector
+    max_events: int | None = Field(None, ge=10)  # cap on training events; val/test are cut in the same proportion
+    unit: Literal["GeV", "MeV", "TeV"] = "GeV"  # energy unit of the file; everything downstream is GeV
+
+    @field_validator("cont_features")
+    @classmethod
+    def _features(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v) or not set(v) <= set(range(len(CONT_NAMES))):
+            raise ValueError(f"expected distinct indices from 0..{len(CONT_NAMES) - 1} (E, pT, eta, phi), got {v}")
+        return v
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+class DirectTokenizerConfig(Strict):
+    """Continuous embedding: per-feature transform, then standardized with training-split statistics."""
+
+    kind: Literal["direct"]
+    name: str
+    transforms: dict[FEATURES, Literal["log", "identity"]] = {
+        "E": "log",
+        "pT": "log",
+        "eta": "identity",
+        "phi": "identity",
+        "MET": "log",
+        "MET_phi": "identity",
+    }
+
+
+class BinnedTokenizerConfig(Strict):
+    """Joint (Ambre) binning: one mixed-radix token per object, MET and MET-phi tokens after."""
+
+    kind: Literal["binned"]
+    name: str
+    n_bins: int = Field(5, ge=2)
+    rules: dict[FEATURES, Literal["quantile", "cyclic"]] = {
+        "E": "quantile",
+        "pT": "quantile",
+        "eta": "quantile",
+        "phi": "cyclic",
+        "MET": "quantile",
+        "MET_phi": "cyclic",
+    }
+    fit_on: Literal["all", "background"] = "all"  # which training events the quantile edges come from
+
+
+TokenizerConfig = Annotated[DirectTokenizerConfig | BinnedTokenizerConfig, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- model and training
+
+
+class ModelConfig(Strict):
+    target_params: int = Field(400_000, ge=1000)  # width is solved so the total lands near this
+    layers: int = Field(8, ge=1)
+    heads: int = Field(8, ge=1)
+    ff_ratio: float = Field(2.0, gt=0)  # FFN width / model width before the budget fine-tunes it
+    block: Literal["normformer"] = "normformer"
+    position: Literal["sinusoidal", "none"] = "sinusoidal"
+    pooling: Literal["cls", "mean", "max"] = "cls"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(1000, ge=0)  # linear warmup, then the schedule
+    schedule: Literal["constant", "cosine"] = "constant"
+    grad_clip: float | None = Field(1.0, gt=0)
+    class_weights: Literal["balanced", "none"] = "balanced"
+    early_stopping: Literal[False] = False  # the thesis trains a fixed number of epochs; evaluated weights: last
+
+
+class JobConfig(Strict):
+    """Everything one job needs; its canonical form is hashed into the job id."""
+
+    data: DataConfig
+    tokenizer: TokenizerConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- experiment
+
+
+class ReportConfig(Strict):
+    metric: str = "test.auroc"
+    higher_is_better: bool = True
+    baseline: dict[str, str] = {}
+
+
+class ExperimentSpec(Strict):
+    """The experiment YAML: fixed settings, factors and how to read the results."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    data: dict[str, Any] = {}
+    base: dict[str, Any] = {}  # fixed for every job: model, train, ...
+    factors: dict[str, list[Any] | dict[str, dict[str, Any]]] = {}
+    seeds: list[int] = [0]
+    exclude: list[dict[str, str]] = []
+    profiles: dict[str, dict[str, Any]] = {}
+    report: ReportConfig = ReportConfig()
+    presets: str = "../tokenizers"  # folder of tokenizer presets, relative to the experiment file
+
+
+# ---------------------------------------------------------------- loading and errors
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file; a syntax error names the file and line."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: invalid YAML: {e}") from None
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (sub)model that holds `loc`'s last key, for 'unknown key' messages."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return []
+        model = candidates[0]
+    return sorted(model.model_fields)
+
+
+def describe_errors(error: ValidationError, model: type[BaseModel]) -> list[tuple[str, str]]:
+    """(dotted key path, message) for each error; unknown keys list the valid ones."""
+    out = []
+    for e in error.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("direct", "binned")))
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(model, loc)
+            msg = "unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")
+        else:
+            msg = e["msg"] + (
+                f", got {e['input']!r}" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
+            )
+        out.append((key, msg))
+    return out
+
+
+def load_experiment(path: str | Path) -> ExperimentSpec:
+    """Read and validate the experiment file's top level (jobs are validated by the matrix)."""
+    path = Path(path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return ExperimentSpec.model_validate(raw)
+    except ValidationError as e:
+        key, msg = describe_errors(e, ExperimentSpec)[0]
+        raise SpecError(f"{path}: {key}: {msg}") from None
+

@@ -1,0 +1,76 @@
+"""The interface every tokenizer implements.
+
+A tokenizer turns an `Events` table into tensors (`Tokens`), and owns the input
+layer that maps those tensors to `(B, T, d_model)` plus the padding mask.
+It is fitted on the training split only, on real (non-padded) entries only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from expmatrix.data.events import Events
+
+Tokens = dict[str, torch.Tensor]  # every tensor has the events on dim 0; "mask" is (N, T) bool, True = real
+
+
+class TokenizerError(ValueError):
+    """Input a tokenizer cannot encode faithfully."""
+
+
+class Tokenizer(ABC):
+    """fit -> transform -> embedding; fitted state round-trips through `state_dict`."""
+
+    def __init__(self, config: BaseModel, features: tuple[str, ...], use_met: bool):
+        self.config = config
+        self.features = features  # the continuous features selected by the job, in order
+        self.use_met = use_met
+
+    def signature(self) -> str:
+        """Everything that shapes the input layer (a cache key for model sizing)."""
+        return f"{self.config.model_dump_json()}|{self.features}|{self.use_met}"
+
+    @property
+    @abstractmethod
+    def seq_len(self) -> int:
+        """Tokens per event."""
+
+    @abstractmethod
+    def fit(self, events: Events) -> None:
+        """Learn constants from the training split."""
+
+    @abstractmethod
+    def transform(self, events: Events) -> Tokens:
+        """Vectorized encoding of all events."""
+
+    @abstractmethod
+    def embedding(self, d_model: int) -> nn.Module:
+        """A module: `Tokens` of a batch -> ((B, T, d_model) float, (B, T) bool mask)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Fitted state as JSON-able data."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def check_object_ids(events: Events, n_types: int) -> None:
+    """Object-type ids must be integers in 0..n_types (0 = empty slot)."""
+    bad = (events.ids < 0) | (events.ids > n_types)
+    if bad.any():
+        raise TokenizerError(f"object-type ids outside 0..{n_types}: {np.unique(events.ids[bad])[:10].tolist()}")
+
+
+def object_mask(events: Events, use_met: bool, n_global_tokens: int) -> torch.Tensor:
+    """(N, O [+ global tokens]) bool: real objects, then the always-present global tokens."""
+    mask = torch.from_numpy(events.real)
+    if use_met:
+        mask = torch.cat([mask, torch.ones(len(events), n_global_tokens, dtype=torch.bool)], dim=1)
+    return mask
