@@ -234,4 +234,3 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
     except ValidationError as e:
         key, msg = describe_errors(e, ExperimentSpec)[0]
         raise SpecError(f"{path}: {key}: {msg}") from None
-

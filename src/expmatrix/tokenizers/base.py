@@ -68,9 +68,11 @@ def check_object_ids(events: Events, n_types: int) -> None:
         raise TokenizerError(f"object-type ids outside 0..{n_types}: {np.unique(events.ids[bad])[:10].tolist()}")
 
 
-def object_mask(events: Events, use_met: bool, n_global_tokens: int) -> torch.Tensor:
-    """(N, O [+ global tokens]) bool: real objects, then the always-present global tokens."""
+def sequence_mask(events: Events, n_global_tokens: int) -> torch.Tensor:
+    """(N, G + O) bool: the always-present global tokens, then the real objects.
+
+    Global tokens come first so that their positions do not depend on how many
+    object slots the file has: appending empty slots changes nothing.
+    """
     mask = torch.from_numpy(events.real)
-    if use_met:
-        mask = torch.cat([mask, torch.ones(len(events), n_global_tokens, dtype=torch.bool)], dim=1)
-    return mask
+    return torch.cat([torch.ones(len(events), n_global_tokens, dtype=torch.bool), mask], dim=1)

@@ -10,6 +10,8 @@ as the most significant digit:
 MET tokens follow the particle range (7 * n**F + bin_MET, 875 + 1..5 for the
 4-vector), then MET-phi tokens (7 * n**F + n + bin_phi); padding is 0, so the
 vocabulary is ``7 * n**F + 2n + 1`` (886 for the 4-vector, 4386 for the 5-vector).
+In the model's sequence the MET and MET-phi tokens come first, then the object slots
+(so their positions do not depend on the number of slots).
 
 Bins run 1..n. ``quantile``: equal-frequency edges fitted on the training split's
 real objects, so each bin holds 1/n of them. ``cyclic``: n equal widths of
@@ -29,7 +31,7 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES, N_OBJECTS
 from expmatrix.spec import BinnedTokenizerConfig
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_object_ids, object_mask
+from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_object_ids, sequence_mask
 
 
 def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
@@ -111,11 +113,12 @@ class BinnedTokenizer(Tokenizer):
         token = (events.ids - 1) * self.n ** len(self.features)  # (N, O)
         for k, f in enumerate(self.features):
             token += (self._bins(self._values(events, f), f) - 1) * self.n ** (len(self.features) - 1 - k)
-        parts = [np.where(events.real, token + 1, 0)]
-        for k, f in enumerate(self.globals):  # MET, then MET-phi
-            parts.append((self.n_particle_tokens + k * self.n + self._bins(self._values(events, f), f))[:, None])
-        tokens = np.concatenate(parts, axis=1).astype(np.int64)
-        return {"tokens": torch.from_numpy(tokens), "mask": object_mask(events, self.use_met, 2)}
+        parts = [
+            (self.n_particle_tokens + k * self.n + self._bins(self._values(events, f), f))[:, None]
+            for k, f in enumerate(self.globals)
+        ]  # MET, then MET-phi
+        tokens = np.concatenate([*parts, np.where(events.real, token + 1, 0)], axis=1).astype(np.int64)
+        return {"tokens": torch.from_numpy(tokens), "mask": sequence_mask(events, len(self.globals))}
 
     def embedding(self, d_model: int) -> nn.Module:
         return JointEmbedding(self.vocab_size, d_model)

@@ -2,7 +2,7 @@
 
 Per feature: ``log`` or ``identity``, then ``(v - mean) / std`` with mean and std
 fitted on the real objects of the training split (globals on its events).
-The object-type id is embedded and added. MET and MET-phi form one extra token.
+The object-type id is embedded and added. MET and MET-phi form one extra token, placed first.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES, N_OBJECTS
 from expmatrix.spec import DirectTokenizerConfig
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_object_ids, object_mask
+from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_object_ids, sequence_mask
 
 
 def _apply(values: np.ndarray, rule: str, name: str) -> np.ndarray:
@@ -28,7 +28,7 @@ def _apply(values: np.ndarray, rule: str, name: str) -> np.ndarray:
 
 
 class DirectEmbedding(nn.Module):
-    """(x (B, O, F), ids (B, O)[, g (B, G)]) -> (B, O [+1], d_model)."""
+    """(x (B, O, F), ids (B, O)[, g (B, G)]) -> (B, [1 +] O, d_model), the global token first."""
 
     def __init__(self, n_features: int, n_globals: int, d_model: int):
         super().__init__()
@@ -39,7 +39,7 @@ class DirectEmbedding(nn.Module):
     def forward(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.value(tokens["x"]) + self.object_type(tokens["ids"])  # (B, O, C)
         if self.globals is not None:
-            h = torch.cat([h, self.globals(tokens["g"]).unsqueeze(1)], dim=1)  # (B, O+1, C)
+            h = torch.cat([self.globals(tokens["g"]).unsqueeze(1), h], dim=1)  # (B, 1+O, C)
         return h, tokens["mask"]
 
 
@@ -92,7 +92,7 @@ class DirectTokenizer(Tokenizer):
         out = {
             "x": torch.from_numpy(x),
             "ids": torch.from_numpy(events.ids),
-            "mask": object_mask(events, self.use_met, 1),
+            "mask": sequence_mask(events, int(self.use_met)),
         }
         if self.use_met:
             out["g"] = torch.from_numpy(self._standardize(cols, self.globals))  # (N, G)

@@ -1,0 +1,53 @@
+"""Shared fixtures: small synthetic files and a tiny experiment on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from expmatrix.data.events import Events
+from expmatrix.data.synthetic import write_fourtops
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = REPO / "tokenizers"
+
+
+@pytest.fixture(scope="session")
+def small_h5(tmp_path_factory) -> Path:
+    """6000 synthetic events in the real layout."""
+    return write_fourtops(tmp_path_factory.mktemp("data") / "4tops.h5", events=6000, seed=3)
+
+
+def make_events(ids, cont, globals_=None, label=None, features=("pT", "eta", "phi")) -> Events:
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    return Events(
+        ids=ids,
+        cont=np.asarray(cont, dtype=np.float32),
+        globals_=None if globals_ is None else np.asarray(globals_, dtype=np.float32),
+        label=np.asarray(label if label is not None else [i % 2 for i in range(n)], dtype=np.int64),
+        process=np.ones(n, dtype=np.int64),
+        feature_names=tuple(features),
+    )
+
+
+def write_experiment(folder: Path, **changes) -> Path:
+    """A tiny experiment (2 tokenizers x 1 seed, 1 epoch) on a small synthetic file."""
+    spec = {
+        "name": "tiny",
+        "presets": str(PRESETS),
+        "data": {"path": "synthetic", "synthetic": {"events": 3000, "seed": 1}},
+        "base": {
+            "model": {"target_params": 20000, "layers": 2, "heads": 4},
+            "train": {"epochs": 1, "batch_size": 128, "warmup_steps": 5, "lr": 1e-3},
+        },
+        "factors": {"tokenizer": ["direct", "binned_ambre5"]},
+        "seeds": [0],
+    }
+    spec.update(changes)
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

@@ -1,0 +1,114 @@
+"""The whole path through the CLI: run a tiny matrix, report it, skip it, survive a failing job."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_experiment
+
+from expmatrix.cli import main
+from expmatrix.data import load_splits
+from expmatrix.models.sizing import build_model
+from expmatrix.spec import DataConfig, DirectTokenizerConfig, ModelConfig, TrainConfig
+from expmatrix.tokenizers import build_tokenizer
+from expmatrix.training.trainer import fit
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
+    exp, runs = write_experiment(tmp_path), str(tmp_path / "runs")
+    first = cli("run", str(exp), "--runs", runs, "--workers", "2")
+    assert first.exit_code == 0, first.output
+    assert "2 done" in first.output
+    job_dirs = sorted(p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir())
+    assert len(job_dirs) == 2
+    for d in job_dirs:
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert metrics["evaluated_weights"] == "last" and metrics["epochs"] == 1
+        assert 0.5 < metrics["test"]["auroc"] <= 1.0
+        assert len((d / "metrics.jsonl").read_text().splitlines()) == 1
+        preds = pl.read_parquet(d / "predictions.parquet")
+        assert preds.height == metrics["events"]["test"] and set(preds["label"].unique()) == {0, 1}
+
+    second = cli("run", str(exp), "--runs", runs)
+    assert second.exit_code == 0 and "all 2 jobs already done: nothing to train" in second.output
+
+    rep = cli("report", str(exp), "--runs", runs)
+    assert rep.exit_code == 0, rep.output
+    assert "test.auroc (mean ± std)" in rep.output and "warning" not in rep.output
+    lines = {line.split()[0]: line for line in rep.output.splitlines() if line.startswith(("direct", "binned"))}
+    assert set(lines) == {"direct", "binned_ambre5"}
+    results = pl.read_parquet(tmp_path / "runs" / "tiny" / "results.parquet")
+    auroc = dict(zip(results["tokenizer"], results["test.auroc"], strict=True))
+    assert f"{auroc['direct']:.4f}" in lines["direct"]
+    assert "| tokenizer" in (tmp_path / "runs" / "tiny" / "report.md").read_text()
+
+
+def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path):
+    factors = {"tokenizer": ["direct"], "source": {"good": {"data.path": "synthetic"}, "bad": {"data.path": "gone.h5"}}}
+    exp, runs = write_experiment(tmp_path, factors=factors), str(tmp_path / "runs")
+    result = cli("run", str(exp), "--runs", runs, "--workers", "1")
+    assert result.exit_code == 1
+    assert "1 done, 1 failed" in result.output and "gone.h5: data file not found" in result.output
+    rep = cli("report", str(exp), "--runs", runs)
+    assert "warning: failed job" in rep.output and "source=bad" in rep.output
+    assert "warning: missing cell (no finished job): tokenizer=direct, source=bad" in rep.output
+
+
+def test_bad_yaml_exits_nonzero_before_writing_anything(tmp_path):
+    exp = write_experiment(tmp_path, base={"model": {"pooling": "avg"}})
+    result = CliRunner().invoke(main, ["run", str(exp), "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "base.model.pooling: Input should be 'cls', 'mean' or 'max'" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_data_synth_command_is_deterministic(tmp_path):
+    for name in ("a.h5", "b.h5"):
+        assert (
+            cli("data", "synth", "fourtops", "--out", str(tmp_path / name), "--events", "500", "--seed", "4").exit_code
+            == 0
+        )
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        assert all(np.array_equal(a[k][:], b[k][:]) for k in a)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
+    splits = load_splits(DataConfig(synthetic={"events": 2000, "seed": 0}), "synthetic", tmp_path)
+    tok = build_tokenizer(DirectTokenizerConfig(kind="direct", name="d"), splits["train"].feature_names, True)
+    tok.fit(splits["train"])
+    data = [(tok.transform(splits[s]), torch.from_numpy(splits[s].label)) for s in ("train", "val")]
+    cfg = TrainConfig(epochs=3, batch_size=128, warmup_steps=3, lr=1e-3)
+    mcfg = ModelConfig(layers=2, heads=4, dropout=0.1)
+
+    def model():
+        torch.manual_seed(0)
+        return build_model(tok, mcfg, (16, 32), 2)
+
+    whole = model()
+    hist_a, _ = fit(whole, data[0], data[1], cfg, 7, tmp_path / "a.pt", lambda h: None)
+
+    def die_after_first(history):
+        if len(history) == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(model(), data[0], data[1], cfg, 7, tmp_path / "b.pt", die_after_first)
+    resumed = model()
+    hist_b, _ = fit(resumed, data[0], data[1], cfg, 7, tmp_path / "b.pt", lambda h: None)
+    assert [h["val_auroc"] for h in hist_a] == [h["val_auroc"] for h in hist_b]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -1,0 +1,101 @@
+"""Experiment specs: validation that names the key, stable ids, profiles, exclusions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, write_experiment
+
+from expmatrix.matrix import build_matrix
+from expmatrix.spec import SpecError
+
+FLAGSHIP = REPO / "experiments" / "binning_vs_direct.yaml"
+
+
+def test_flagship_expands_to_24_cells_times_seeds():
+    m = build_matrix(FLAGSHIP)
+    assert len(m.cells) == 24 and len(m.jobs) == 72
+    assert m.factor_names == ["model.pooling", "tokenizer", "met", "vect"]
+    quick = build_matrix(FLAGSHIP, "quick")
+    assert len(quick.jobs) == 48
+    job = quick.jobs[0]
+    assert job.config["train"]["epochs"] == 2 and job.config["model"]["target_params"] == 100_000
+    assert job.config["tokenizer"]["kind"] == "direct"
+    assert {j.levels["vect"]: j.config["data"]["cont_features"] for j in quick.jobs} == {
+        "4": [1, 2, 3],
+        "5": [0, 1, 2, 3],
+    }
+    assert len({j.id for j in quick.jobs}) == 48
+
+
+def test_ids_are_stable_when_one_level_is_edited(tmp_path):
+    before = build_matrix(write_experiment(tmp_path, seeds=[0, 1]))
+    after = build_matrix(
+        write_experiment(
+            tmp_path, seeds=[0, 1], factors={"tokenizer": ["direct", "binned_ambre5"], "model.pooling": ["cls", "max"]}
+        )
+    )
+    old = {(j.levels["tokenizer"], j.seed): j.id for j in before.jobs}
+    kept = {(j.levels["tokenizer"], j.seed): j.id for j in after.jobs if j.levels["model.pooling"] == "cls"}
+    assert old == kept  # cls is the default pooling: the same configs, the same ids
+    assert len({j.cell for j in after.jobs}) == 4 and len(after.jobs) == 8
+
+
+def _error(tmp_path: Path, **changes) -> str:
+    with pytest.raises(SpecError) as e:
+        build_matrix(write_experiment(tmp_path, **changes))
+    return str(e.value)
+
+
+def test_unknown_key_names_the_path_and_the_valid_keys(tmp_path):
+    msg = _error(tmp_path, base={"train": {"epoch": 3}})
+    assert "tiny.yaml: base.train.epoch: unknown key; valid keys: batch_size, class_weights" in msg
+
+
+def test_wrong_type_and_choice_name_the_key(tmp_path):
+    assert "base.train.epochs: Input should be a valid integer" in _error(tmp_path, base={"train": {"epochs": "many"}})
+    msg = _error(tmp_path, factors={"tokenizer": ["direct"], "model.pooling": ["cls", "avg"]})
+    assert "factors.model.pooling: model.pooling: Input should be 'cls', 'mean' or 'max', got 'avg'" in msg
+    assert "data.cont_features: Value error, expected distinct indices" in _error(
+        tmp_path, data={"cont_features": [1, 9]}
+    )
+    assert "tiny.yaml: name: String should match pattern" in _error(tmp_path, name="x y")
+
+
+def test_unknown_preset_lists_the_available_ones(tmp_path):
+    msg = _error(tmp_path, factors={"tokenizer": ["direct", "binned_ambre6"]})
+    assert "factors.tokenizer: tokenizer: unknown tokenizer preset 'binned_ambre6'" in msg
+    assert "available: binned_ambre5, direct" in msg
+
+
+def test_preset_errors_name_the_preset_file(tmp_path):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "broken.yaml").write_text(yaml.safe_dump({"kind": "binned", "n_bins": 1}))
+    msg = _error(tmp_path, presets=str(presets), factors={"tokenizer": ["broken"]})
+    assert "broken.yaml: n_bins: Input should be greater than or equal to 2" in msg
+
+
+def test_profile_and_set_may_not_shadow_a_factor(tmp_path):
+    path = write_experiment(tmp_path, profiles={"p": {"tokenizer": "direct"}})
+    with pytest.raises(SpecError, match="profiles.p: sets tokenizer, which factor 'tokenizer' varies"):
+        build_matrix(path, "p")
+    with pytest.raises(SpecError, match="unknown profile 'q'; defined: p"):
+        build_matrix(path, "q")
+    with pytest.raises(SpecError, match=r"--set train.epochs: Input should be greater than or equal to 1"):
+        build_matrix(path, None, {"train.epochs": 0})
+
+
+def test_levels_that_change_nothing_are_rejected(tmp_path):
+    msg = _error(
+        tmp_path, factors={"tokenizer": ["direct"], "sched": {"a": {"train.lr": 1e-3}, "b": {"train.lr": 1e-3}}}
+    )
+    assert "resolve to the same config: a factor level has no effect" in msg
+
+
+def test_exclude_skips_partial_assignments_and_checks_levels(tmp_path):
+    m = build_matrix(write_experiment(tmp_path, exclude=[{"tokenizer": "direct"}]))
+    assert [j.levels for j in m.jobs] == [{"tokenizer": "binned_ambre5"}]
+    assert "exclude[0].tokenizer: no such factor level 'vq'" in _error(tmp_path, exclude=[{"tokenizer": "vq"}])
