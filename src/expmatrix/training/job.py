@@ -18,7 +18,7 @@ from expmatrix.spec import JobConfig
 from expmatrix.store import RunStore, atomic_write, write_json
 from expmatrix.tokenizers import build_tokenizer
 from expmatrix.training.metrics import binary_metrics
-from expmatrix.training.trainer import fit, predict
+from expmatrix.training.trainer import fit, predict, to_device
 
 N_CLASSES = 2  # binary: background 0, the declared signal 1
 
@@ -37,11 +37,12 @@ def train_job(job: Job, store: RunStore) -> dict:
     tokenizer = build_tokenizer(cfg.tokenizer, splits["train"].feature_names, cfg.data.use_met)
     tokenizer.fit(splits["train"])  # training split only
     write_json(store.path(job.id, "tokenizer.json"), tokenizer.state_dict())
-    tokens = {s: tokenizer.transform(ev) for s, ev in splits.items()}
-    labels = {s: torch.from_numpy(ev.label) for s, ev in splits.items()}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokens = {s: to_device(tokenizer.transform(ev), device) for s, ev in splits.items()}
+    labels = {s: torch.from_numpy(ev.label).to(device) for s, ev in splits.items()}
 
     size = solve_size(tokenizer, cfg.model, N_CLASSES)
-    model = build_model(tokenizer, cfg.model, size, N_CLASSES)
+    model = build_model(tokenizer, cfg.model, size, N_CLASSES).to(device)
 
     def log_epochs(history: list[dict]) -> None:
         atomic_write(store.path(job.id, "metrics.jsonl"), "".join(json.dumps(h) + "\n" for h in history))
@@ -70,6 +71,7 @@ def train_job(job: Job, store: RunStore) -> dict:
         "d_ff": size.d_ff,
         "train_seconds": seconds,
         "events": {s: len(ev) for s, ev in splits.items()},
+        "device": str(device),
     }
     write_json(store.path(job.id, "metrics.json"), metrics)
     return metrics

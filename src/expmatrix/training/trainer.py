@@ -1,6 +1,7 @@
 """The training loop: AdamW, warmup schedule, fixed epochs, a checkpoint after every epoch.
 
-Batches are index slices of tensors tokenized once per job: no per-event Python.
+Batches are index slices of tensors tokenized once per job (no per-event Python),
+kept on the model's device: on CUDA the whole data set lives on the GPU.
 The epoch order comes from a generator seeded by (seed, epoch), so a run resumed
 from its checkpoint sees the same batches as an uninterrupted one.
 """
@@ -50,7 +51,8 @@ def evaluate(model: nn.Module, tokens: Tokens, labels: torch.Tensor, weight: tor
     scores = predict(model, tokens)
     p = torch.from_numpy(scores).double().clamp(1e-7, 1 - 1e-7)
     logp = torch.stack([torch.log1p(-p), torch.log(p)], dim=1)
-    loss = F.nll_loss(logp.float(), labels, weight=weight).item()
+    labels = labels.cpu()
+    loss = F.nll_loss(logp.float(), labels, weight=weight.cpu()).item()
     return {"loss": loss, **binary_metrics(scores, labels.numpy())}
 
 
@@ -104,17 +106,19 @@ def fit(
     history: list[dict[str, Any]] = []
     seconds, start_epoch = 0.0, 0
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, map_location=y.device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
+        if y.is_cuda and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         history, seconds, start_epoch = state["history"], state["seconds"], state["epoch"] + 1
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).to(y.device)
         total = 0.0
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -147,6 +151,7 @@ def fit(
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if y.is_cuda else None,
                 "history": history,
                 "seconds": seconds,
                 "epoch": epoch,
