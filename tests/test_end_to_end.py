@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import write_experiment
+from sklearn.metrics import roc_auc_score
 
 from expmatrix.cli import main
 from expmatrix.data import load_splits
@@ -38,6 +39,8 @@ def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
         assert len((d / "metrics.jsonl").read_text().splitlines()) == 1
         preds = pl.read_parquet(d / "predictions.parquet")
         assert preds.height == metrics["events"]["test"] and set(preds["label"].unique()) == {0, 1}
+        # the reported metric is the one of the saved predictions: one forward path, one signal class
+        assert roc_auc_score(preds["label"], preds["score"]) == pytest.approx(metrics["test"]["auroc"], abs=1e-12)
 
     second = cli("run", str(exp), "--runs", runs)
     assert second.exit_code == 0 and "all 2 jobs already done: nothing to train" in second.output

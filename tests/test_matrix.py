@@ -74,8 +74,11 @@ def test_preset_errors_name_the_preset_file(tmp_path):
     presets = tmp_path / "presets"
     presets.mkdir()
     (presets / "broken.yaml").write_text(yaml.safe_dump({"kind": "binned", "n_bins": 1}))
+    (presets / "typo.yaml").write_text(yaml.safe_dump({"kind": "binned", "n_bin": 4}))
     msg = _error(tmp_path, presets=str(presets), factors={"tokenizer": ["broken"]})
-    assert "broken.yaml: n_bins: Input should be greater than or equal to 2" in msg
+    assert "broken.yaml: n_bins: Input should be greater than or equal to 2, got 1" in msg
+    msg = _error(tmp_path, presets=str(presets), factors={"tokenizer": ["typo"]})
+    assert "typo.yaml: n_bin: unknown key; valid keys: fit_on, kind, n_bins, name, rules" in msg
 
 
 def test_profile_and_set_may_not_shadow_a_factor(tmp_path):

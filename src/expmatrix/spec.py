@@ -192,15 +192,21 @@ def load_yaml(path: Path) -> Any:
         raise SpecError(f"{path}: invalid YAML: {e}") from None
 
 
+TOKENIZER_KINDS: dict[str, type[BaseModel]] = {"direct": DirectTokenizerConfig, "binned": BinnedTokenizerConfig}
+
+
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (sub)model that holds `loc`'s last key, for 'unknown key' messages."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
+    parts = list(loc[:-1])
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
         if field is None:
             return []
         ann = field.annotation
         candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not candidates:
+        if len(candidates) > 1 and parts and parts[0] in TOKENIZER_KINDS:  # a tagged union: the tag picks
+            candidates = [TOKENIZER_KINDS[parts.pop(0)]]
+        if len(candidates) != 1:
             return []
         model = candidates[0]
     return sorted(model.model_fields)
@@ -210,15 +216,14 @@ def describe_errors(error: ValidationError, model: type[BaseModel]) -> list[tupl
     """(dotted key path, message) for each error; unknown keys list the valid ones."""
     out = []
     for e in error.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("direct", "binned")))
-        key = ".".join(str(p) for p in loc)
+        key = ".".join(str(p) for p in e["loc"] if p not in TOKENIZER_KINDS)  # the union's tag is no key
         if e["type"] == "extra_forbidden":
-            valid = _valid_keys(model, loc)
+            valid = _valid_keys(model, e["loc"])
             msg = "unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")
+        elif e["type"] == "missing" or isinstance(e["input"], dict):
+            msg = e["msg"]
         else:
-            msg = e["msg"] + (
-                f", got {e['input']!r}" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
-            )
+            msg = f"{e['msg']}, got {e['input']!r}"
         out.append((key, msg))
     return out
 

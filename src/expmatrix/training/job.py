@@ -83,6 +83,9 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
         return "done"
     if not store.claim(job.id):
         return "claimed"
+    if store.state(job.id) == "done":  # finished by another worker between the check and the claim
+        store.release(job.id)
+        return "done"
     torch.set_num_threads(threads)
     started = time.time()
     try:
