@@ -57,11 +57,12 @@ def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
 
 
 def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path):
-    factors = {"tokenizer": ["direct"], "source": {"good": {"data.path": "synthetic"}, "bad": {"data.path": "gone.h5"}}}
+    keys = {"good": {"data.keys.y_train": "Y_train"}, "bad": {"data.keys.y_train": "y_train"}}  # the real file's casing
+    factors = {"tokenizer": ["direct"], "source": keys}
     exp, runs = write_experiment(tmp_path, factors=factors), str(tmp_path / "runs")
     result = cli("run", str(exp), "--runs", runs, "--workers", "1")
     assert result.exit_code == 1
-    assert "1 done, 1 failed" in result.output and "gone.h5: data file not found" in result.output
+    assert "1 done, 1 failed" in result.output and "dataset 'y_train' not found" in result.output
     rep = cli("report", str(exp), "--runs", runs)
     assert "warning: failed job" in rep.output and "source=bad" in rep.output
     assert "warning: missing cell (no finished job): tokenizer=direct, source=bad" in rep.output

@@ -91,6 +91,11 @@ def test_profile_and_set_may_not_shadow_a_factor(tmp_path):
         build_matrix(path, None, {"train.epochs": 0})
 
 
+def test_generator_settings_with_a_real_file_are_inert_and_rejected(tmp_path):
+    msg = _error(tmp_path, data={"path": "4tops.h5", "synthetic": {"events": 3000}})
+    assert "data.synthetic has no effect when data.path is a file (4tops.h5)" in msg
+
+
 def test_levels_that_change_nothing_are_rejected(tmp_path):
     msg = _error(
         tmp_path, factors={"tokenizer": ["direct"], "sched": {"a": {"train.lr": 1e-3}, "b": {"train.lr": 1e-3}}}

@@ -117,7 +117,8 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
 def report(experiment, profile, overrides, runs_root, metric, fmt) -> None:
     """Compare the cells of EXPERIMENT; also writes report.md and results.parquet beside the runs."""
     from expmatrix.report.collect import collect, orphans
-    from expmatrix.report.tables import cell_table, render
+    from expmatrix.report.tables import cell_table, paired_effect, render
+    from expmatrix.spec import SpecError
     from expmatrix.store import RunStore, atomic_write
 
     matrix = _matrix(experiment, profile, overrides)
@@ -129,11 +130,17 @@ def report(experiment, profile, overrides, runs_root, metric, fmt) -> None:
     stray = orphans(matrix, store)
     if stray:
         table.warnings.append(f"{len(stray)} run directories belong to no job of this matrix (left out)")
+    effects = []
+    for factor, level in matrix.spec.report.baseline.items():
+        if factor not in matrix.factor_names or level not in results[factor].to_list():
+            raise SpecError(f"{experiment}: report.baseline.{factor}: no factor level {level!r}")
+        effects.append(paired_effect(results, matrix.factor_names, metric, factor, level))
     store.dir.mkdir(parents=True, exist_ok=True)
     results.write_parquet(store.dir / "results.parquet")
     title = f"# {matrix.spec.name}" + (f" (profile {profile})" if profile else "")
-    atomic_write(store.dir / "report.md", f"{title}\n\n{render(table, 'markdown')}\n")
-    click.echo(render(table, fmt))
+    sections = [render(t, "markdown") for t in (table, *effects)]
+    atomic_write(store.dir / "report.md", f"{title}\n\n" + "\n\n".join(sections) + "\n")
+    click.echo("\n\n".join(render(t, fmt) for t in (table, *effects)))
     click.echo(f"\nwritten: {store.dir / 'report.md'}, {store.dir / 'results.parquet'}")
 
 

@@ -74,6 +74,12 @@ class DataConfig(Strict):
     max_events: int | None = Field(None, ge=10)  # cap on training events; val/test are cut in the same proportion
     unit: Literal["GeV", "MeV", "TeV"] = "GeV"  # energy unit of the file; everything downstream is GeV
 
+    @model_validator(mode="after")
+    def _synthetic_only_for_synthetic(self) -> DataConfig:
+        if self.path != "synthetic" and "synthetic" in self.model_fields_set:
+            raise ValueError(f"data.synthetic has no effect when data.path is a file ({self.path}): remove it")
+        return self
+
     @field_validator("cont_features")
     @classmethod
     def _features(cls, v: list[int]) -> list[int]:

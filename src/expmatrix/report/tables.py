@@ -69,3 +69,28 @@ def render(table: CellTable, fmt: str = "terminal") -> str:
     if fmt == "markdown":
         lines = [f"> {line}" if line.startswith("warning") else line for line in lines]
     return "\n\n".join(lines) if fmt == "markdown" else "\n".join(lines)
+
+
+def paired_effect(results: pl.DataFrame, factors: list[str], metric: str, factor: str, baseline: str) -> CellTable:
+    """Each level of `factor` against its `baseline` level, paired on every other factor and the seed.
+
+    Rows: level, marginal mean of `metric`, mean paired difference to the baseline ± its std, pairs used.
+    """
+    done = results.filter(pl.col("state") == "done")
+    headers = [factor, f"{metric} mean", f"Δ vs {baseline} (mean ± std)", "pairs"]
+    if done.is_empty() or metric not in done.columns:
+        return CellTable(metric, headers, [], [])
+    keys = [f for f in factors if f != factor] + ["seed"]
+    base = done.filter(pl.col(factor) == baseline).select(*keys, pl.col(metric).alias("_base"))
+    rows = []
+    for level in done[factor].unique(maintain_order=True).to_list():
+        part = done.filter(pl.col(factor) == level)
+        pairs = part.join(base, on=keys, how="inner").select((pl.col(metric) - pl.col("_base")).alias("d"))["d"]
+        mean = part[metric].mean()
+        if level == baseline:
+            rows.append([level, f"{mean:.4f}", "(baseline)", len(pairs)])
+            continue
+        spread = f" ± {pairs.std():.4f}" if len(pairs) > 1 else ""
+        delta = f"{pairs.mean():+.4f}{spread}" if len(pairs) else "no matched pairs"
+        rows.append([level, f"{mean:.4f}", delta, len(pairs)])
+    return CellTable(metric, headers, rows, [])
