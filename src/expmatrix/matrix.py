@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from expmatrix.spec import ExperimentSpec, JobConfig, SpecError, describe_errors, load_experiment, load_yaml
@@ -88,8 +89,6 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
 
 def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """`--set train.epochs=3` -> {'train.epochs': 3}; values are parsed as YAML."""
-    import yaml
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
