@@ -22,8 +22,6 @@ from typing import Any
 
 import yaml
 
-STATES = ("new", "running", "done", "failed")
-
 
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write to a temp file in the same folder, then rename over `path`."""

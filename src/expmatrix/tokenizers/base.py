@@ -36,11 +36,6 @@ class Tokenizer(ABC):
         """Everything that shapes the input layer (a cache key for model sizing)."""
         return f"{self.config.model_dump_json()}|{self.features}|{self.use_met}"
 
-    @property
-    @abstractmethod
-    def seq_len(self) -> int:
-        """Tokens per event."""
-
     @abstractmethod
     def fit(self, events: Events) -> None:
         """Learn constants from the training split."""

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from expmatrix.data.events import Events
-from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES, N_OBJECTS
+from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.spec import BinnedTokenizerConfig
 from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_object_ids, sequence_mask
 
@@ -79,10 +79,6 @@ class BinnedTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return self.n_particle_tokens + 2 * self.n + 1
-
-    @property
-    def seq_len(self) -> int:
-        return N_OBJECTS + (2 if self.use_met else 0)
 
     def _values(self, events: Events, f: str) -> np.ndarray:
         if f in self.globals:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from expmatrix.data.events import Events
-from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES, N_OBJECTS
+from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.spec import DirectTokenizerConfig
 from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_object_ids, sequence_mask
 
@@ -53,10 +53,6 @@ class DirectTokenizer(Tokenizer):
         self.rules = {f: config.transforms[f] for f in features + self.globals}
         self.mean: dict[str, float] = {}
         self.std: dict[str, float] = {}
-
-    @property
-    def seq_len(self) -> int:
-        return N_OBJECTS + (1 if self.use_met else 0)
 
     def _columns(self, events: Events, real_only: bool) -> dict[str, np.ndarray]:
         """Transformed values per feature: real objects (flat) or all slots (N, O)."""
