@@ -7,7 +7,7 @@ from pathlib import Path
 import h5py
 
 from expmatrix.data.events import Events
-from expmatrix.data.fourtops import DataError, read_split
+from expmatrix.data.fourtops import DataError, dataset, read_split
 from expmatrix.data.layout import SPLITS
 from expmatrix.data.synthetic import write_fourtops
 from expmatrix.spec import DataConfig
@@ -34,9 +34,7 @@ def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, E
     fraction = 1.0
     if cfg.max_events is not None:
         with h5py.File(path, "r") as f:
-            if keys["x_train"] not in f:
-                raise DataError(f"{path}: dataset {keys['x_train']!r} not found; the file holds {sorted(f.keys())}")
-            fraction = min(1.0, cfg.max_events / len(f[keys["x_train"]]))
+            fraction = min(1.0, cfg.max_events / len(dataset(f, path, keys["x_train"])))
     splits = {
         split: read_split(
             path,

@@ -18,7 +18,7 @@ class DataError(ValueError):
     """A data file that does not hold what the job expects."""
 
 
-def _dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
+def dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
     if key not in f:
         raise DataError(f"{path}: dataset {key!r} not found; the file holds {sorted(f.keys())}")
     return f[key]
@@ -51,7 +51,7 @@ def read_split(
     if not path.exists():
         raise DataError(f"{path}: data file not found")
     with h5py.File(path, "r") as f:
-        x_ds, y_ds = _dataset(f, path, x_key), _dataset(f, path, y_key)
+        x_ds, y_ds = dataset(f, path, x_key), dataset(f, path, y_key)
         if x_ds.ndim != 2 or x_ds.shape[1] != N_COLUMNS:
             raise DataError(
                 f"{path}: dataset {x_key!r} has shape {x_ds.shape}; expected (N, {N_COLUMNS}) = "
