@@ -42,6 +42,20 @@ def friendly(fn):
     return wrapper
 
 
+def _counts(counter) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counter.items()) if v)
+
+
+def _levels(job) -> str:
+    return " ".join(f"{k}={v}" for k, v in job.levels.items()) + f" seed={job.seed}"
+
+
+def _store(matrix, runs_root: str):
+    from expmatrix.store import RunStore
+
+    return RunStore(runs_root, matrix.spec.name, matrix.spec.run.stale_after_seconds)
+
+
 def _matrix(experiment: str, profile: str | None, overrides: tuple[str, ...]):
     from expmatrix.matrix import build_matrix, parse_set
 
@@ -88,20 +102,31 @@ def list_jobs(experiment: str, profile: str | None, overrides: tuple[str, ...], 
     "--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="CPU count", help="Jobs trained at once."
 )
 @click.option("--threads", type=int, default=None, help="Torch threads per job [default: CPUs / workers].")
-@click.option("--retry-failed/--skip-failed", default=True, show_default=True, help="Run failed jobs again.")
+@click.option("--retry-failed", is_flag=True, help="Also run failed jobs again (up to run.max_attempts).")
 @friendly
 def run(experiment, profile, overrides, runs_root, workers, threads, retry_failed) -> None:
-    """Train every job of EXPERIMENT that is not done yet, in a local process pool."""
+    """Train every job of EXPERIMENT that is not done yet, in a local process pool.
+
+    Interrupted jobs resume from their checkpoint; jobs claimed by another live runner are left to it.
+    """
+    import time
+
     from expmatrix.executors.local import run_local
-    from expmatrix.store import RunStore
 
     matrix = _matrix(experiment, profile, overrides)
-    store = RunStore(runs_root, matrix.spec.name)
-    states = run_local(matrix, store, workers, threads, retry_failed)
-    if not any(v for k, v in states.items() if k != "skipped (done)"):
-        click.echo(f"all {len(matrix.jobs)} jobs already done: nothing to train ({store.dir})")
+    store = _store(matrix, runs_root)
+    started = time.time()
+    states, skipped = run_local(matrix, store, workers, threads, retry_failed)
+    if not states:
+        click.echo(f"nothing to train: {_counts(skipped)} ({store.dir})")
         return
-    click.echo(", ".join(f"{v} {k}" for k, v in states.items() if v) + f"  ({store.dir})")
+    click.echo(f"{len(matrix.jobs)} jobs in {time.time() - started:.0f} s: {_counts(states)}")
+    if skipped:
+        click.echo(f"left alone: {_counts(skipped)}")
+    failed = [j for j in matrix.jobs if store.state(j.id) == "failed"]
+    for job in failed[:10]:
+        click.echo(f"  failed {job.id} {_levels(job)}: {store.status(job.id).get('error')}")
+    click.echo(f"run directory: {store.dir}" + ("; see `expmatrix status`" if failed else ""))
     if states["failed"]:
         sys.exit(1)
 

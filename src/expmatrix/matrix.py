@@ -13,7 +13,7 @@ import copy
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class Job:
     seed: int
     config: dict[str, Any]  # validated JobConfig, as plain data
     data_path: str  # the data file resolved for this machine ("synthetic" stays symbolic)
+    run: dict[str, Any] = field(default_factory=dict)  # RunConfig: tracking, attempts (not part of the id)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -42,6 +43,7 @@ class Job:
             "seed": self.seed,
             "data_path": self.data_path,
             "config": self.config,
+            "run": self.run,
         }
 
     @classmethod
@@ -200,6 +202,7 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
                 raise SpecError(f"{path}: exclude[{i}].{name}: no such factor level {level!r}")
 
     base: list[Layer] = [("", {"data." + k: v for k, v in flatten(spec.data).items()}), ("base.", flatten(spec.base))]
+    run = spec.run.model_dump(mode="json")
     jobs = []
     for combo in itertools.product(*factors.values()):
         levels = {name: lv for name, (lv, _) in zip(factors, combo, strict=True)}
@@ -215,7 +218,7 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
             if data_path != "synthetic":
                 data_path = str((path.parent / data_path).resolve())
             no_seed = {k: v for k, v in config.items() if k != "seed"}
-            jobs.append(Job(short_hash(config), short_hash(no_seed), levels, seed, config, data_path))
+            jobs.append(Job(short_hash(config), short_hash(no_seed), levels, seed, config, data_path, run))
     _check_distinct_cells(jobs, path)
     return Matrix(spec, path, jobs, list(factors))
 

@@ -171,6 +171,28 @@ class ReportConfig(Strict):
     baseline: dict[str, str] = {}
 
 
+class WandbConfig(Strict):
+    project: str | None = None  # default: the experiment name
+    entity: str | None = None
+    mode: Literal["offline", "online"] = "offline"  # compute nodes have no internet: `wandb sync` later
+
+
+class RunConfig(Strict):
+    """How jobs are run and tracked; none of it changes what a job trains, so none of it is in the job id."""
+
+    tracking: Literal["none", "wandb"] = "none"  # metrics.jsonl is always written
+    wandb: WandbConfig = WandbConfig()
+    max_attempts: int = Field(3, ge=1)  # a job that failed this often is not retried by --retry-failed
+    heartbeat_seconds: float = Field(30.0, gt=0)
+    stale_after_seconds: float = Field(600.0, gt=0)  # a claim without a heartbeat for this long is taken over
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> RunConfig:
+        if self.stale_after_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds must exceed twice heartbeat_seconds, or live jobs look abandoned")
+        return self
+
+
 class ExperimentSpec(Strict):
     """The experiment YAML: fixed settings, factors and how to read the results."""
 
@@ -182,6 +204,7 @@ class ExperimentSpec(Strict):
     exclude: list[dict[str, str]] = []
     profiles: dict[str, dict[str, Any]] = {}
     report: ReportConfig = ReportConfig()
+    run: RunConfig = RunConfig()
     presets: str = "../tokenizers"  # folder of tokenizer presets, relative to the experiment file
 
 
