@@ -98,6 +98,51 @@ def list_jobs(experiment: str, profile: str | None, overrides: tuple[str, ...], 
 @PROFILE
 @SET
 @RUNS
+@click.option("--all", "show_all", is_flag=True, help="List every job (default: at most 50 per state).")
+@friendly
+def plan(experiment, profile, overrides, runs_root, show_all) -> None:
+    """Count EXPERIMENT's jobs by state (new, running, interrupted, preempted, failed, done, stale) without
+    running anything; `stale`: done by another package version or code."""
+    from expmatrix.monitor import counts, job_states, plan_table
+
+    matrix = _matrix(experiment, profile, overrides)
+    states = job_states(matrix, _store(matrix, runs_root))
+    click.echo(plan_table(matrix, states, None if show_all else 50))
+    click.echo(f"\n{matrix.spec.name}: {len(matrix.cells)} cells; " + counts(states))
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@PROFILE
+@SET
+@RUNS
+@click.option("--watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
+@friendly
+def status(experiment, profile, overrides, runs_root, watch) -> None:
+    """Progress of EXPERIMENT: counts by state, running jobs (epoch, host, heartbeat), failed jobs and why."""
+    import time
+
+    from expmatrix.monitor import counts, job_states, status_tables
+
+    matrix = _matrix(experiment, profile, overrides)
+    store = _store(matrix, runs_root)
+    while True:
+        states = job_states(matrix, store)
+        text = status_tables(matrix, states, store)
+        if watch:
+            click.clear()
+            click.echo(time.strftime("%H:%M:%S "), nl=False)
+        click.echo(f"{matrix.spec.name}: " + counts(states) + ("\n\n" + text if text else ""))
+        if not watch:
+            return
+        time.sleep(watch)
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@PROFILE
+@SET
+@RUNS
 @click.option(
     "--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="CPU count", help="Jobs trained at once."
 )

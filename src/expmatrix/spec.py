@@ -199,9 +199,9 @@ class ExperimentSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data: dict[str, Any] = {}
     base: dict[str, Any] = {}  # fixed for every job: model, train, ...
-    factors: dict[str, list[Any] | dict[str, dict[str, Any]]] = {}
+    factors: dict[str, list[Any] | dict[str, Any]] = {}  # see matrix._parse_factor for the forms
     seeds: list[int] = [0]
-    exclude: list[dict[str, str]] = []
+    exclude: list[dict[str, Any]] = []  # partial assignments {factor: level} that are skipped
     profiles: dict[str, dict[str, Any]] = {}
     report: ReportConfig = ReportConfig()
     run: RunConfig = RunConfig()
