@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ def counts(states: list[JobState]) -> str:
     return ", ".join(f"{found[k]} {k}" for k in ORDER if found[k]) + f"  ({len(states)} jobs)"
 
 
-def _one_line(text: str | None, width: int = 100) -> str:
-    text = " ".join((text or "").split())
+def _one_line(text: str | None, width: int = 120) -> str:
+    """The error on one line, folders cut from paths (`status` shows what went wrong, not where files live)."""
+    text = re.sub(r"/(?:[^\s/:'\"]+/)+([^\s/:'\"]+)", r"\1", " ".join((text or "").split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
