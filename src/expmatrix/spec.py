@@ -7,6 +7,9 @@ expected. `JobConfig` is the fully resolved config one job runs with.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,8 +26,43 @@ class SpecError(ValueError):
     """A config that cannot run; the message names the file and key path."""
 
 
+# While a job's components are built, `record_reads` notes every config field they read.
+_TRACE: ContextVar[tuple[dict[int, str], set[str]] | None] = ContextVar("config_reads", default=None)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name[0] != "_":
+            trace = _TRACE.get()
+            if trace is not None and name in type(self).model_fields and not isinstance(value, Strict):
+                paths, reads = trace
+                reads.add(paths.get(id(self), "") + name)
+        return value
+
+
+@contextmanager
+def record_reads(config: Strict) -> Iterator[set[str]]:
+    """Collect the dotted keys of `config` whose values are read inside the block
+    (a dict-valued field counts as read as a whole; `model_dump` reads nothing)."""
+    paths: dict[int, str] = {}
+
+    def walk(model: Strict, prefix: str) -> None:
+        paths[id(model)] = prefix
+        for name in type(model).model_fields:
+            value = model.__dict__[name]
+            if isinstance(value, Strict):
+                walk(value, f"{prefix}{name}.")
+
+    walk(config, "")
+    reads: set[str] = set()
+    token = _TRACE.set((paths, reads))
+    try:
+        yield reads
+    finally:
+        _TRACE.reset(token)
 
 
 # ---------------------------------------------------------------- data

@@ -34,13 +34,13 @@ def data_selection(cfg: DataConfig) -> dict:
     """What decides which events a job reads (besides the file itself): a cache key part."""
     out = {
         "source": cfg.source,
-        "keys": cfg.keys.model_dump(),
-        "task": cfg.task.model_dump(),
+        "keys": {k: getattr(cfg.keys, k) for k in type(cfg.keys).model_fields},
+        "task": {"signal": cfg.task.signal, "background": cfg.task.background},
         "max_events": cfg.max_events,
         "unit": cfg.unit,
     }
     if cfg.path == "synthetic":
-        out["synthetic"] = cfg.synthetic.model_dump()
+        out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
     return out
 
 
