@@ -14,11 +14,12 @@ import torch
 from expmatrix.data import load_splits
 from expmatrix.matrix import Job
 from expmatrix.models.sizing import build_model, solve_size
+from expmatrix.models.transformer import trainable_params
 from expmatrix.spec import JobConfig
 from expmatrix.store import RunStore, atomic_write, write_json
 from expmatrix.tokenizers import build_tokenizer
 from expmatrix.training.metrics import binary_metrics
-from expmatrix.training.trainer import fit, predict, to_device
+from expmatrix.training.trainer import Preempted, Trainer, to_device
 
 N_CLASSES = 2  # binary: background 0, the declared signal 1
 
@@ -41,35 +42,37 @@ def train_job(job: Job, store: RunStore) -> dict:
     tokens = {s: to_device(tokenizer.transform(ev), device) for s, ev in splits.items()}
     labels = {s: torch.from_numpy(ev.label).to(device) for s, ev in splits.items()}
 
-    size = solve_size(tokenizer, cfg.model, N_CLASSES)
-    model = build_model(tokenizer, cfg.model, size, N_CLASSES).to(device)
+    if cfg.train.loss != "cross_entropy":
+        raise ValueError(f"train.loss={cfg.train.loss} needs regression targets; fourtops data is classification")
+    seq_len = tokens["train"]["mask"].shape[1]
+    size = solve_size(tokenizer, cfg.model, N_CLASSES, seq_len)
+    model = build_model(tokenizer, cfg.model, size, N_CLASSES, seq_len).to(device)
+    trainer = Trainer(model, cfg.train, device, len(labels["train"]), cfg.seed)
 
     def log_epochs(history: list[dict]) -> None:
         atomic_write(store.path(job.id, "metrics.jsonl"), "".join(json.dumps(h) + "\n" for h in history))
         store.set_status(job.id, "running", epoch=history[-1]["epoch"], epochs=cfg.train.epochs)
 
-    history, seconds = fit(
-        model,
+    history = trainer.fit(
         (tokens["train"], labels["train"]),
         (tokens["val"], labels["val"]),
-        cfg.train,
-        cfg.seed,
         store.path(job.id, "checkpoint.pt"),
         log_epochs,
     )
-    scores = predict(model, tokens["test"])
+    evaluated = history[trainer.best["epoch"] - 1 if trainer.best else -1]
+    scores = trainer.predict(tokens["test"])[:, 1]
     pl.DataFrame({"score": scores, "label": splits["test"].label, "process": splits["test"].process}).write_parquet(
         store.path(job.id, "predictions.parquet")
     )
     metrics = {
         "test": binary_metrics(scores, splits["test"].label),
-        "val": {k: v for k, v in history[-1].items() if k.startswith("val_")},
-        "evaluated_weights": "last",  # no early stopping: the weights after the final epoch
+        "val": {k: v for k, v in evaluated.items() if k.startswith("val_")},
+        **trainer.summary(),  # evaluated_weights last|best (best_epoch), ema, precision, compiled
         "epochs": len(history),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": trainable_params(model),
         "d_model": size.d_model,
         "d_ff": size.d_ff,
-        "train_seconds": seconds,
+        "train_seconds": trainer.seconds,
         "events": {s: len(ev) for s, ev in splits.items()},
         "device": str(device),
     }
@@ -94,6 +97,9 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
         train_job(job, store)
         store.set_status(job.id, "done", finished=time.time(), wall_seconds=time.time() - started)
         return "done"
+    except Preempted as e:  # SIGTERM/SIGUSR1: checkpointed, resumable, not failed
+        store.set_status(job.id, "preempted", reason=str(e), preempted=time.time())
+        return "preempted"
     except Exception as e:  # noqa: BLE001 - a job's failure is recorded, the matrix goes on
         tail = "".join(traceback.format_exception(e)[-3:])
         store.set_status(job.id, "failed", error=f"{type(e).__name__}: {e}", traceback=tail, finished=time.time())
