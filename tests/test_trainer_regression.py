@@ -15,13 +15,7 @@ from expmatrix.spec import ModelConfig, TrainConfig
 from expmatrix.training.losses import VonMisesFisher, angular_error, log_vmf_normalizer
 from expmatrix.training.trainer import Trainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class VectorEmbedding(nn.Module):

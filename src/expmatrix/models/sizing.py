@@ -48,8 +48,9 @@ def count_params(tokenizer: Tokenizer, cfg: ModelConfig, d_model: int, d_ff: int
 
 
 def solve_size(tokenizer: Tokenizer, cfg: ModelConfig, n_outputs: int, seq_len: int | None = None) -> Size:
-    """Width (a multiple of the heads; of twice the heads for rope) and FFN width whose total is closest to
-    the target. Raises `BudgetError` when no width lands within `TOLERANCE`."""
+    """Width and FFN width whose total is closest to the target; `BudgetError` when none is within `TOLERANCE`.
+
+    The width is a multiple of the heads (for rope: of twice the heads, at least 4 per head)."""
     key = (tokenizer.signature(), cfg.model_dump_json(), cfg.target_params, cfg.ff_ratio, n_outputs, seq_len)
     if key not in _SOLVED:
         _SOLVED[key] = _solve(tokenizer, cfg, n_outputs, seq_len)
@@ -66,7 +67,7 @@ def _solve(tokenizer: Tokenizer, cfg: ModelConfig, n_outputs: int, seq_len: int 
         f = f if f is not None else max(1, round(cfg.ff_ratio * d))
         return count_params(tokenizer, cfg, d, f, n_outputs, seq_len)
 
-    lo, hi = 1, 1  # widths in units; total() grows with the width
+    lo = hi = 2 if cfg.position == "rope" else 1  # widths in units; total() grows with the width
     while total(hi * unit) < target and hi < 4096:
         lo, hi = hi, hi * 2
     while hi - lo > 1:

@@ -35,8 +35,8 @@ def rotary(cfg: ModelConfig, head_dim: int) -> nn.Module | None:
         return None
     from rotary_embedding_torch import RotaryEmbedding
 
-    if head_dim % 2:
-        raise ValueError(f"rope needs an even head width, got {head_dim=}")
+    if head_dim % 2 or head_dim < 4:
+        raise ValueError(f"rope needs an even head width of at least 4, got {head_dim=}")
     return RotaryEmbedding(dim=head_dim, theta=cfg.rope_theta)
 
 
@@ -60,6 +60,7 @@ class Transformer(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_outputs)
+        self.packed: bool | None = None  # None: pack real tokens on CPU, keep all slots on GPUs and under compile
 
     def forward(self, tokens: Tokens) -> torch.Tensor:
         h, mask = self.embed(tokens)  # (B, T, C), (B, T)
@@ -67,8 +68,8 @@ class Transformer(nn.Module):
         if self.cls is not None:
             h = torch.cat([self.cls.expand(len(h), -1, -1), h], dim=1)
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
-        # pack real tokens on CPU (compute-bound); keep static shapes on GPUs and under torch.compile
-        packing = Packing(mask, packed=not h.is_cuda and not torch.compiler.is_compiling())
+        packed = self.packed if self.packed is not None else not h.is_cuda and not torch.compiler.is_compiling()
+        packing = Packing(mask, packed)
         x = packing.unpad(h)  # (N, C)
         for block in self.blocks:
             x = block(x, packing, self.rope)
