@@ -13,13 +13,14 @@ import torch
 from expmatrix.data import load_splits
 from expmatrix.matrix import Job
 from expmatrix.models.sizing import build_model, solve_size
+from expmatrix.models.transformer import trainable_params
 from expmatrix.provenance import code_version
 from expmatrix.spec import JobConfig, RunConfig
 from expmatrix.stages import fitted_tokenizer
 from expmatrix.store import Heartbeat, RunStore, write_json
 from expmatrix.training.metrics import binary_metrics
 from expmatrix.training.tracking import Tracker, open_tracker
-from expmatrix.training.trainer import fit, predict, to_device
+from expmatrix.training.trainer import Preempted, Trainer, to_device
 
 N_CLASSES = 2  # binary: background 0, the declared signal 1
 
@@ -46,8 +47,12 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
     tokens = {s: to_device(tokenizer.transform(ev), device) for s, ev in splits.items()}
     labels = {s: torch.from_numpy(ev.label).to(device) for s, ev in splits.items()}
 
-    size = solve_size(tokenizer, cfg.model, N_CLASSES)
-    model = build_model(tokenizer, cfg.model, size, N_CLASSES).to(device)
+    if cfg.train.loss != "cross_entropy":
+        raise ValueError(f"train.loss={cfg.train.loss} needs regression targets; fourtops data is classification")
+    seq_len = tokens["train"]["mask"].shape[1]
+    size = solve_size(tokenizer, cfg.model, N_CLASSES, seq_len)
+    model = build_model(tokenizer, cfg.model, size, N_CLASSES, seq_len).to(device)
+    trainer = Trainer(model, cfg.train, device, len(labels["train"]), cfg.seed)
 
     def log_epochs(history: list[dict]) -> None:
         if heartbeat is not None and heartbeat.lost.is_set():
@@ -55,28 +60,26 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
         tracker.log_history(history)
         store.set_status(job.id, "running", epoch=history[-1]["epoch"], epochs=cfg.train.epochs)
 
-    history, seconds = fit(
-        model,
+    history = trainer.fit(
         (tokens["train"], labels["train"]),
         (tokens["val"], labels["val"]),
-        cfg.train,
-        cfg.seed,
         store.path(job.id, "checkpoint.pt"),
         log_epochs,
     )
-    scores = predict(model, tokens["test"])
+    evaluated = history[trainer.best["epoch"] - 1 if trainer.best else -1]
+    scores = trainer.predict(tokens["test"])[:, 1]
     pl.DataFrame({"score": scores, "label": splits["test"].label, "process": splits["test"].process}).write_parquet(
         store.path(job.id, "predictions.parquet")
     )
     metrics = {
         "test": binary_metrics(scores, splits["test"].label),
-        "val": {k: v for k, v in history[-1].items() if k.startswith("val_")},
-        "evaluated_weights": "last",  # no early stopping: the weights after the final epoch
+        "val": {k: v for k, v in evaluated.items() if k.startswith("val_")},
+        **trainer.summary(),  # evaluated_weights last|best (best_epoch), ema, precision, compiled
         "epochs": len(history),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": trainable_params(model),
         "d_model": size.d_model,
         "d_ff": size.d_ff,
-        "train_seconds": seconds,
+        "train_seconds": trainer.seconds,
         "events": {s: len(ev) for s, ev in splits.items()},
         "device": str(device),
     }
@@ -86,7 +89,8 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
 
 def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
     """Claim, train, record. Never raises for a job's own failure: returns its final state
-    (done, failed, claimed: someone else has it, lost: taken over while we ran)."""
+    (done, failed, preempted: checkpointed on a signal, claimed: someone else has it,
+    lost: taken over while we ran)."""
     if store.state(job.id) == "done":
         return "done"
     if not store.claim(job.id):
@@ -114,6 +118,11 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
             return "done"
         except ClaimLost:
             return "lost"  # the new owner writes the status
+        except Preempted as e:  # SIGTERM/SIGUSR1: checkpointed, resumable, not failed
+            store.set_status(job.id, "preempted", reason=str(e), preempted=time.time())
+            if tracker is not None:
+                tracker.finish({}, failed=True)
+            return "preempted"
         except Exception as e:  # noqa: BLE001 - a job's failure is recorded, the matrix goes on
             tail = "".join(traceback.format_exception(e)[-3:])
             failures = store.status(job.id).get("failures", 0) + 1
