@@ -157,9 +157,11 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
     import time
 
     from expmatrix.executors.local import run_local
+    from expmatrix.inert import check_consumed
 
     matrix = _matrix(experiment, profile, overrides)
     store = _store(matrix, runs_root)
+    check_consumed(matrix, store.cache_dir)
     started = time.time()
     states, skipped = run_local(matrix, store, workers, threads, retry_failed)
     if not states:

@@ -58,6 +58,7 @@ class Matrix:
     path: Path
     jobs: list[Job]
     factor_names: list[str]
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)  # cell -> {key the spec sets: where}
 
     @property
     def cells(self) -> dict[str, dict[str, str]]:
@@ -286,7 +287,8 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
 
     base: list[Layer] = [("", {"data." + k: v for k, v in flatten(spec.data).items()}), ("base.", flatten(spec.base))]
     run = spec.run.model_dump(mode="json")
-    jobs = []
+    jobs: list[Job] = []
+    settings: dict[str, dict[str, str]] = {}
     for chosen in _combos(factors):
         levels = {name: lv for name, (lv, _) in chosen.items()}
         if any(all(levels[k] == str(v) for k, v in ex.items()) for ex in spec.exclude):
@@ -296,16 +298,32 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
             for name, (lv, over) in chosen.items()
             if over
         ]
+        layers = base + fac_layers + later
         for seed in seeds:
-            config = resolve(base + fac_layers + later + [("seeds: ", {"seed": seed})], presets, path)
+            config = resolve(layers + [("seeds: ", {"seed": seed})], presets, path)
             data_path = config["data"]["path"]
             if data_path != "synthetic":
                 data_path = str((path.parent / data_path).resolve())
             identity = _identity(config)
             no_seed = {k: v for k, v in identity.items() if k != "seed"}
             jobs.append(Job(short_hash(identity), short_hash(no_seed), levels, seed, config, data_path, run))
+        settings.setdefault(jobs[-1].cell, explicit_settings(layers, presets))
     _check_distinct_cells(jobs, path)
-    return Matrix(spec, path, jobs, list(factors))
+    return Matrix(spec, path, jobs, list(factors), settings)
+
+
+def explicit_settings(layers: list[Layer], presets: Presets) -> dict[str, str]:
+    """Every key the spec (or a preset) sets for a cell -> where, as an error message names it."""
+    out: dict[str, str] = {}
+    for where, over in layers:
+        for k, v in over.items():
+            if k == "tokenizer" and isinstance(v, str):
+                out = {key: src for key, src in out.items() if not key.startswith("tokenizer.")}
+                preset = flatten(presets.get(v, where))
+                out.update({f"tokenizer.{p}": f"{presets.path(v)}: {p}" for p in preset})
+            else:
+                out[k] = where + k
+    return {k: v for k, v in out.items() if k not in ("tokenizer.name", "tokenizer.kind")}
 
 
 COSMETIC = ("tokenizer.name",)  # labels, not settings: renaming a preset keeps its jobs' ids
