@@ -270,6 +270,8 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
             raise SpecError(f"{path}: unknown profile {profile!r}; defined: {', '.join(spec.profiles) or 'none'}")
         prof = dict(spec.profiles[profile])
         seeds = prof.pop("seeds", seeds)
+        if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise SpecError(f"{path}: profiles.{profile}.seeds: expected a list of integers, got {seeds!r}")
         later.append((f"profiles.{profile}: ", flatten(prof)))
     if overrides:
         later.append(("--set ", dict(overrides)))
@@ -299,15 +301,16 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
             if over
         ]
         layers = base + fac_layers + later
+        config = resolve(layers, presets, path)  # validated once per cell: seeds differ in `seed` only
+        data_path = config["data"]["path"]
+        if data_path != "synthetic":
+            data_path = str((path.parent / data_path).resolve())
+        no_seed = {k: v for k, v in _identity(config).items() if k != "seed"}
+        cell = short_hash(no_seed)
         for seed in seeds:
-            config = resolve(layers + [("seeds: ", {"seed": seed})], presets, path)
-            data_path = config["data"]["path"]
-            if data_path != "synthetic":
-                data_path = str((path.parent / data_path).resolve())
-            identity = _identity(config)
-            no_seed = {k: v for k, v in identity.items() if k != "seed"}
-            jobs.append(Job(short_hash(identity), short_hash(no_seed), levels, seed, config, data_path, run))
-        settings.setdefault(jobs[-1].cell, explicit_settings(layers, presets))
+            job_config = {**config, "seed": seed}  # sections shared between the seeds: read-only
+            jobs.append(Job(short_hash({**no_seed, "seed": seed}), cell, levels, seed, job_config, data_path, run))
+        settings[cell] = explicit_settings(layers, presets)
     _check_distinct_cells(jobs, path)
     return Matrix(spec, path, jobs, list(factors), settings)
 
