@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -164,3 +165,9 @@ def test_default_interactions_pair_the_baseline_factor_with_the_others():
         ("a", "c"),
         ("b", "c"),
     ]
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "reports").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_report_specs_are_valid(spec):
+    s = ReportSettings.resolve(ReportConfig(), spec)
+    assert s.metric == s.metrics[0]

@@ -55,8 +55,8 @@ def undefined_metrics(results: pl.DataFrame, metrics: list[str]) -> list[str]:
         n = done[m].null_count()
         if n:
             out.append(
-                f"{m} is n/a in {n} of {done.height} finished jobs: the test set has too few background events"
-                " to resolve that working point; those jobs are left out of its mean"
+                f"{m} is n/a in {n} of {done.height} finished jobs (a working point the test set is too small to"
+                " resolve, or a job from before the metric existed); they are left out of its mean"
             )
     return out
 

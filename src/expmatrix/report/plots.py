@@ -93,7 +93,8 @@ def heatmap(inter: pl.DataFrame, metric: str, out: Path) -> Path:
     ax = fig.add_subplot()
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.4f}", ha="center", va="center", color="w", fontsize=8)
+        dark = np.isnan(v) or im.norm(v) < 0.5  # light text on the dark end of viridis
+        ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.4f}", ha="center", va="center", color="w" if dark else "k")
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
     ax.set(xlabel=factor, ylabel=by)

@@ -14,6 +14,7 @@ from expmatrix.report.tables import Table
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5em 0 0.3em; font-size: 0.85em; }
 th, td { padding: 0.25em 0.7em; text-align: left; white-space: nowrap; }
 thead th { border-top: 2px solid #222; border-bottom: 1px solid #222; }
@@ -40,9 +41,9 @@ def render_table(table: Table) -> str:
     notes = "".join(f"<li>{escape(n)}</li>" for n in table.notes)
     return (
         f'<h2 id="{escape(table.name)}">{escape(table.title)}</h2>\n'
-        f"<table><thead><tr>{head}</tr></thead>\n<tbody>\n"
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>\n<tbody>\n'
         + "\n".join(rows)
-        + "\n</tbody></table>\n"
+        + "\n</tbody></table></div>\n"
         + (f'<ul class="notes">{notes}</ul>\n' if notes else "")
     )
 
