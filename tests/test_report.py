@@ -171,3 +171,11 @@ def test_default_interactions_pair_the_baseline_factor_with_the_others():
 def test_shipped_report_specs_are_valid(spec):
     s = ReportSettings.resolve(ReportConfig(), spec)
     assert s.metric == s.metrics[0]
+
+
+def test_nothing_finished_is_one_line_per_reason():
+    frame = results().with_columns(pl.lit("new").alias("state"))
+    assert coverage(frame, FACTORS, ["test.auroc"]) == [
+        "partial results: 0 of 8 jobs done; left out: 8 new",
+        "missing: all 4 cells (no finished job)",
+    ]

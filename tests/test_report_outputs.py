@@ -16,6 +16,12 @@ FACTORS = {
     "tokenizer": ["direct", "binned_ambre5"],
     "met": {"with": {"data.use_met": True}, "without": {"data.use_met": False}},
 }
+TINY_DATA = {"path": "synthetic", "synthetic": {"events": 1500, "seed": 1}}
+TINY_BASE = {
+    "model": {"target_params": 8000, "layers": 1, "heads": 2},
+    "train": {"epochs": 1, "batch_size": 256, "warmup_steps": 2, "lr": 1e-3},
+}
+REPORT = {"baseline": {"tokenizer": "direct"}, "top_k": 2}
 PLOTS = ["effects", "heatmap_tokenizer__met", "roc_cells", "roc_tokenizer", "roc_met", "learning_curves"]
 
 
@@ -29,7 +35,7 @@ def cli(*args: str):
 def reported(tmp_path_factory):
     """2 tokenizers x 2 MET levels x 1 seed, trained for real, reported to `out` (LaTeX printed)."""
     tmp = tmp_path_factory.mktemp("report")
-    exp = write_experiment(tmp, factors=FACTORS, report={"baseline": {"tokenizer": "direct"}, "top_k": 2})
+    exp = write_experiment(tmp, factors=FACTORS, data=TINY_DATA, base=TINY_BASE, report=REPORT)
     cli("run", str(exp), "--runs", str(tmp / "runs"), "--workers", "2")
     printed = cli("report", str(exp), "--runs", str(tmp / "runs"), "--out", str(tmp / "out"), "--format", "latex")
     return tmp, exp, printed
@@ -96,7 +102,7 @@ def test_html_opens_in_headless_chromium_with_every_plot(reported, tmp_path):
 
 def test_partial_results_are_reported_with_what_is_missing(reported):
     tmp, exp, _ = reported
-    more_seeds = write_experiment(tmp / "runs", factors=FACTORS, seeds=[0, 1])  # seed 1: never trained
+    more_seeds = write_experiment(tmp / "runs", factors=FACTORS, data=TINY_DATA, base=TINY_BASE, seeds=[0, 1])
     out = cli("report", str(more_seeds), "--runs", str(tmp / "runs"), "--out", str(tmp / "partial"), "--no-plots")
     assert "warning: partial results: 4 of 8 jobs done; left out: 4 new" in out
     assert "warning: cell tokenizer=direct, met=with: 1 of 2 seeds finished (missing: 1)" in out

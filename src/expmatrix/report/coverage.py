@@ -36,6 +36,8 @@ def missing_cells_and_seeds(results: pl.DataFrame, factors: list[str]) -> list[s
     per_cell = results.group_by(factors, maintain_order=True).agg(
         pl.col("seed").filter(pl.col("state") != "done").sort().alias("open"), pl.len().alias("n")
     )
+    if (per_cell["open"].list.len() == per_cell["n"]).all():
+        return [f"missing: all {per_cell.height} cells (no finished job)"]
     for r in per_cell.iter_rows(named=True):
         if len(r["open"]) == r["n"]:
             out.append(f"missing cell (no finished job): {_levels(r, factors)}")

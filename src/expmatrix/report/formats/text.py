@@ -22,7 +22,7 @@ def render_terminal(report: Report) -> str:
     parts = [f"warning: {w}" for w in report.warnings]
     for t in report.tables:
         parts.append(f"\n{t.title}\n{_table(t, 'simple', lambda c: c + ' *')}")
-    return "\n".join(parts) + "\n(* best)\n"
+    return "\n".join(parts) + ("\n(* best)\n" if report.tables else "\n")
 
 
 def render_markdown(report: Report) -> str:
