@@ -8,6 +8,7 @@ from its checkpoint sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from expmatrix.spec import TrainConfig
+from expmatrix.store import atomic_write
 from expmatrix.tokenizers import Tokens
 from expmatrix.training.metrics import binary_metrics
 
@@ -79,9 +81,9 @@ def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def fit(
