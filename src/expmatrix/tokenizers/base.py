@@ -16,12 +16,10 @@ from pydantic import BaseModel
 from torch import nn
 
 from expmatrix.data.events import Events
+from expmatrix.data.layout import N_OBJECT_TYPES
+from expmatrix.tokenizers.errors import TokenizerError
 
 Tokens = dict[str, torch.Tensor]  # every tensor has the events on dim 0; "mask" is (N, T) bool, True = real
-
-
-class TokenizerError(ValueError):
-    """Input a tokenizer cannot encode faithfully."""
 
 
 class Tokenizer(ABC):
@@ -31,6 +29,7 @@ class Tokenizer(ABC):
         self.config = config
         self.features = features  # the continuous features selected by the job, in order
         self.use_met = use_met
+        self.out_of_range: dict[str, int] = {}  # entries the last transform put in edge bins / clipped, per feature
 
     def signature(self) -> str:
         """Everything that shapes the input layer (a cache key for model sizing)."""
@@ -61,6 +60,20 @@ def check_object_ids(events: Events, n_types: int) -> None:
     bad = (events.ids < 0) | (events.ids > n_types)
     if bad.any():
         raise TokenizerError(f"object-type ids outside 0..{n_types}: {np.unique(events.ids[bad])[:10].tolist()}")
+
+
+def check_events(events: Events, features: tuple[str, ...], n_types: int = N_OBJECT_TYPES) -> None:
+    """The events carry the features the tokenizer was built for, and valid object-type ids."""
+    if tuple(events.feature_names) != tuple(features):
+        raise TokenizerError(f"events carry features {events.feature_names}; the tokenizer was built for {features}")
+    check_object_ids(events, n_types)
+
+
+def missing_features(rules: dict, names: tuple[str, ...], config_name: str, what: str) -> None:
+    """A preset must declare a rule for every feature the job selects."""
+    missing = [f for f in names if f not in rules]
+    if missing:
+        raise TokenizerError(f"tokenizer {config_name!r}: no {what} for features {missing}; it declares {list(rules)}")
 
 
 def sequence_mask(events: Events, n_global_tokens: int) -> torch.Tensor:
