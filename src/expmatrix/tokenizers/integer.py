@@ -112,7 +112,8 @@ class IntegerTokenizer(Tokenizer):
             bad = real & ((v != np.round(v)) | (v < 0) | (v >= rule.codes))
             if bad.any():
                 raise TokenizerError(
-                    f"feature {f}: {int(bad.sum())} values are not integers in 0..{rule.codes - 1}, e.g. {v[bad][0]!r}"
+                    f"feature {f}: {int(bad.sum())} values are not integers in 0..{rule.codes - 1}, "
+                    f"e.g. {float(v[bad][0])}"
                 )
             c = np.where(real, v, 0).astype(np.int64)
         else:
