@@ -39,5 +39,11 @@ class FactorizedTokenizer(BinnedBase):
             out["g"] = torch.from_numpy(np.stack([c.astype(np.int64) + 1 for c in self.global_codes(events)], axis=1))
         return out
 
+    def vocabularies(self) -> dict[str, int]:
+        """Rows of each embedding table, by part."""
+        return dict(
+            zip(("object type", *self.features, *self.globals), self.part_vocabs + self.global_vocabs, strict=True)
+        )
+
     def embedding(self, d_model: int) -> nn.Module:
         return TableEmbedding(self.part_vocabs, self.global_vocabs, d_model, self.combine)

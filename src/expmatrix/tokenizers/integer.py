@@ -73,6 +73,12 @@ class IntegerTokenizer(Tokenizer):
     def part_vocabs(self) -> list[int]:
         return [N_OBJECT_TYPES + RESERVED] * self.object_type + [self.rules[f].codes + RESERVED for f in self.features]
 
+    def vocabularies(self) -> dict[str, int]:
+        """Rows of each embedding table, by part (codes + padding + mask)."""
+        parts = ["object type"] * self.object_type + [*self.features, *self.globals]
+        sizes = self.part_vocabs + [self.rules[f].codes + RESERVED for f in self.globals]
+        return dict(zip(parts, sizes, strict=True))
+
     def _raw(self, events: Events, f: str) -> tuple[np.ndarray, np.ndarray]:
         if f in self.globals:
             return events.globals_[:, self.globals.index(f)], np.ones(len(events), dtype=bool)
@@ -137,7 +143,7 @@ class IntegerTokenizer(Tokenizer):
         return out
 
     def embedding(self, d_model: int) -> nn.Module:
-        global_vocabs = [self.rules[f].codes + RESERVED for f in self.globals]
+        global_vocabs = list(self.vocabularies().values())[len(self.part_vocabs) :]
         return TableEmbedding(self.part_vocabs, global_vocabs, d_model, self.combine)
 
     def state_dict(self) -> dict[str, Any]:
