@@ -75,6 +75,9 @@ def _histograms(cols: dict[str, np.ndarray], folder: Path) -> list[Path]:
 
 
 def _vocabulary(config, x: np.ndarray, y: np.ndarray, cont_features: list[int], unit: str) -> list[list]:
+    """The tokenizer fitted on the rows without NaN/inf: its vocabulary, and the share clipped per feature."""
+    keep = np.isfinite(x).all(axis=1)
+    x, y = x[keep], y[keep]
     ids, cont, globals_ = split_columns(x, cont_features, True, unit)
     names = tuple(CONT_NAMES[i] for i in cont_features)
     label = (y == 1).astype(np.int64)
