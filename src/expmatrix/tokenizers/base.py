@@ -57,8 +57,9 @@ class Tokenizer(ABC):
 
 def check_object_ids(events: Events, n_types: int) -> None:
     """Object-type ids must be integers in 0..n_types (0 = empty slot)."""
-    bad = (events.ids < 0) | (events.ids > n_types)
-    if bad.any():
+    ids = events.ids
+    if ids.size and (ids.min() < 0 or ids.max() > n_types):
+        bad = (ids < 0) | (ids > n_types)
         raise TokenizerError(f"object-type ids outside 0..{n_types}: {np.unique(events.ids[bad])[:10].tolist()}")
 
 

@@ -84,7 +84,7 @@ class BinnedBase(Tokenizer):
     def object_codes(self, ids: np.ndarray, cont: np.ndarray, real: np.ndarray) -> list[np.ndarray]:
         """(m, O) bin codes 0..n-1 of each object feature."""
         return [
-            self.binner.codes(f, np.ascontiguousarray(cont[:, :, k]), ids, real) for k, f in enumerate(self.features)
+            self.binner.codes(f, cont[:, :, k], ids, real) for k, f in enumerate(self.features)
         ]
 
     def state_dict(self) -> dict[str, Any]:

@@ -54,23 +54,31 @@ def code_dtype(n: int) -> type:
 
 def quantile_codes(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Number of edges <= value (0..len(edges)); `edges` sorted float32."""
-    code = (values >= edges[0]).view(np.uint8).astype(code_dtype(len(edges) + 1))
+    code = (values >= edges[0]).view(np.uint8)  # a fresh array: counting in place is safe
+    if code_dtype(len(edges) + 1) is not np.uint8:
+        code = code.astype(code_dtype(len(edges) + 1))
     for e in edges[1:]:
         code += values >= e
     return code
 
 
-def width_codes(values: np.ndarray, rule: BinRule) -> np.ndarray:
-    """Fixed: clipped into 0..n-1. Cyclic: wrapped into 0..n-1."""
-    k = np.floor((values - np.float32(rule.low)) * np.float32(1 / rule.width)).astype(np.int64)
-    k = k % rule.bins if rule.kind == "cyclic" else np.clip(k, 0, rule.bins - 1)
-    return k.astype(code_dtype(rule.bins))
+def width_edges(rule: BinRule) -> np.ndarray:
+    """Inner edges low + k * width (k = 1..n-1) of a fixed or cyclic rule, as float32."""
+    return (rule.low + rule.width * np.arange(1, rule.bins)).astype(np.float32)
+
+
+def wrap(values: np.ndarray, rule: BinRule) -> np.ndarray:
+    """Angles outside [low, low + n * width) moved into it by whole periods (float64, then float32)."""
+    period = rule.bins * rule.width
+    high = np.float32(rule.low + period)
+    wrapped = (rule.low + np.mod(values.astype(np.float64) - rule.low, period)).astype(np.float32)
+    return np.where(wrapped >= high, np.float32(rule.low), wrapped)  # float32 rounding can land on high
 
 
 def check_finite(values: np.ndarray, real: np.ndarray | None, name: str) -> None:
     """NaN/inf in real entries cannot be binned (they would silently fall into bin 1)."""
-    if np.isfinite(values.sum(dtype=np.float64)):
-        return
+    if np.isfinite(np.add.reduce(values, axis=None)):
+        return  # the common case, in one pass (an overflow to inf only costs the exact check below)
     bad = ~np.isfinite(values) if real is None else ~np.isfinite(values) & real
     if bad.any():
         raise TokenizerError(f"feature {name}: {int(bad.sum())} NaN/inf values cannot be binned")
@@ -96,14 +104,16 @@ class Binner:
         return set(self.edges) == set(self.quantile)
 
     # ---------------------------------------------------------------- fit
-    def _fit_values(self, events: Events, f: str, chosen: np.ndarray, kind: int | None) -> np.ndarray:
+    def _fit_values(self, events: Events, f: str, chosen: np.ndarray, kind: int | None, real) -> np.ndarray:
         """The training entries quantile edges of `f` come from (type `kind`, or all types if None)."""
         if f in self.globals:
             return events.globals_[chosen, self.globals.index(f)]
-        take = events.real & chosen[:, None]
+        take = real & chosen[:, None]
         if kind is not None:
             take &= events.ids == kind
-        return events.cont[:, :, self.objects.index(f)][take]
+        v = events.cont[:, :, self.objects.index(f)][take]
+        check_finite(v, None, f)
+        return v
 
     def _chosen(self, events: Events) -> np.ndarray:
         return events.label == 0 if self.fit_on == "background" else np.ones(len(events), dtype=bool)
@@ -112,19 +122,29 @@ class Binner:
         per_type = [(f, t) for f in self.quantile if f in self.objects for t in range(1, N_OBJECT_TYPES + 1)]
         return [(f, None) for f in self.quantile] + (per_type if self.per_type else [])
 
+    def _chunk_values(self, events: Events) -> tuple[int, dict[tuple[str, int | None], np.ndarray]]:
+        """(chosen events, the values of every edge set to fit) of one chunk."""
+        chosen, real = self._chosen(events), events.real
+        return int(chosen.sum()), {(f, k): self._fit_values(events, f, chosen, k, real) for f, k in self._targets()}
+
+    def fit(self, events: Events) -> None:
+        values = self._chunk_values(events)  # extracted once, read by both passes
+        self._fit_from(lambda: [values], events.ids.size)
+
     def fit_stream(self, chunks: Callable[[], Iterable[Events]], expected: int) -> None:
         """Fit from `chunks()` (called at least twice); exact, memory-bounded."""
+        self._fit_from(lambda: (self._chunk_values(ev) for ev in chunks()), expected)
+
+    def _fit_from(self, values: Callable[[], Iterable[tuple[int, dict]]], expected: int) -> None:
+        """Two passes (see `quantiles.py`) over the per-chunk values; a missed bracket costs one more pass."""
         targets = self._targets()
-        sketches = {t: QuantileSketch(np.arange(1, self.rules[t[0]].bins) / self.rules[t[0]].bins, expected)
-                    for t in targets}  # fmt: skip
+        qs = {t: np.arange(1, self.rules[t[0]].bins) / self.rules[t[0]].bins for t in targets}
+        sketches = {t: QuantileSketch(qs[t], expected) for t in targets}
         chosen_events = 0
-        for events in chunks():
-            chosen = self._chosen(events)
-            chosen_events += int(chosen.sum())
-            for (f, kind), sk in sketches.items():
-                v = self._fit_values(events, f, chosen, kind)
-                check_finite(v, None, f)
-                sk.add_sample(v)
+        for chosen, chunk in values():
+            chosen_events += chosen
+            for t, sk in sketches.items():
+                sk.add_sample(chunk[t])
         if not chosen_events:
             raise TokenizerError(f"fit_on={self.fit_on}: the training split has no such events")
         # a type with fewer training objects than bins keeps the pooled edges
@@ -132,10 +152,9 @@ class Binner:
         while pending:
             for sk in pending.values():
                 sk.start_counting()
-            for events in chunks():
-                chosen = self._chosen(events)
-                for (f, kind), sk in pending.items():
-                    sk.add_count(self._fit_values(events, f, chosen, kind))
+            for _, chunk in values():
+                for t, sk in pending.items():
+                    sk.add_count(chunk[t])
             results = {t: sk.result() for t, sk in pending.items()}
             self._store(sketches, {t: r for t, r in results.items() if r is not None})
             pending = {t: sk for t, sk in pending.items() if results[t] is None}
@@ -153,9 +172,6 @@ class Binner:
             else:
                 self.edges[f] = e32
 
-    def fit(self, events: Events) -> None:
-        self.fit_stream(lambda: [events], events.ids.size)
-
     # ---------------------------------------------------------------- codes
     def _edges(self, f: str, kind: int | None = None) -> np.ndarray:
         e = self.edges[f]
@@ -163,28 +179,34 @@ class Binner:
             e = e.get(str(kind), e["all"])
         return np.asarray(e, dtype=np.float32)
 
-    def _count_outside(self, f: str, values: np.ndarray, real: np.ndarray | None, lo: float, hi: float) -> None:
-        outside = (values < lo) | (values > hi) if self.rules[f].kind == "quantile" else (values < lo) | (values >= hi)
-        if real is not None:
-            outside &= real
-        self.out_of_range[f] = self.out_of_range.get(f, 0) + int(np.count_nonzero(outside))
+    def _bounds(self, f: str) -> tuple[float, float]:
+        rule = self.rules[f]
+        return tuple(self.range[f]) if rule.kind == "quantile" else (rule.low, rule.low + rule.bins * rule.width)
 
     def codes(self, f: str, values: np.ndarray, ids: np.ndarray | None = None, real: np.ndarray | None = None):
-        """Bin codes 0..n-1 of `values` of feature `f` (objects: pass their `ids` and `real` mask)."""
-        check_finite(values, real, f)
+        """Bin codes 0..n-1 of `values` of feature `f` (objects: pass their `ids` and `real` mask).
+
+        Every rule is a count of float32 edges <= value: fixed values beyond the range land in the
+        edge bins, cyclic ones are first wrapped into the range. NaN/inf in a real entry is an error;
+        real entries outside the fitted range (quantile) or the range (fixed) are counted.
+        """
         rule = self.rules[f]
+        lo, hi = self._bounds(f)
+        v = values if real is None else np.where(real, values, np.float32(lo))  # empty slots: a harmless value
+        mn, mx = (v.min(), v.max()) if v.size else (lo, lo)  # NaN and inf propagate: one check for both
+        if not (np.isfinite(mn) and np.isfinite(mx)):
+            raise TokenizerError(f"feature {f}: {int((~np.isfinite(v)).sum())} NaN/inf values cannot be binned")
         if rule.kind == "cyclic":
-            return width_codes(values, rule)
-        if rule.kind == "fixed":
-            self._count_outside(f, values, real, rule.low, rule.low + rule.bins * rule.width)
-            return width_codes(values, rule)
-        self._count_outside(f, values, real, *self.range[f])
-        if not isinstance(self.edges[f], dict):
-            return quantile_codes(values, self._edges(f))
+            return quantile_codes(wrap(v, rule) if mn < lo or mx >= np.float32(hi) else v, width_edges(rule))
+        above = np.greater if rule.kind == "quantile" else np.greater_equal
+        n = int(np.count_nonzero(v < lo)) + int(np.count_nonzero(above(v, hi))) if mn < lo or above(mx, hi) else 0
+        self.out_of_range[f] = self.out_of_range.get(f, 0) + n
+        if rule.kind == "fixed" or not isinstance(self.edges[f], dict):
+            return quantile_codes(v, width_edges(rule) if rule.kind == "fixed" else self._edges(f))
         out = np.zeros(values.shape, dtype=code_dtype(rule.bins))
         for kind in range(1, N_OBJECT_TYPES + 1):
             sel = ids == kind
-            out[sel] = quantile_codes(values[sel], self._edges(f, kind))
+            out[sel] = quantile_codes(v[sel], self._edges(f, kind))
         return out
 
     # ---------------------------------------------------------------- state
