@@ -96,8 +96,8 @@ class IntegerTokenizer(Tokenizer):
                 v, real = self._raw(events, f)
                 v = v[real]
                 check_finite(v, None, f)
-                if len(v) < rule.codes:
-                    raise TokenizerError(f"feature {f}: {len(v)} real training entries, fewer than {rule.codes} bins")
+                if len(v) == 0:
+                    raise TokenizerError(f"feature {f}: no real training entries to fit quantile bins on")
                 edges = exact_quantiles(v, np.arange(1, rule.codes) / rule.codes)
                 self.edges[f] = [float(x) for x in edges.astype(np.float32)]
                 self.range[f] = [float(v.min()), float(v.max())]
