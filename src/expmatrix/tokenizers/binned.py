@@ -61,9 +61,7 @@ class BinnedBase(Tokenizer):
     def _check(self, events: Events, need_fit: bool = True) -> None:
         if need_fit and not self.binner.fitted:
             raise TokenizerError("transform before fit")
-        check_events(events, self.features)
-        if self.use_met and events.globals_ is None:
-            raise TokenizerError("the tokenizer uses MET but the events carry no globals")
+        check_events(events, self.features, self.use_met)
 
     def fit(self, events: Events) -> None:
         self._check(events, need_fit=False)
@@ -83,9 +81,7 @@ class BinnedBase(Tokenizer):
 
     def object_codes(self, ids: np.ndarray, cont: np.ndarray, real: np.ndarray) -> list[np.ndarray]:
         """(m, O) bin codes 0..n-1 of each object feature."""
-        return [
-            self.binner.codes(f, cont[:, :, k], ids, real) for k, f in enumerate(self.features)
-        ]
+        return [self.binner.codes(f, cont[:, :, k], ids, real) for k, f in enumerate(self.features)]
 
     def state_dict(self) -> dict[str, Any]:
         return self.binner.state_dict()

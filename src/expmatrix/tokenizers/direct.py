@@ -25,7 +25,15 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.spec import DirectTokenizerConfig
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_events, missing_features, sequence_mask
+from expmatrix.tokenizers.base import (
+    Tokenizer,
+    TokenizerError,
+    Tokens,
+    check_events,
+    feature_values,
+    missing_features,
+    sequence_mask,
+)
 from expmatrix.tokenizers.embeddings import ValueEncoder
 from expmatrix.tokenizers.transforms import Transform, apply, describe_invalid, fit_constants, pre_fit, valid_entries
 
@@ -73,15 +81,9 @@ class DirectTokenizer(Tokenizer):
         self.center: dict[str, float] = {}
         self.factor: dict[str, float] = {}
 
-    def _raw(self, events: Events, f: str) -> tuple[np.ndarray, np.ndarray]:
-        """Values of `f` and where they are real: objects (N, O), globals (N,)."""
-        if f in self.globals:
-            return events.globals_[:, self.globals.index(f)], np.ones(len(events), dtype=bool)
-        return events.cont[:, :, self.features.index(f)], events.real
-
     def _pre(self, events: Events, f: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(op(v) - shift) * scale, validity, realness; an invalid real entry is an error without a sentinel."""
-        v, real = self._raw(events, f)
+        v, real = feature_values(events, f, self.features, self.globals)
         t = self.transforms[f]
         valid = valid_entries(v, t.op)
         bad = real & ~valid
@@ -89,13 +91,8 @@ class DirectTokenizer(Tokenizer):
             raise TokenizerError(describe_invalid(v[bad], t.op, f))
         return pre_fit(np.where(valid, v, 1.0), t), valid, real
 
-    def _check(self, events: Events) -> None:
-        check_events(events, self.features)
-        if self.use_met and events.globals_ is None:
-            raise TokenizerError("the tokenizer uses MET but the events carry no globals")
-
     def fit(self, events: Events) -> None:
-        self._check(events)
+        check_events(events, self.features, self.use_met)
         for f, t in self.transforms.items():
             y, valid, real = self._pre(events, f)
             self.center[f], self.factor[f] = fit_constants(y[valid & real], t.fit, f)
@@ -114,7 +111,7 @@ class DirectTokenizer(Tokenizer):
     def transform(self, events: Events) -> Tokens:
         if len(self.center) != len(self.transforms):
             raise TokenizerError("transform before fit")
-        self._check(events)
+        check_events(events, self.features, self.use_met)
         out = {
             "x": torch.from_numpy(self._encode(events, self.features)),
             "ids": torch.from_numpy(events.ids),

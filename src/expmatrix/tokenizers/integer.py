@@ -29,7 +29,15 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.spec import IntegerTokenizerConfig
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_events, missing_features, sequence_mask
+from expmatrix.tokenizers.base import (
+    Tokenizer,
+    TokenizerError,
+    Tokens,
+    check_events,
+    feature_values,
+    missing_features,
+    sequence_mask,
+)
 from expmatrix.tokenizers.binning import check_finite, quantile_codes
 from expmatrix.tokenizers.embeddings import TableEmbedding
 from expmatrix.tokenizers.quantiles import exact_quantiles
@@ -79,21 +87,11 @@ class IntegerTokenizer(Tokenizer):
         sizes = self.part_vocabs + [self.rules[f].codes + RESERVED for f in self.globals]
         return dict(zip(parts, sizes, strict=True))
 
-    def _raw(self, events: Events, f: str) -> tuple[np.ndarray, np.ndarray]:
-        if f in self.globals:
-            return events.globals_[:, self.globals.index(f)], np.ones(len(events), dtype=bool)
-        return events.cont[:, :, self.features.index(f)], events.real
-
-    def _check(self, events: Events) -> None:
-        check_events(events, self.features)
-        if self.use_met and events.globals_ is None:
-            raise TokenizerError("the tokenizer uses MET but the events carry no globals")
-
     def fit(self, events: Events) -> None:
-        self._check(events)
+        check_events(events, self.features, self.use_met)
         for f, rule in self.rules.items():
             if rule.kind == "quantile":
-                v, real = self._raw(events, f)
+                v, real = feature_values(events, f, self.features, self.globals)
                 v = v[real]
                 check_finite(v, None, f)
                 if len(v) == 0:
@@ -107,7 +105,7 @@ class IntegerTokenizer(Tokenizer):
 
     def codes(self, events: Events, f: str) -> np.ndarray:
         """Codes 2..codes+1 of feature `f` (0 at empty slots): objects (N, O), globals (N,)."""
-        v, real = self._raw(events, f)
+        v, real = feature_values(events, f, self.features, self.globals)
         rule = self.rules[f]
         check_finite(v, real, f)
         if rule.kind == "quantile":
@@ -132,7 +130,7 @@ class IntegerTokenizer(Tokenizer):
     def transform(self, events: Events) -> Tokens:
         if len(self.edges) != sum(r.kind == "quantile" for r in self.rules.values()):
             raise TokenizerError("transform before fit")
-        self._check(events)
+        check_events(events, self.features, self.use_met)
         self.out_of_range = {}
         parts = [np.where(events.real, events.ids + 1, 0)] * self.object_type + [
             self.codes(events, f) for f in self.features
