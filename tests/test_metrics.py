@@ -58,3 +58,14 @@ def test_direction_by_name():
     assert (
         not higher_is_better("test.brier") and not higher_is_better("test.ece") and not higher_is_better("val.val_loss")
     )
+
+
+def test_numpy_roc_matches_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 5000)
+    scores = np.round(1 / (1 + np.exp(-rng.normal(labels * 0.8, 1.0))), 2)  # coarse: many tied scores
+    m = binary_metrics(scores, labels)
+    assert m["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert m["partial_auroc"] == pytest.approx(roc_auc_score(labels, scores, max_fpr=0.1), abs=1e-12)

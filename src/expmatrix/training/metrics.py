@@ -10,7 +10,6 @@ pass the cut, i.e. eps_B < 1/n_background) is None, not an extrapolated number.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 BKG_REJECTIONS = (10, 50, 100, 1000)  # 1/eps_B working points for sig_eff_at_bkg_rej_<R>
 SIG_EFFICIENCIES = (30, 50)  # eps_S in percent for bkg_rej_at_sig_eff_<E>
@@ -33,11 +32,28 @@ def roc_envelope(x: np.ndarray, y: np.ndarray, best: str) -> tuple[np.ndarray, n
 
 
 def roc_curve_of(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(eps_B, eps_S) along the ROC curve of the declared signal (label 1)."""
+    """(eps_B, eps_S) along the ROC curve of the declared signal (label 1), one point per distinct
+    score from the highest down, starting at (0, 0) (numpy only: no scikit-learn import in workers)."""
     if len(np.unique(labels)) != 2:
         raise ValueError(f"need both classes to score, got labels {np.unique(labels).tolist()}")
-    fpr, tpr, _ = roc_curve(labels, scores)
-    return fpr, tpr
+    order = np.argsort(-scores, kind="mergesort")
+    ordered = scores[order]
+    last = np.r_[np.flatnonzero(np.diff(ordered)), len(ordered) - 1]  # last event of each distinct score
+    tps = np.cumsum(labels[order], dtype=np.float64)[last]
+    fps = (last + 1) - tps
+    return np.r_[0.0, fps] / fps[-1], np.r_[0.0, tps] / tps[-1]
+
+
+def auroc_of(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float | None = None) -> float:
+    """Area under the ROC curve; with `max_fpr` the partial area up to it, McClish-standardized
+    (0.5 random, 1 perfect), as scikit-learn's `roc_auc_score(max_fpr=...)`."""
+    if max_fpr is None:
+        return float(np.trapezoid(tpr, fpr))
+    stop = int(np.searchsorted(fpr, max_fpr, "right"))
+    y = np.interp(max_fpr, fpr[stop - 1 : stop + 1], tpr[stop - 1 : stop + 1])
+    partial = float(np.trapezoid(np.r_[tpr[:stop], y], np.r_[fpr[:stop], max_fpr]))
+    min_area, max_area = 0.5 * max_fpr**2, max_fpr
+    return 0.5 * (1 + (partial - min_area) / (max_area - min_area))
 
 
 def sig_eff_at(fpr: np.ndarray, tpr: np.ndarray, eps_b: float, n_bkg: int) -> float | None:
@@ -78,8 +94,8 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float | 
     tp = int((passed & (labels == 1)).sum())
     f1_den = int(passed.sum()) + int(labels.sum())
     out: dict[str, float | None] = {
-        "auroc": float(roc_auc_score(labels, scores)),
-        "partial_auroc": float(roc_auc_score(labels, scores, max_fpr=PARTIAL_AUROC_MAX_FPR)),
+        "auroc": auroc_of(fpr, tpr),
+        "partial_auroc": auroc_of(fpr, tpr, PARTIAL_AUROC_MAX_FPR),
         "accuracy": float((passed == labels.astype(bool)).mean()),
         "f1": 2 * tp / f1_den,
         "brier": float(np.mean((scores - labels) ** 2)),
