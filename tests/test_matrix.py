@@ -113,14 +113,13 @@ def test_exclude_skips_partial_assignments_and_checks_levels(tmp_path):
 def test_when_factor_exists_only_for_some_levels_and_overrides_the_preset(tmp_path):
     factors = {
         "tokenizer": ["direct", "binned_ambre5"],
-        "bins": {"when": {"tokenizer": "binned_ambre5"}, "key": "tokenizer.n_bins", "levels": [3, 5, 8]},
+        "fit": {"when": {"tokenizer": "binned_ambre5"}, "key": "tokenizer.fit_on", "levels": ["all", "background"]},
     }
     m = build_matrix(write_experiment(tmp_path, factors=factors))
-    got = sorted((j.levels["tokenizer"], j.levels["bins"], j.config["tokenizer"].get("n_bins")) for j in m.jobs)
+    got = sorted((j.levels["tokenizer"], j.levels["fit"], j.config["tokenizer"].get("fit_on")) for j in m.jobs)
     assert got == [
-        ("binned_ambre5", "3", 3),
-        ("binned_ambre5", "5", 5),
-        ("binned_ambre5", "8", 8),
+        ("binned_ambre5", "all", "all"),
+        ("binned_ambre5", "background", "background"),
         ("direct", "-", None),
     ]
 
