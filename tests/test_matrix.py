@@ -51,7 +51,7 @@ def _error(tmp_path: Path, **changes) -> str:
 
 def test_unknown_key_names_the_path_and_the_valid_keys(tmp_path):
     msg = _error(tmp_path, base={"train": {"epoch": 3}})
-    assert "tiny.yaml: base.train.epoch: unknown key; valid keys: batch_size, class_weights" in msg
+    assert "tiny.yaml: base.train.epoch: unknown key; valid keys: amp, batch_size, class_weights" in msg
 
 
 def test_wrong_type_and_choice_name_the_key(tmp_path):

@@ -11,6 +11,7 @@ from conftest import PRESETS, make_events
 
 from expmatrix.matrix import Presets
 from expmatrix.models.blocks import rotate
+from expmatrix.models.packing import Packing
 from expmatrix.models.sizing import BudgetError, build_model, solve_size
 from expmatrix.models.transformer import pool, rotary, trainable_params
 from expmatrix.spec import JobConfig, ModelConfig, TrainConfig
@@ -175,3 +176,9 @@ def test_an_unreachable_budget_is_reported_before_training():
     tok = build_tokenizer(cfg, ("E", "pT", "eta", "phi"), True)
     with pytest.raises(BudgetError, match=r"target_params=100000 within 2%: closest is \d+ at width 8, FFN \d+, of"):
         solve_size(tok, ModelConfig(target_params=100_000), 2)
+
+
+def test_an_event_without_any_real_token_is_an_error_not_nan():
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    with pytest.raises(ValueError, match="1 events of the batch have no real token"):
+        Packing(mask, packed=True)

@@ -32,9 +32,12 @@ class Packing:
             self.positions = slots.repeat(B)
             self.buckets = [(B, T, mask[:, None, None, :])]  # (events, length, key mask (B, 1, 1, L))
             return
+        lengths = mask.sum(1)
+        if not lengths.all():
+            raise ValueError(f"{int((lengths == 0).sum())} events of the batch have no real token to attend to")
         self.idx = mask.flatten().nonzero().squeeze(1)  # (N,) packed tokens, event-major
         self.positions = self.idx % T
-        self._bucket(mask.sum(1), buckets)
+        self._bucket(lengths, buckets)
 
     def _bucket(self, lengths: torch.Tensor, n_buckets: int) -> None:
         """Gather index into packed tokens (+ a zero row) for the bucket rows, and the way back."""
