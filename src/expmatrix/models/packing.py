@@ -40,20 +40,23 @@ class Packing:
         self._bucket(lengths, buckets)
 
     def _bucket(self, lengths: torch.Tensor, n_buckets: int) -> None:
-        """Gather index into packed tokens (+ a zero row) for the bucket rows, and the way back."""
-        n = len(self.idx)
+        """Gather index into packed tokens for the bucket rows, and the way back.
+
+        Padded rows repeat token 0: as keys they are masked, as queries their outputs are dropped,
+        so they neither change a result nor receive a gradient."""
         starts = torch.cumsum(lengths, 0) - lengths  # first packed token of each event
         order = torch.argsort(lengths, stable=True)
-        self.buckets, gather = [], []
+        self.buckets, gather, real_rows = [], [], []
         for events in torch.tensor_split(order, min(n_buckets, len(order))):
             length = int(lengths[events[-1]])  # sorted: the last is the longest
             j = torch.arange(length, device=lengths.device)
             real = j < lengths[events, None]  # (B_k, L_k)
-            gather.append(torch.where(real, starts[events, None] + j, n).flatten())
+            gather.append(torch.where(real, starts[events, None] + j, 0).flatten())
+            real_rows.append(real.flatten())
             self.buckets.append((len(events), length, real[:, None, None, :]))
-        self.gather = torch.cat(gather)  # (R,) rows of all buckets, `n` = the zero row
-        rows = torch.arange(len(self.gather), device=lengths.device)
-        self.back = torch.empty(n + 1, dtype=torch.long, device=lengths.device).index_copy_(0, self.gather, rows)[:n]
+        self.gather = torch.cat(gather)  # (R,) rows of all buckets
+        rows = torch.cat(real_rows).nonzero().squeeze(1)
+        self.back = torch.empty_like(self.idx).index_copy_(0, self.gather[rows], rows)  # (N,) token -> its row
 
     def unpad(self, h: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (N, C) with N the real tokens (or all B*T)."""
@@ -67,11 +70,10 @@ class Packing:
         return x.view(*self.shape, x.shape[-1])
 
     def to_buckets(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(N, C) -> [(B_k, L_k, C)] rectangles for attention, zeros at padded rows."""
+        """(N, C) -> [(B_k * L_k, C)] rows of the rectangles for attention."""
         if self.idx is None:
             return [x.view(*self.shape, x.shape[-1])]
-        rows = torch.cat([x, x.new_zeros(1, x.shape[-1])]).index_select(0, self.gather)
-        return list(rows.split([b * n for b, n, _ in self.buckets]))  # each viewed by the caller
+        return list(x.index_select(0, self.gather).split([b * n for b, n, _ in self.buckets]))  # viewed by the caller
 
     def from_buckets(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """[(B_k, L_k, C)] -> (N, C)."""
