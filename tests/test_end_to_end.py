@@ -37,7 +37,7 @@ def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
         assert roc_auc_score(preds["label"], preds["score"]) == pytest.approx(metrics["test"]["auroc"], abs=1e-12)
 
     second = cli("run", str(exp), "--runs", runs)
-    assert second.exit_code == 0 and "all 2 jobs already done: nothing to train" in second.output
+    assert second.exit_code == 0 and "nothing to train: 2 done already" in second.output
 
     rep = cli("report", str(exp), "--runs", runs)
     assert rep.exit_code == 0, rep.output

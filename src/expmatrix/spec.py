@@ -7,6 +7,9 @@ expected. `JobConfig` is the fully resolved config one job runs with.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,8 +26,43 @@ class SpecError(ValueError):
     """A config that cannot run; the message names the file and key path."""
 
 
+# While a job's components are built, `record_reads` notes every config field they read.
+_TRACE: ContextVar[tuple[dict[int, str], set[str]] | None] = ContextVar("config_reads", default=None)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name[0] != "_":
+            trace = _TRACE.get()
+            if trace is not None and name in type(self).model_fields and not isinstance(value, Strict):
+                paths, reads = trace
+                reads.add(paths.get(id(self), "") + name)
+        return value
+
+
+@contextmanager
+def record_reads(config: Strict) -> Iterator[set[str]]:
+    """Collect the dotted keys of `config` whose values are read inside the block
+    (a dict-valued field counts as read as a whole; `model_dump` reads nothing)."""
+    paths: dict[int, str] = {}
+
+    def walk(model: Strict, prefix: str) -> None:
+        paths[id(model)] = prefix
+        for name in type(model).model_fields:
+            value = model.__dict__[name]
+            if isinstance(value, Strict):
+                walk(value, f"{prefix}{name}.")
+
+    walk(config, "")
+    reads: set[str] = set()
+    token = _TRACE.set((paths, reads))
+    try:
+        yield reads
+    finally:
+        _TRACE.reset(token)
 
 
 # ---------------------------------------------------------------- data
@@ -181,17 +219,40 @@ class ReportConfig(Strict):
     baseline: dict[str, str] = {}
 
 
+class WandbConfig(Strict):
+    project: str | None = None  # default: the experiment name
+    entity: str | None = None
+    mode: Literal["offline", "online"] = "offline"  # compute nodes have no internet: `wandb sync` later
+
+
+class RunConfig(Strict):
+    """How jobs are run and tracked; none of it changes what a job trains, so none of it is in the job id."""
+
+    tracking: Literal["none", "wandb"] = "none"  # metrics.jsonl is always written
+    wandb: WandbConfig = WandbConfig()
+    max_attempts: int = Field(3, ge=1)  # a job that failed this often is not retried by --retry-failed
+    heartbeat_seconds: float = Field(30.0, gt=0)
+    stale_after_seconds: float = Field(600.0, gt=0)  # a claim without a heartbeat for this long is taken over
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> RunConfig:
+        if self.stale_after_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds must exceed twice heartbeat_seconds, or live jobs look abandoned")
+        return self
+
+
 class ExperimentSpec(Strict):
     """The experiment YAML: fixed settings, factors and how to read the results."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data: dict[str, Any] = {}
     base: dict[str, Any] = {}  # fixed for every job: model, train, ...
-    factors: dict[str, list[Any] | dict[str, dict[str, Any]]] = {}
+    factors: dict[str, list[Any] | dict[str, Any]] = {}  # see matrix._parse_factor for the forms
     seeds: list[int] = [0]
-    exclude: list[dict[str, str]] = []
+    exclude: list[dict[str, Any]] = []  # partial assignments {factor: level} that are skipped
     profiles: dict[str, dict[str, Any]] = {}
     report: ReportConfig = ReportConfig()
+    run: RunConfig = RunConfig()
     presets: str = "../tokenizers"  # folder of tokenizer presets, relative to the experiment file
 
 

@@ -7,7 +7,7 @@ position in the data order (epoch and next batch), so a preempted run resumes mi
 
 from __future__ import annotations
 
-import os
+import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from expmatrix.store import atomic_write
 
 
 @dataclass
@@ -27,9 +29,9 @@ class Position:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomic: a temp file in the same folder, then rename (a kill mid-write leaves the previous one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import traceback
@@ -15,13 +14,19 @@ from expmatrix.data import load_splits
 from expmatrix.matrix import Job
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import trainable_params
-from expmatrix.spec import JobConfig
-from expmatrix.store import RunStore, atomic_write, write_json
-from expmatrix.tokenizers import build_tokenizer
+from expmatrix.provenance import code_version
+from expmatrix.spec import JobConfig, RunConfig
+from expmatrix.stages import fitted_tokenizer
+from expmatrix.store import Heartbeat, RunStore, write_json
 from expmatrix.training.metrics import binary_metrics
+from expmatrix.training.tracking import Tracker, open_tracker
 from expmatrix.training.trainer import Preempted, Trainer, to_device
 
 N_CLASSES = 2  # binary: background 0, the declared signal 1
+
+
+class ClaimLost(RuntimeError):
+    """Another worker took this job over (our heartbeat stalled): stop without writing."""
 
 
 def seed_everything(seed: int) -> None:
@@ -30,13 +35,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_job(job: Job, store: RunStore) -> dict:
+def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbeat: Heartbeat | None = None) -> dict:
     """Train and evaluate one job in its run directory; returns the final metrics."""
     cfg = JobConfig.model_validate(job.config)
+    tracker = tracker or Tracker(store.path(job.id, "metrics.jsonl"))
     seed_everything(cfg.seed)
     splits = load_splits(cfg.data, job.data_path, store.cache_dir)
-    tokenizer = build_tokenizer(cfg.tokenizer, splits["train"].feature_names, cfg.data.use_met)
-    tokenizer.fit(splits["train"])  # training split only
+    tokenizer = fitted_tokenizer(cfg, job.data_path, store, splits["train"])
     write_json(store.path(job.id, "tokenizer.json"), tokenizer.state_dict())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokens = {s: to_device(tokenizer.transform(ev), device) for s, ev in splits.items()}
@@ -50,7 +55,9 @@ def train_job(job: Job, store: RunStore) -> dict:
     trainer = Trainer(model, cfg.train, device, len(labels["train"]), cfg.seed)
 
     def log_epochs(history: list[dict]) -> None:
-        atomic_write(store.path(job.id, "metrics.jsonl"), "".join(json.dumps(h) + "\n" for h in history))
+        if heartbeat is not None and heartbeat.lost.is_set():
+            raise ClaimLost(f"job {job.id}: claim taken over by another worker")
+        tracker.log_history(history)
         store.set_status(job.id, "running", epoch=history[-1]["epoch"], epochs=cfg.train.epochs)
 
     history = trainer.fit(
@@ -81,7 +88,9 @@ def train_job(job: Job, store: RunStore) -> dict:
 
 
 def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
-    """Claim, train, record. Never raises for a job's own failure: returns its final state."""
+    """Claim, train, record. Never raises for a job's own failure: returns its final state
+    (done, failed, preempted: checkpointed on a signal, claimed: someone else has it,
+    lost: taken over while we ran)."""
     if store.state(job.id) == "done":
         return "done"
     if not store.claim(job.id):
@@ -89,20 +98,38 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
     if store.state(job.id) == "done":  # finished by another worker between the check and the claim
         store.release(job.id)
         return "done"
+    run = RunConfig.model_validate(job.run)
     torch.set_num_threads(threads)
     started = time.time()
-    try:
-        store.write_job(job.record())
-        store.set_status(job.id, "running", started=started)
-        train_job(job, store)
-        store.set_status(job.id, "done", finished=time.time(), wall_seconds=time.time() - started)
-        return "done"
-    except Preempted as e:  # SIGTERM/SIGUSR1: checkpointed, resumable, not failed
-        store.set_status(job.id, "preempted", reason=str(e), preempted=time.time())
-        return "preempted"
-    except Exception as e:  # noqa: BLE001 - a job's failure is recorded, the matrix goes on
-        tail = "".join(traceback.format_exception(e)[-3:])
-        store.set_status(job.id, "failed", error=f"{type(e).__name__}: {e}", traceback=tail, finished=time.time())
-        return "failed"
-    finally:
-        store.release(job.id)
+    tracker: Tracker | None = None
+    with Heartbeat(store, job.id, run.heartbeat_seconds) as heartbeat:
+        try:
+            store.write_job(job.record())
+            store.log_start(job.id, resumed=store.path(job.id, "checkpoint.pt").exists())
+            store.set_status(job.id, "running", started=started, epoch=0, epochs=job.config["train"]["epochs"])
+            tracker = open_tracker(
+                run.tracking, store.path(job.id, "metrics.jsonl"), job.record(), store.dir.name, run.wandb.model_dump()
+            )
+            metrics = train_job(job, store, tracker, heartbeat)
+            tracker.finish({"test": metrics["test"], "params": metrics["params"]})
+            store.set_status(
+                job.id, "done", finished=time.time(), wall_seconds=time.time() - started, code_version=code_version()
+            )
+            return "done"
+        except ClaimLost:
+            return "lost"  # the new owner writes the status
+        except Preempted as e:  # SIGTERM/SIGUSR1: checkpointed, resumable, not failed
+            store.set_status(job.id, "preempted", reason=str(e), preempted=time.time())
+            if tracker is not None:
+                tracker.finish({}, failed=True)
+            return "preempted"
+        except Exception as e:  # noqa: BLE001 - a job's failure is recorded, the matrix goes on
+            tail = "".join(traceback.format_exception(e)[-3:])
+            failures = store.status(job.id).get("failures", 0) + 1
+            error = f"{type(e).__name__}: {e}"
+            store.set_status(job.id, "failed", error=error, traceback=tail, finished=time.time(), failures=failures)
+            if tracker is not None:
+                tracker.finish({}, failed=True)
+            return "failed"
+        finally:
+            store.release(job.id)
