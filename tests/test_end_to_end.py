@@ -78,3 +78,11 @@ def test_data_synth_command_is_deterministic(tmp_path):
         )
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
         assert all(np.array_equal(a[k][:], b[k][:]) for k in a)
+
+
+def test_a_matrix_on_a_real_file_runs(tmp_path, small_h5):
+    exp = write_experiment(tmp_path, data={"path": str(small_h5)}, factors={"tokenizer": ["binned_ambre5"]})
+    result = cli("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1")
+    assert result.exit_code == 0 and "1 done" in result.output, result.output
+    (job_dir,) = [p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir()]
+    assert json.loads((job_dir / "metrics.json").read_text())["events"]["train"] == 4800  # 80% of 6000

@@ -68,7 +68,7 @@ def test_wrong_type_and_choice_name_the_key(tmp_path):
 def test_unknown_preset_lists_the_available_ones(tmp_path):
     msg = _error(tmp_path, factors={"tokenizer": ["direct", "binned_ambre6"]})
     assert "factors.tokenizer: tokenizer: unknown tokenizer preset 'binned_ambre6'" in msg
-    assert "available: binned_ambre5, direct" in msg
+    assert "available: binned_ambre5, binned_ambre5_bkg, binned_factorized5, direct, integer_fourtops" in msg
 
 
 def test_preset_errors_name_the_preset_file(tmp_path):
@@ -79,7 +79,7 @@ def test_preset_errors_name_the_preset_file(tmp_path):
     msg = _error(tmp_path, presets=str(presets), factors={"tokenizer": ["broken"]})
     assert "broken.yaml: n_bins: Input should be greater than or equal to 2, got 1" in msg
     msg = _error(tmp_path, presets=str(presets), factors={"tokenizer": ["typo"]})
-    assert "typo.yaml: n_bin: unknown key; valid keys: fit_on, kind, n_bins, name, rules" in msg
+    assert "typo.yaml: n_bin: unknown key; valid keys: fit_on, kind, n_bins, name, per_object_type, rules" in msg
 
 
 def test_profile_and_set_may_not_shadow_a_factor(tmp_path):

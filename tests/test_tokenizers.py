@@ -1,20 +1,22 @@
-"""Tokenizers: exact tokens on hand-made tables, equal-frequency bins, no leakage, state round trip."""
+"""Binned tokenizers: exact tokens on hand-made tables, equal-frequency bins, bad input, edge options."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-import torch
-from conftest import make_events
+from conftest import PRESETS, make_events
 
 from expmatrix.data import load_splits
-from expmatrix.spec import BinnedTokenizerConfig, DataConfig, DirectTokenizerConfig
+from expmatrix.matrix import Presets
+from expmatrix.spec import BinnedTokenizerConfig, DataConfig, FactorizedTokenizerConfig, JobConfig, SpecError
 from expmatrix.tokenizers import TokenizerError, build_tokenizer
+from expmatrix.tokenizers.quantiles import SAMPLE, QuantileSketch, exact_quantiles, exact_quantiles_stream
 
 AMBRE = BinnedTokenizerConfig(kind="binned", name="binned_ambre5")
-DIRECT = DirectTokenizerConfig(kind="direct", name="direct")
+
+
+def preset(name: str, folder=PRESETS):
+    return JobConfig.model_validate({"data": {}, "tokenizer": Presets(folder).get(name, "test")}).tokenizer
 
 
 def _train_table(n_features: int = 3):
@@ -31,35 +33,41 @@ def _train_table(n_features: int = 3):
     ids = np.array([[1, 2, 0]] * 5)
     names = ("pT", "eta", "phi") if n_features == 3 else ("E", "pT", "eta", "phi")
     met = np.stack([np.arange(100, 501, 100), np.zeros(5)], axis=1)
-    return make_events(ids, cont, met, features=names)
+    return make_events(ids, cont, met, label=[0, 0, 1, 1, 0], features=names)
+
+
+# (obj, pT, eta, phi) -> bins by hand -> 125*(obj-1) + 25*(bpT-1) + 5*(beta-1) + bphi
+HAND_ROWS = [
+    [(1, 15, -2.0, -3.1), (7, 95, 2.4, 3.0), (0, 0, 0, 0)],  # bins (1,1,1), (5,5,5) -> 1, 875, pad 0
+    [(2, 50, 0.0, 0.0), (5, 30, -0.3, np.pi), (0, 0, 0, 0)],  # (3,3,3) -> 188; (2,2,1: phi=pi wraps) -> 531
+]
+HAND_MET = [[100, -np.pi], [450, 1.0]]  # MET bins 1, 5; MET-phi bins 1, floor((1+pi)/(2pi/5)) + 1 = 4
+
+
+def _hand_events():
+    ids = [[o for o, *_ in r] for r in HAND_ROWS]
+    cont = [[v for _, *v in r] for r in HAND_ROWS]
+    return make_events(ids, cont, HAND_MET)
 
 
 def test_ambre_tokens_of_a_hand_computed_table():
     tok = build_tokenizer(AMBRE, ("pT", "eta", "phi"), use_met=True)
     tok.fit(_train_table())
-    assert tok.edges["pT"] == pytest.approx([28, 46, 64, 82])
-    assert tok.edges["MET"] == pytest.approx([180, 260, 340, 420])
-    # (obj, pT, eta, phi) -> bins by hand -> 125*(obj-1) + 25*(bpT-1) + 5*(beta-1) + bphi
-    rows = [
-        [(1, 15, -2.0, -3.1), (7, 95, 2.4, 3.0), (0, 0, 0, 0)],  # bins (1,1,1), (5,5,5) -> 1, 875, pad 0
-        [
-            (2, 50, 0.0, 0.0),
-            (5, 30, -0.3, np.pi),
-            (0, 0, 0, 0),
-        ],  # (3,3,3) -> 188; (2,2,1: phi=pi wraps) -> 4*125+25+5+1
-    ]
-    ids = [[o for o, *_ in r] for r in rows]
-    cont = [[v for _, *v in r] for r in rows]
-    met = [[100, -np.pi], [450, 1.0]]  # MET bins 1, 5; MET-phi bins 1, (1+pi)/(2pi/5) -> 4
-    tokens = tok.transform(make_events(ids, cont, met))["tokens"].tolist()
-    assert tokens == [[876, 881, 1, 875, 0], [880, 884, 188, 531, 0]]  # MET, MET-phi first
+    assert tok.binner.edges["pT"] == pytest.approx([28, 46, 64, 82])
+    assert tok.binner.edges["eta"] == pytest.approx([-0.44, -0.08, 0.28, 0.64], abs=1e-6)
+    assert tok.binner.edges["MET"] == pytest.approx([180, 260, 340, 420])
+    assert tok.transform(_hand_events())["tokens"].tolist() == [[876, 881, 1, 875, 0], [880, 884, 188, 531, 0]]
+    assert tok.thesis_rows(_hand_events()).tolist() == [[1, 875, 0, 876, 881], [188, 531, 0, 880, 884]]
     assert tok.vocab_size == 886
+    decoded = tok.decode(np.array([1, 875, 188, 531, 0, 876]))
+    assert decoded["type"].tolist() == [1, 7, 2, 5, 0, 0] and decoded["pT"].tolist() == [1, 5, 3, 2, 0, 0]
+    assert decoded["phi"].tolist() == [1, 5, 3, 1, 0, 0]
 
 
 def test_five_vector_generalization():
     tok = build_tokenizer(AMBRE, ("E", "pT", "eta", "phi"), use_met=True)
     tok.fit(_train_table(4))
-    assert tok.edges["E"] == pytest.approx([56, 92, 128, 164])
+    assert tok.binner.edges["E"] == pytest.approx([56, 92, 128, 164])
     # obj 2, E 80 (bin 2), pT 50 (3), eta 0 (3), phi 0 (3): 625*1 + 125*1 + 25*2 + 5*2 + 3
     out = tok.transform(make_events([[2]], [[[80, 50, 0.0, 0.0]]], [[700, 3.0]], features=tok.features))
     assert out["tokens"].tolist() == [[4375 + 5, 4375 + 5 + 5, 813]]
@@ -72,6 +80,50 @@ def test_without_met_there_are_no_global_tokens():
     tok.fit(_train_table())
     out = tok.transform(make_events([[1, 0]], [[[15, -2, -3.1], [0, 0, 0]]]))
     assert out["tokens"].tolist() == [[1, 0]] and out["mask"].tolist() == [[True, False]]
+    assert tok.vocab_size == 876
+
+
+def test_mixed_radix_with_per_feature_bins_and_fixed_width():
+    """pT: 3 quantile bins, eta: 4 fixed bins over [-2, 2), phi: 2 cyclic bins: radix (24, 8, 2, 1)."""
+    cfg = BinnedTokenizerConfig.model_validate(
+        {
+            "kind": "binned",
+            "name": "mixed",
+            "rules": {
+                "pT": {"kind": "quantile", "bins": 3},
+                "eta": {"kind": "fixed", "range": [-2, 2], "bins": 4, "width": 1.0},
+                "phi": {"kind": "cyclic", "bins": 2},
+            },
+        }
+    )
+    tok = build_tokenizer(cfg, ("pT", "eta", "phi"), use_met=False)
+    tok.fit(_train_table())  # pT edges at 1/3, 2/3 of 10..100: 40, 70
+    assert tok.binner.edges["pT"] == pytest.approx([40, 70])
+    # obj 3, pT 70 (bin 3: an edge value goes up), eta 1.5 (4), phi -0.1 (1) -> 48 + 16 + 6 + 0 + 1
+    # obj 1, pT 39 (1), eta -7 (1: below the range, counted), phi 0 (2) -> 0 + 0 + 0 + 1 + 1
+    out = tok.transform(make_events([[3, 1]], [[[70, 1.5, -0.1], [39, -7, 0.0]]]))
+    assert out["tokens"].tolist() == [[71, 2]]
+    assert tok.vocab_size == 7 * 24 + 1
+    assert tok.out_of_range == {"eta": 1, "pT": 0}
+
+
+def test_factorized_codes_are_the_joint_bins():
+    cfg = FactorizedTokenizerConfig(kind="factorized", name="f")
+    joint, fact = (build_tokenizer(c, ("pT", "eta", "phi"), use_met=True) for c in (AMBRE, cfg))
+    joint.fit(_train_table())
+    fact.fit(_train_table())
+    out = fact.transform(_hand_events())
+    assert out["codes"].tolist() == [
+        [[1, 1, 1, 1], [7, 5, 5, 5], [0, 0, 0, 0]],
+        [[2, 3, 3, 3], [5, 2, 2, 1], [0, 0, 0, 0]],
+    ]
+    assert out["g"].tolist() == [[1, 1], [5, 4]]
+    decoded = joint.decode(joint.transform(_hand_events())["tokens"].numpy()[:, 2:])
+    np.testing.assert_array_equal(np.stack([decoded[k] for k in ("type", "pT", "eta", "phi")], -1), out["codes"])
+    emb = fact.embedding(8)
+    assert [t.num_embeddings for t in emb.parts] == [8, 6, 6, 6] and [t.num_embeddings for t in emb.globals] == [6, 6]
+    h, mask = emb(out)
+    assert h.shape == (2, 5, 8) and mask.tolist() == [[True, True, True, True, False]] * 2
 
 
 @pytest.fixture(scope="module")
@@ -80,61 +132,127 @@ def splits(tmp_path_factory):
     return load_splits(cfg, "synthetic", tmp_path_factory.mktemp("cache"))
 
 
+def _shares(codes: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(codes.ravel(), minlength=n)[:n] / codes.size
+
+
 def test_quantile_bins_hold_equal_shares_and_phi_bins_equal_widths(splits):
     """The clip-after-digitize bug left bin 5 empty and bin 1 with 40%; pi/5-wide phi bins put 60% in one bin."""
     train = splits["train"]
-    tok = build_tokenizer(AMBRE, train.feature_names, use_met=True)
+    tok = build_tokenizer(preset("binned_ambre5"), train.feature_names, use_met=True)
     tok.fit(train)
     real = train.real
-    for f in ("E", "pT", "eta"):
-        bins = tok._bins(train.cont[:, :, train.feature_names.index(f)][real], f)
-        shares = np.bincount(bins, minlength=6)[1:] / real.sum()
-        np.testing.assert_allclose(shares, 0.2, atol=0.002, err_msg=f)
-    phi_bins = tok._bins(train.cont[:, :, 3][real], "phi")
-    np.testing.assert_allclose(np.bincount(phi_bins, minlength=6)[1:] / real.sum(), 0.2, atol=0.02)
-    met_shares = np.bincount(tok._bins(train.globals_[:, 0], "MET"), minlength=6)[1:] / len(train)
-    np.testing.assert_allclose(met_shares, 0.2, atol=0.002)
+    for k, f in enumerate(train.feature_names):
+        shares = _shares(tok.binner.codes(f, train.cont[:, :, k][real]), 5)
+        np.testing.assert_allclose(shares, 0.2, atol=0.002 if f != "phi" else 0.02, err_msg=f)
+    np.testing.assert_allclose(_shares(tok.binner.codes("MET", train.globals_[:, 0]), 5), 0.2, atol=0.002)
+    # the phi bins are 2*pi/5 wide over [-pi, pi): their edges sit at -pi + k * 2*pi/5
+    phi = np.float32(-np.pi + np.array([0.4, 1.2, 2.0, 2.4]) * 2 * np.pi / 5)
+    assert tok.binner.codes("phi", phi).tolist() == [0, 1, 2, 2]
 
 
-@pytest.mark.parametrize("config", [DIRECT, AMBRE], ids=["direct", "binned"])
-def test_fit_uses_only_real_training_entries_and_round_trips(config, splits):
-    train = splits["train"]
-    tok = build_tokenizer(config, train.feature_names, use_met=True)
+def test_fit_on_background_uses_only_background_events():
+    tok = build_tokenizer(preset("binned_ambre5_bkg"), ("pT", "eta", "phi"), use_met=True)
+    train = _train_table()  # background events 0, 1, 4: pT 10, 20, 30, 40, 90, 100; MET 100, 200, 500
     tok.fit(train)
-    junk = make_events(
-        train.ids, np.where(train.real[..., None], train.cont, 7e5), train.globals_, train.label, train.feature_names
-    )
-    other = build_tokenizer(config, train.feature_names, use_met=True)
-    other.fit(junk)  # padded slots hold junk: the fitted state must not move
-    assert other.state_dict() == tok.state_dict()
-    loaded = build_tokenizer(config, train.feature_names, use_met=True)
-    loaded.load_state_dict(json.loads(json.dumps(tok.state_dict())))
-    a, b = tok.transform(splits["test"]), loaded.transform(splits["test"])
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert tok.binner.edges["pT"] == pytest.approx(np.quantile([10, 20, 30, 40, 90, 100], [0.2, 0.4, 0.6, 0.8]))
+    assert tok.binner.edges["MET"] == pytest.approx(np.quantile([100, 200, 500], [0.2, 0.4, 0.6, 0.8]))
+    signal_only = make_events(train.ids, train.cont, train.globals_, label=[1] * 5)
+    with pytest.raises(TokenizerError, match="fit_on=background: the training split has no such events"):
+        tok.fit(signal_only)
 
 
-def test_direct_standardizes_real_objects_and_zeroes_padding(splits):
-    train = splits["train"]
-    tok = build_tokenizer(DIRECT, train.feature_names, use_met=True)
-    tok.fit(train)
-    out = tok.transform(train)
-    real = torch.from_numpy(train.real)
-    x = out["x"]  # (N, O, F)
-    assert torch.all(x[~real] == 0)
-    np.testing.assert_allclose(x[real].mean(0).numpy(), 0, atol=1e-4)
-    np.testing.assert_allclose(x[real].std(0).numpy(), 1, atol=1e-3)
-    pt = train.cont[:, :, 1][train.real]
-    assert tok.mean["pT"] == pytest.approx(np.log(pt).mean(), rel=1e-5)
-    assert out["mask"].shape == (len(train), 19) and out["mask"][:, 0].all()  # MET token always real
-    np.testing.assert_allclose(out["g"].mean(0).numpy(), 0, atol=1e-4)
+def test_per_object_type_edges_and_the_pooled_fallback():
+    cfg = BinnedTokenizerConfig(kind="binned", name="t", n_bins=2, per_object_type=True)
+    # jets (1): pT 10, 20, 30, 40 -> edge 25; b-jets (2): 100, 200, 300 -> edge 200; one photon (7) only
+    ids = [[1, 1, 2], [1, 1, 2], [2, 7, 0]]
+    pt = [[10, 20, 100], [30, 40, 200], [300, 55, 0]]
+    cont = np.stack([pt, np.zeros((3, 3)), np.zeros((3, 3))], axis=-1)
+    tok = build_tokenizer(cfg, ("pT", "eta", "phi"), use_met=False)
+    tok.fit(make_events(ids, cont))
+    edges = tok.binner.edges["pT"]
+    assert edges["1"] == [25.0] and edges["2"] == [200.0] and "7" not in edges  # 1 photon < 2 bins: pooled
+    assert edges["all"] == [float(np.float32(np.median([10, 20, 100, 30, 40, 200, 300, 55])))]
+    codes = tok.binner.codes("pT", np.float32([[26, 150, 60]]), ids=np.array([[1, 2, 7]]))
+    assert codes.tolist() == [[1, 0, 1]]  # jet above 25; b-jet below 200; photon above the pooled 47.5
 
 
 def test_bad_inputs_are_named():
-    tok = build_tokenizer(DIRECT, ("pT", "eta", "phi"), use_met=False)
-    with pytest.raises(TokenizerError, match="feature pT: 1 non-positive values cannot take a log"):
-        tok.fit(make_events([[1, 1]], [[[10, 0, 0], [-1, 0, 0]]]))
+    tok = build_tokenizer(AMBRE, ("pT", "eta", "phi"), use_met=False)
     with pytest.raises(TokenizerError, match=r"object-type ids outside 0..7: \[9\]"):
         tok.fit(make_events([[9]], [[[10, 0, 0]]]))
+    with pytest.raises(TokenizerError, match="feature pT: 1 NaN/inf values cannot be binned"):
+        tok.fit(make_events([[1, 1]], [[[10, 0, 0], [np.nan, 0, 0]]]))
+    with pytest.raises(TokenizerError, match="transform before fit"):
+        tok.transform(make_events([[1]], [[[10, 0, 0]]]))
+    with pytest.raises(TokenizerError, match=r"events carry features \('E', 'pT'"):
+        tok.fit(_train_table(4))
+    tok.fit(make_events([[1, 1, 1, 1, 1, 0]], [[[v, 0, 0] for v in (10, 20, 30, 40, 50)] + [[np.nan, 0, 0]]]))
+    assert tok.binner.edges["pT"] == pytest.approx([18, 26, 34, 42])  # NaN in an empty slot is never read
+    with pytest.raises(TokenizerError, match="feature eta: 1 NaN/inf"):
+        tok.transform(make_events([[1]], [[[10, np.inf, 0]]]))
     bad = BinnedTokenizerConfig(kind="binned", name="b", rules={"pT": "quantile", "eta": "quantile"})
     with pytest.raises(TokenizerError, match=r"no binning rule for features \['phi'\]"):
         build_tokenizer(bad, ("pT", "eta", "phi"), use_met=False)
+    inert = BinnedTokenizerConfig(kind="binned", name="b", rules={"phi": "cyclic"}, per_object_type=True)
+    with pytest.raises(TokenizerError, match="per_object_type has no effect"):
+        build_tokenizer(inert, ("phi",), use_met=False)
+
+
+def test_values_outside_the_fitted_range_go_to_edge_bins_and_are_counted():
+    tok = build_tokenizer(AMBRE, ("pT", "eta", "phi"), use_met=True)
+    tok.fit(_train_table())  # pT seen in [10, 100], eta in [-0.8, 1.0], MET in [100, 500]
+    out = tok.transform(make_events([[1, 1, 1]], [[[5, 0, 0], [1e4, 3, 0], [50, 0, 0]]], [[50, 0.0]]))
+    assert out["tokens"][0, 2:].tolist() == [1 + 10 + 2, 1 + 100 + 20 + 2, 1 + 50 + 10 + 2]
+    assert tok.out_of_range == {"pT": 2, "eta": 1, "MET": 1}
+
+
+def test_phi_width_of_pi_over_5_is_rejected_with_the_fix(tmp_path):
+    (tmp_path / "bad.yaml").write_text(
+        "kind: binned\nrules: {phi: {kind: cyclic, range: [-3.141592653589793, 3.141592653589793], width: 0.6283}}\n"
+    )
+    with pytest.raises(Exception, match=r"rules.phi: 5 bins of width 0.6283 cover 3.1415, .* use width 1.2566"):
+        preset("bad", tmp_path)
+    (tmp_path / "unknown.yaml").write_text("kind: binned\nrules: {pT: quantile, energy: quantile}\n")
+    with pytest.raises(Exception, match="rules.energy"):
+        preset("unknown", tmp_path)
+
+
+def test_preset_errors_name_the_preset_file_and_key(tmp_path):
+    from conftest import write_experiment
+
+    from expmatrix.matrix import build_matrix
+
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "p.yaml").write_text("kind: integer\nrules: {pT: {kind: round, codes: 0}}\n")
+    exp = write_experiment(tmp_path, presets=str(presets), factors={"tokenizer": ["p"]})
+    with pytest.raises(SpecError, match=r"p.yaml: rules.pT.codes: Input should be greater than or equal to 1"):
+        build_matrix(exp)
+
+
+@pytest.mark.parametrize("n", [7, 5000, 4 * SAMPLE + 3])
+def test_exact_quantiles_equal_numpy_bit_for_bit(n):
+    rng = np.random.default_rng(n)
+    v = rng.exponential(50, n).astype(np.float32)
+    v[: n // 3] = v[0]  # a third of ties
+    qs = np.array([0.1, 0.2, 0.5, 0.51, 0.8])
+    assert exact_quantiles(v, qs).tolist() == np.quantile(v.astype(np.float64), qs).tolist()
+    chunks = lambda: np.array_split(v, 7)  # noqa: E731 - streamed in chunks: the same numbers
+    assert exact_quantiles_stream(qs, chunks, n)[0].tolist() == np.quantile(v.astype(np.float64), qs).tolist()
+
+
+def test_a_bracket_that_misses_is_widened_not_trusted():
+    v = np.arange(100_000, dtype=np.float32)
+    sketch = QuantileSketch(np.array([0.5]), expected=len(v))
+    sketch.add_sample(v[90_000:])  # a sample from the top only: its bracket cannot hold the median
+    sketch.n = len(v)
+    misses = 0
+    while True:
+        sketch.start_counting()
+        sketch.add_count(v)
+        result = sketch.result()
+        if result is not None:
+            break
+        misses += 1
+    assert misses >= 1 and result.tolist() == [49999.5]

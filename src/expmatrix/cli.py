@@ -183,37 +183,32 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
 @PROFILE
 @SET
 @RUNS
-@click.option("--metric", default=None, help="Metric to compare [default: the experiment's report.metric].")
-@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown"]), default="terminal", show_default=True)
+@click.option(
+    "--spec", "report_spec", type=click.Path(exists=True, dir_okay=False), help="A report spec (reports/*.yaml)."
+)
+@click.option("--metric", default=None, help="Metric that ranks cells and is compared [default: report.metric].")
+@click.option("--metrics", default=None, help="Comma-separated columns of the cell table [default: report.metrics].")
+@click.option("--baseline", multiple=True, metavar="FACTOR=LEVEL", help="Baseline level of a factor (repeatable).")
+@click.option("--interaction", multiple=True, metavar="A:B", help="Two-way table of two factors (repeatable).")
+@click.option("--top-k", type=int, default=None, help="Cells in the ranking and the ROC/learning-curve plots.")
+@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "latex", "html"]), default="terminal",
+              show_default=True, help="What is printed; every format is written to --out.")  # fmt: skip
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Output folder [default: runs/<experiment>]."
+)
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the PNG/PDF plots.")
 @friendly
-def report(experiment, profile, overrides, runs_root, metric, fmt) -> None:
-    """Compare the cells of EXPERIMENT; also writes report.md and results.parquet beside the runs."""
-    from expmatrix.report.collect import collect, orphans
-    from expmatrix.report.tables import cell_table, paired_effect, render
-    from expmatrix.spec import SpecError
-    from expmatrix.store import RunStore, atomic_write
+def report(experiment, profile, overrides, runs_root, report_spec, metric, metrics, baseline, interaction, top_k,
+           fmt, out, plots) -> None:  # fmt: skip
+    """Compare the cells of EXPERIMENT: tables, factor effects with CIs, plots, in every format."""
+    from expmatrix.report import make_report
+    from expmatrix.report.settings import parse_flags
 
+    flags = parse_flags(metric, metrics, baseline, interaction, top_k)
     matrix = _matrix(experiment, profile, overrides)
-    store = RunStore(runs_root, matrix.spec.name)
-    results = collect(matrix, store)
-    metric = metric or matrix.spec.report.metric
-    seeds = len({j.seed for j in matrix.jobs})
-    table = cell_table(results, matrix.factor_names, metric, seeds, matrix.spec.report.higher_is_better)
-    stray = orphans(matrix, store)
-    if stray:
-        table.warnings.append(f"{len(stray)} run directories belong to no job of this matrix (left out)")
-    effects = []
-    for factor, level in matrix.spec.report.baseline.items():
-        if factor not in matrix.factor_names or level not in results[factor].to_list():
-            raise SpecError(f"{experiment}: report.baseline.{factor}: no factor level {level!r}")
-        effects.append(paired_effect(results, matrix.factor_names, metric, factor, level))
-    store.dir.mkdir(parents=True, exist_ok=True)
-    results.write_parquet(store.dir / "results.parquet")
-    title = f"# {matrix.spec.name}" + (f" (profile {profile})" if profile else "")
-    sections = [render(t, "markdown") for t in (table, *effects)]
-    atomic_write(store.dir / "report.md", f"{title}\n\n" + "\n\n".join(sections) + "\n")
-    click.echo("\n\n".join(render(t, fmt) for t in (table, *effects)))
-    click.echo(f"\nwritten: {store.dir / 'report.md'}, {store.dir / 'results.parquet'}")
+    text, written = make_report(matrix, runs_root, profile, report_spec, flags, out, fmt, plots)
+    click.echo(text)
+    click.echo(f"written to {written}")
 
 
 @main.command()
@@ -252,3 +247,98 @@ def synth(source: str, out: str, events: int, seed: int) -> None:
     from expmatrix.data.synthetic import write_fourtops
 
     click.echo(f"wrote {write_fourtops(out, events, seed)} ({events} events, seed {seed})")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _dataset_keys(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--keys y_train=Y_train` -> every dataset name; an unknown name is an error listing the valid ones."""
+    from pydantic import ValidationError
+
+    from expmatrix.spec import KeysConfig, SpecError
+
+    try:
+        return KeysConfig.model_validate(dict(p.split("=", 1) for p in pairs if "=" in p)).model_dump()
+    except ValidationError as e:
+        bad = e.errors()[0]["loc"][0]
+        raise SpecError(f"--keys: {bad}: unknown; valid: {', '.join(KeysConfig.model_fields)}") from None
+
+
+VECT = click.option(
+    "--vect", type=click.Choice(["4", "5"]), default="4", show_default=True, help="4: (pT, eta, phi); 5: adds E."
+)
+PRESETS_DIR = click.option(
+    "--presets", default="tokenizers", show_default=True, type=click.Path(file_okay=False), help="Preset folder."
+)
+FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
+VECT_FEATURES = {"4": [1, 2, 3], "5": [0, 1, 2, 3]}
+
+
+@data.command("bin")
+@click.option("--input", "source", required=True, type=click.Path(exists=True, dir_okay=False), help="Raw 4tops .h5.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="The binned .h5 to write.")
+@click.option("--tokenizer", default="binned_ambre5", show_default=True, help="A joint binned preset name or .yaml.")
+@PRESETS_DIR
+@VECT
+@click.option("--unit", type=click.Choice(["GeV", "MeV", "TeV"]), default="GeV", show_default=True)
+@click.option("--background", default="2,3,4,5", show_default=True, help="Background process ids (for fit_on).")
+@click.option("--keys", "keys", multiple=True, metavar="NAME=DATASET", help="Dataset names, e.g. y_train=Y_train.")
+@click.option("--chunk-rows", type=int, default=1 << 15, show_default=True, help="Rows read at once (memory bound).")
+@friendly
+def data_bin(source, output, tokenizer, presets, vect, unit, background, keys, chunk_rows) -> None:
+    """Write the binned data set (thesis layout: X_* as [N, 20] int64, labels, edges as attributes)."""
+    from expmatrix.data.binfile import bin_file
+    from expmatrix.tokenizers import load_preset
+
+    names = _dataset_keys(keys)
+    config = load_preset(tokenizer, presets)
+    report = bin_file(source, output, config, cont_features=VECT_FEATURES[vect], keys=names,
+                      background=_ints(background), unit=unit, rows=chunk_rows)  # fmt: skip
+    click.echo(f"wrote {output}: {report['rows']} rows, vocabulary {report['vocab_size']}")
+    for split, counts in report["out_of_range"].items():
+        outside = {f: n for f, n in counts.items() if n}
+        if outside:
+            click.echo(f"  {split}: entries outside the fitted range (put in the edge bins): {outside}")
+
+
+@data.command("compare")
+@click.argument("ours", type=click.Path(exists=True, dir_okay=False))
+@click.argument("theirs", type=click.Path(exists=True, dir_okay=False))
+@click.option("--their-keys", default=None, help="Their token datasets in row order, e.g. X (a combined split).")
+@click.option("--our-splits", default=None, help="Our splits in row order, e.g. train,test [default: by row count].")
+@click.option("--top", type=int, default=10, show_default=True, help="Rows of the frequency/disagreement tables.")
+@FORMAT
+@friendly
+def data_compare(ours, theirs, their_keys, our_splits, top, fmt) -> None:
+    """Token agreement of OURS (written by `data bin`) with THEIRS: overall, per position and feature."""
+    from expmatrix.data.compare import compare_files, render
+
+    split = lambda text: text.split(",") if text else None  # noqa: E731
+    comparison, tok = compare_files(ours, theirs, split(their_keys), split(our_splits))
+    click.echo(render(comparison, tok, fmt, top))
+
+
+@data.command("explore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True)
+@click.option("--keys", "keys", multiple=True, metavar="NAME=DATASET", help="Dataset names, e.g. y_train=Y_train.")
+@click.option("--max-events", type=int, default=100_000, show_default=True, help="Rows read (0: all).")
+@click.option("--unit", type=click.Choice(["GeV", "MeV", "TeV"]), default="GeV", show_default=True)
+@click.option("--plots", default=None, type=click.Path(file_okay=False), help="Folder for histogram PNGs.")
+@click.option("--tokenizer", default=None, help="A preset name or .yaml: report the vocabulary it needs.")
+@PRESETS_DIR
+@VECT
+@FORMAT
+@friendly
+def data_explore(file, split, keys, max_events, unit, plots, tokenizer, presets, vect, fmt) -> None:
+    """Per-feature ranges, quantiles, invalid fractions, histograms of FILE; optionally a tokenizer's vocabulary."""
+    from expmatrix.data.explore import explore, render
+    from expmatrix.tokenizers import load_preset
+
+    names = _dataset_keys(keys)
+    config = load_preset(tokenizer, presets) if tokenizer else None
+    result = explore(file, names[f"x_{split}"], names[f"y_{split}"], unit=unit, max_events=max_events or None,
+                     plots=plots, tokenizer=config, cont_features=VECT_FEATURES[vect])  # fmt: skip
+    click.echo(render(result, fmt))

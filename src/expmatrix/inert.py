@@ -50,9 +50,15 @@ def _shape(value: Any) -> Any:
     return value
 
 
+def _is_read(key: str, reads: set[str]) -> bool:
+    if key in reads or (key.endswith(".kind") and key.removesuffix(".kind") + "#" in reads) or key + "#" in reads:
+        return True
+    return any(key.startswith(r + ".") for r in reads if not r.endswith("#"))
+
+
 def unread(settings: dict[str, str], reads: set[str]) -> list[str]:
     """Where each set key that nothing read was set."""
-    return [where for key, where in settings.items() if not any(key == r or key.startswith(r + ".") for r in reads)]
+    return [where for key, where in settings.items() if not _is_read(key, reads)]
 
 
 def check_consumed(matrix: Matrix, cache_dir: Path) -> None:

@@ -236,13 +236,16 @@ def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> dict[str, 
     if "tokenizer" not in raw:
         raise SpecError(f"{exp_path}: no tokenizer: set base.tokenizer or a `tokenizer` factor to a preset name")
     try:
-        return JobConfig.model_validate(raw).model_dump(mode="json")
+        config = JobConfig.model_validate(raw).model_dump(mode="json")
     except ValidationError as e:
         key, msg = describe_errors(e, JobConfig)[0]
         overridden = any(k != "tokenizer" and (k == key or key.startswith(k + ".")) for _, over in layers for k in over)
         if key.startswith("tokenizer.") and preset_file is not None and not overridden:
             raise SpecError(f"{preset_file}: {key.removeprefix('tokenizer.')}: {msg}") from None
         raise SpecError(f"{exp_path}: {_origin(layers, key)}: {msg}") from None
+    if config["data"]["path"] != "synthetic":
+        del config["data"]["synthetic"]  # generator settings mean nothing for a file (and are rejected there)
+    return config
 
 
 def _check_no_shadowing(factors: dict[str, Factor], later: list[Layer], exp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from expmatrix.data.layout import CONT_NAMES, DEFAULT_KEYS, GLOBAL_NAMES, PROCESSES
 
@@ -37,16 +37,17 @@ class Strict(BaseModel):
         value = super().__getattribute__(name)
         if name[0] != "_":
             trace = _TRACE.get()
-            if trace is not None and name in type(self).model_fields and not isinstance(value, Strict):
-                paths, reads = trace
-                reads.add(paths.get(id(self), "") + name)
+            if trace is not None and name in type(self).model_fields:
+                paths, reads = trace  # a section (a Strict value) read counts for its tag only: `<key>#`
+                reads.add(paths.get(id(self), "") + name + ("#" if isinstance(value, Strict) else ""))
         return value
 
 
 @contextmanager
 def record_reads(config: Strict) -> Iterator[set[str]]:
     """Collect the dotted keys of `config` whose values are read inside the block
-    (a dict-valued field counts as read as a whole; `model_dump` reads nothing)."""
+    (a dict-valued field counts as read as a whole; `model_dump` reads nothing). A section
+    read as a whole is noted as `<key>#`: it consumes the key itself and its `kind` tag."""
     paths: dict[int, str] = {}
 
     def walk(model: Strict, prefix: str) -> None:
@@ -129,39 +130,193 @@ class DataConfig(Strict):
 # ---------------------------------------------------------------- tokenizers
 
 
+def _tagged(value: Any) -> Any:
+    """A bare string in YAML is the `kind` of an option block: `phi: cyclic` == `phi: {kind: cyclic}`."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+# Feature names a tokenizer preset may declare: the 4tops columns and globals, and IceCube pulse features.
+TOKEN_FEATURES = Literal[
+    "E", "pT", "eta", "phi", "MET", "MET_phi", "time", "charge", "x", "y", "z", "sensor_id", "auxiliary"
+]  # fmt: skip
+PI = 3.141592653589793
+
+
+class FeatureTransform(Strict):
+    """One continuous feature: v -> clip(fitted((op(v) - shift) * scale)), e.g. IceCube charge log10(q)/3."""
+
+    op: Literal["identity", "log", "log10", "log1p"] = "identity"
+    shift: float = 0.0
+    scale: float = 1.0
+    fit: Literal["none", "standardize", "robust"] = "none"  # robust: median and 1/max(p84-p50, p50-p16)
+    clip: tuple[float, float] | None = None  # applied last, to the fitted value
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureTransform:
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.clip is not None and not self.clip[0] < self.clip[1]:
+            raise ValueError(f"clip must be [low, high] with low < high, got {list(self.clip)}")
+        return self
+
+
+class RaiseOnInvalid(Strict):
+    kind: Literal["error"]  # NaN/inf, or a value outside the op's domain, is an error naming the feature
+
+
+class SentinelForInvalid(Strict):
+    kind: Literal["sentinel"]  # invalid values become `value`, and a validity channel (+1/-1) is added
+    value: float = 0.0
+
+
+class LinearValueEmbedding(Strict):
+    kind: Literal["linear"]
+
+
+class MLPValueEmbedding(Strict):
+    kind: Literal["mlp"]  # Linear -> LayerNorm -> GELU -> Linear
+
+
+class PeriodicValueEmbedding(Strict):
+    kind: Literal["periodic"]  # cos/sin(2 pi c x) with learned frequencies c ~ N(0, sigma), then Linear
+    frequencies: int = Field(8, ge=1)
+    sigma: float = Field(1.0, gt=0)
+
+
+InvalidPolicy = Annotated[RaiseOnInvalid | SentinelForInvalid, Field(discriminator="kind"), BeforeValidator(_tagged)]
+ValueEmbedding = Annotated[
+    LinearValueEmbedding | MLPValueEmbedding | PeriodicValueEmbedding,
+    Field(discriminator="kind"),
+    BeforeValidator(_tagged),
+]
+
+
+def _standardized(op: str) -> FeatureTransform:
+    return FeatureTransform(op=op, fit="standardize")
+
+
 class DirectTokenizerConfig(Strict):
-    """Continuous embedding: per-feature transform, then standardized with training-split statistics."""
+    """Continuous embedding: per-feature transform, fitted on the training split, then a value embedding."""
 
     kind: Literal["direct"]
     name: str
-    transforms: dict[FEATURES, Literal["log", "identity"]] = {
-        "E": "log",
-        "pT": "log",
-        "eta": "identity",
-        "phi": "identity",
-        "MET": "log",
-        "MET_phi": "identity",
-    }
+    transforms: dict[TOKEN_FEATURES, FeatureTransform] = Field(
+        default_factory=lambda: {
+            "E": _standardized("log"),
+            "pT": _standardized("log"),
+            "eta": _standardized("identity"),
+            "phi": _standardized("identity"),
+            "MET": _standardized("log"),
+            "MET_phi": _standardized("identity"),
+        }
+    )
+    invalid: InvalidPolicy = Field(default_factory=lambda: RaiseOnInvalid(kind="error"))
+    embedding: ValueEmbedding = Field(default_factory=lambda: LinearValueEmbedding(kind="linear"))
+    object_type: bool = True  # add a learned embedding of the object-type id (False for IceCube pulses)
 
 
-class BinnedTokenizerConfig(Strict):
+class QuantileBins(Strict):
+    kind: Literal["quantile"]  # equal-frequency edges from the training split's real entries
+    bins: int | None = Field(None, ge=2)  # None: the tokenizer's n_bins
+
+
+class FixedBins(Strict):
+    kind: Literal["fixed"]  # equal widths over `range`; values outside go to the edge bins (counted)
+    range: tuple[float, float]
+    bins: int | None = Field(None, ge=2)
+    width: float | None = None  # optional, but if given it must equal (high - low) / bins
+
+
+class CyclicBins(Strict):
+    kind: Literal["cyclic"]  # an angle: equal widths over `range`, values wrap around
+    range: tuple[float, float] = (-PI, PI)
+    bins: int | None = Field(None, ge=2)
+    width: float | None = None  # NOTE: 5 bins over [-pi, pi) are 2*pi/5 wide, not the thesis plan's pi/5
+
+
+BinRule = Annotated[QuantileBins | FixedBins | CyclicBins, Field(discriminator="kind"), BeforeValidator(_tagged)]
+
+
+def _ambre_rules() -> dict[str, Any]:
+    q, c = QuantileBins(kind="quantile"), CyclicBins(kind="cyclic")
+    return {"E": q, "pT": q, "eta": q, "phi": c, "MET": q, "MET_phi": c.model_copy()}
+
+
+class BinningFields(Strict):
+    """What the joint and the factorized binned tokenizers share: the bins of every feature."""
+
+    name: str
+    n_bins: int = Field(5, ge=2)  # default bins per feature
+    rules: dict[TOKEN_FEATURES, BinRule] = Field(default_factory=_ambre_rules)
+    fit_on: Literal["all", "background"] = "all"  # which training events the quantile edges come from
+    per_object_type: bool = False  # quantile edges of object features fitted per object type
+
+    @model_validator(mode="after")
+    def _widths_cover_the_range(self) -> BinningFields:
+        for f, rule in self.rules.items():
+            if isinstance(rule, QuantileBins):
+                continue
+            (lo, hi), n = rule.range, rule.bins or self.n_bins
+            if not lo < hi:
+                raise ValueError(f"rules.{f}.range must be [low, high] with low < high, got {list(rule.range)}")
+            if rule.width is not None and abs(rule.width * n - (hi - lo)) > 1e-9 * (hi - lo):
+                raise ValueError(
+                    f"rules.{f}: {n} bins of width {rule.width:.6g} cover {rule.width * n:.6g}, "
+                    f"but the range [{lo:.6g}, {hi:.6g}) is {hi - lo:.6g} wide: use width {(hi - lo) / n!r}"
+                )
+        return self
+
+
+class BinnedTokenizerConfig(BinningFields):
     """Joint (Ambre) binning: one mixed-radix token per object, MET and MET-phi tokens after."""
 
     kind: Literal["binned"]
+
+
+class FactorizedTokenizerConfig(BinningFields):
+    """The same bins, one integer per feature, each with its own embedding table."""
+
+    kind: Literal["factorized"]
+    combine: Literal["sum", "concat"] = "sum"  # concat: the per-feature embeddings are concatenated, then projected
+
+
+class RoundCodes(Strict):
+    kind: Literal["round"]  # code = clip(round((x - first - offset) * scale), 0, codes - 1)
+    offset: float = 0.0
+    scale: float = 1.0  # 1 / bin width
+    codes: int = Field(ge=1)  # how many codes (the vocabulary before the reserved ids)
+    relative_to_first: bool = False  # subtract the event's smallest value (IceCube: time of the first pulse)
+
+
+class QuantileCodes(Strict):
+    kind: Literal["quantile"]  # equal-frequency bins fitted on the training split's real entries
+    bins: int = Field(ge=2)
+
+
+class CategoricalCodes(Strict):
+    kind: Literal["categorical"]  # integer values 0..categories-1, e.g. IceCube sensor_id (5160)
+    categories: int = Field(ge=1)
+
+
+IntegerRule = Annotated[
+    RoundCodes | QuantileCodes | CategoricalCodes, Field(discriminator="kind"), BeforeValidator(_tagged)
+]
+
+
+class IntegerTokenizerConfig(Strict):
+    """Per-feature integer codes (0 = padding, 1 = mask), each with its own nn.Embedding."""
+
+    kind: Literal["integer"]
     name: str
-    n_bins: int = Field(5, ge=2)
-    rules: dict[FEATURES, Literal["quantile", "cyclic"]] = {
-        "E": "quantile",
-        "pT": "quantile",
-        "eta": "quantile",
-        "phi": "cyclic",
-        "MET": "quantile",
-        "MET_phi": "cyclic",
-    }
-    fit_on: Literal["all", "background"] = "all"  # which training events the quantile edges come from
+    rules: dict[TOKEN_FEATURES, IntegerRule]
+    object_type: bool = True  # the object-type id as one more categorical code
+    combine: Literal["sum", "concat"] = "concat"  # concat: concatenated, then projected to the model width
 
 
-TokenizerConfig = Annotated[DirectTokenizerConfig | BinnedTokenizerConfig, Field(discriminator="kind")]
+TokenizerConfig = Annotated[
+    DirectTokenizerConfig | BinnedTokenizerConfig | FactorizedTokenizerConfig | IntegerTokenizerConfig,
+    Field(discriminator="kind"),
+]
 
 
 # ---------------------------------------------------------------- model and training
@@ -214,9 +369,29 @@ class JobConfig(Strict):
 
 
 class ReportConfig(Strict):
-    metric: str = "test.auroc"
-    higher_is_better: bool = True
-    baseline: dict[str, str] = {}
+    """How `expmatrix report` reads the results; `reports/*.yaml` and command-line flags override it."""
+
+    metric: str = "test.auroc"  # ranks the cells; effects, interactions and heatmaps compare it
+    metrics: list[str] = [  # columns of the cell table (the primary metric is always among them)
+        "test.auroc",
+        "test.accuracy",
+        "test.sig_eff_at_bkg_rej_10",
+        "test.bkg_rej_at_sig_eff_50",
+        "test.brier",
+    ]
+    higher_is_better: bool | dict[str, bool] | None = None  # None: by name (brier, ece, loss: lower); bool: primary
+    baseline: dict[str, str] = {}  # factor -> level the others are compared to (default: the factor's first level)
+    interactions: list[tuple[str, str]] | None = None  # factor pairs; None: each baseline factor x each other one
+    top_k: int = Field(5, ge=1)  # cells in the ranking, the ROC and the learning-curve plots
+    confidence: float = Field(0.95, gt=0, lt=1)  # of the bootstrap intervals
+    bootstrap: int = Field(10_000, ge=100)  # resamples of the matched pairs
+    seed: int = 0  # of the bootstrap: the same results give the same intervals
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _level_names(cls, v: Any) -> Any:
+        """Level names are strings (a factor `vect: [4, 5]` has levels "4" and "5")."""
+        return {k: str(x) for k, x in v.items()} if isinstance(v, dict) else v
 
 
 class WandbConfig(Strict):
@@ -269,7 +444,14 @@ def load_yaml(path: Path) -> Any:
         raise SpecError(f"{path}: invalid YAML: {e}") from None
 
 
-TOKENIZER_KINDS: dict[str, type[BaseModel]] = {"direct": DirectTokenizerConfig, "binned": BinnedTokenizerConfig}
+TOKENIZER_KINDS: dict[str, type[BaseModel]] = {
+    "direct": DirectTokenizerConfig,
+    "binned": BinnedTokenizerConfig,
+    "factorized": FactorizedTokenizerConfig,
+    "integer": IntegerTokenizerConfig,
+}
+# tags of the option blocks inside a tokenizer preset: no key of their own in an error's key path
+OPTION_TAGS = {"error", "sentinel", "linear", "mlp", "periodic", "quantile", "fixed", "cyclic", "round", "categorical"}
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -293,7 +475,8 @@ def describe_errors(error: ValidationError, model: type[BaseModel]) -> list[tupl
     """(dotted key path, message) for each error; unknown keys list the valid ones."""
     out = []
     for e in error.errors():
-        key = ".".join(str(p) for p in e["loc"] if p not in TOKENIZER_KINDS)  # the union's tag is no key
+        tags = TOKENIZER_KINDS.keys() | OPTION_TAGS  # a tagged union's tag is no key
+        key = ".".join(str(p) for p in e["loc"] if p not in tags)
         if e["type"] == "extra_forbidden":
             valid = _valid_keys(model, e["loc"])
             msg = "unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")

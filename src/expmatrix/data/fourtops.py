@@ -29,6 +29,18 @@ def _rows(ds: h5py.Dataset, fraction: float) -> np.ndarray:
     return ds[:n]
 
 
+def split_columns(x: np.ndarray, cont_features: list[int], use_met: bool, unit: str):
+    """Rows of the file layout -> ids (N, O) int64, selected features (N, O, F), globals (N, 2) or None; in GeV."""
+    ids = x[:, :N_OBJECTS].astype(np.int64)
+    cont = x[:, N_OBJECTS + 2 :].reshape(len(x), N_OBJECTS, N_CONT)[:, :, cont_features].copy()
+    scale = UNIT_TO_GEV[unit]
+    for pos, feature in enumerate(cont_features):
+        if feature in ENERGY_FEATURES:
+            cont[:, :, pos] *= scale
+    globals_ = x[:, N_OBJECTS : N_OBJECTS + 2] * np.array([scale, 1.0], dtype=np.float32) if use_met else None
+    return ids, cont, globals_
+
+
 def read_split(
     path: str | Path,
     x_key: str,
@@ -75,13 +87,7 @@ def read_split(
     keep = np.isin(process, signal + background)
     x, process = x[keep], process[keep]
 
-    ids = x[:, :N_OBJECTS].astype(np.int64)
-    cont = x[:, N_OBJECTS + 2 :].reshape(len(x), N_OBJECTS, N_CONT)[:, :, cont_features].copy()
-    scale = UNIT_TO_GEV[unit]
-    for pos, feature in enumerate(cont_features):
-        if feature in ENERGY_FEATURES:
-            cont[:, :, pos] *= scale
-    globals_ = x[:, N_OBJECTS : N_OBJECTS + 2] * np.array([scale, 1.0], dtype=np.float32) if use_met else None
+    ids, cont, globals_ = split_columns(x, cont_features, use_met, unit)
     return Events(
         ids=ids,
         cont=cont,

@@ -16,12 +16,10 @@ from pydantic import BaseModel
 from torch import nn
 
 from expmatrix.data.events import Events
+from expmatrix.data.layout import N_OBJECT_TYPES
+from expmatrix.tokenizers.errors import TokenizerError
 
 Tokens = dict[str, torch.Tensor]  # every tensor has the events on dim 0; "mask" is (N, T) bool, True = real
-
-
-class TokenizerError(ValueError):
-    """Input a tokenizer cannot encode faithfully."""
 
 
 class Tokenizer(ABC):
@@ -31,6 +29,7 @@ class Tokenizer(ABC):
         self.config = config
         self.features = features  # the continuous features selected by the job, in order
         self.use_met = use_met
+        self.out_of_range: dict[str, int] = {}  # entries the last transform put in edge bins / clipped, per feature
 
     def signature(self) -> str:
         """Everything that shapes the input layer (a cache key for model sizing)."""
@@ -58,9 +57,33 @@ class Tokenizer(ABC):
 
 def check_object_ids(events: Events, n_types: int) -> None:
     """Object-type ids must be integers in 0..n_types (0 = empty slot)."""
-    bad = (events.ids < 0) | (events.ids > n_types)
-    if bad.any():
+    ids = events.ids
+    if ids.size and (ids.min() < 0 or ids.max() > n_types):
+        bad = (ids < 0) | (ids > n_types)
         raise TokenizerError(f"object-type ids outside 0..{n_types}: {np.unique(events.ids[bad])[:10].tolist()}")
+
+
+def check_events(events: Events, features: tuple[str, ...], use_met: bool, n_types: int = N_OBJECT_TYPES) -> None:
+    """The events carry the features (and globals) the tokenizer was built for, and valid object-type ids."""
+    if tuple(events.feature_names) != tuple(features):
+        raise TokenizerError(f"events carry features {events.feature_names}; the tokenizer was built for {features}")
+    if use_met and events.globals_ is None:
+        raise TokenizerError("the tokenizer uses MET but the events carry no globals")
+    check_object_ids(events, n_types)
+
+
+def feature_values(events: Events, f: str, features: tuple[str, ...], globals_: tuple[str, ...]):
+    """Values of feature `f` and where they are real: an object feature (N, O), a global (N,)."""
+    if f in globals_:
+        return events.globals_[:, globals_.index(f)], np.ones(len(events), dtype=bool)
+    return events.cont[:, :, features.index(f)], events.real
+
+
+def missing_features(rules: dict, names: tuple[str, ...], config_name: str, what: str) -> None:
+    """A preset must declare a rule for every feature the job selects."""
+    missing = [f for f in names if f not in rules]
+    if missing:
+        raise TokenizerError(f"tokenizer {config_name!r}: no {what} for features {missing}; it declares {list(rules)}")
 
 
 def sequence_mask(events: Events, n_global_tokens: int) -> torch.Tensor:

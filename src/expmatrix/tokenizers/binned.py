@@ -2,26 +2,26 @@
 
 For the 4-vector (pT, eta, phi) with 5 bins and 7 object types this is exactly
 ``125*(obj-1) + 25*(bin_pT-1) + 5*(bin_eta-1) + bin_phi`` in [1, 875]; in general a
-mixed-radix number over the selected features in their order, with the object type
-as the most significant digit:
+mixed-radix number over the selected features in their order (n_f bins each), with the
+object type as the most significant digit:
 
-    token = 1 + (obj-1) * n**F + sum_f (bin_f - 1) * n**(F-1-f)     in [1, 7 * n**F]
+    token = 1 + (obj-1) * prod(n) + sum_f (bin_f - 1) * prod(n_g for g after f)   in [1, 7 * prod(n)]
 
-MET tokens follow the particle range (7 * n**F + bin_MET, 875 + 1..5 for the
-4-vector), then MET-phi tokens (7 * n**F + n + bin_phi); padding is 0, so the
-vocabulary is ``7 * n**F + 2n + 1`` (886 for the 4-vector, 4386 for the 5-vector).
-In the model's sequence the MET and MET-phi tokens come first, then the object slots
-(so their positions do not depend on the number of slots).
+MET tokens follow the particle range (``7*prod(n) + bin_MET``: 876..880 for the 4-vector),
+then MET-phi tokens (``7*prod(n) + n_MET + bin_MET_phi``: 881..885); padding is 0, so the
+vocabulary is ``7*prod(n) + n_MET + n_MET_phi + 1``: 886 for the 4-vector with 5 bins,
+4386 for the 5-vector (E is binned too, the most significant feature digit), 876 and 4376
+without MET. In the model's sequence the MET and MET-phi tokens come first, then the object
+slots (so their positions do not depend on the number of slots); `data bin` writes the
+thesis column order (objects, then MET, MET-phi).
 
-Bins run 1..n. ``quantile``: equal-frequency edges fitted on the training split's
-real objects, so each bin holds 1/n of them. ``cyclic``: n equal widths of
-2*pi/n over [-pi, pi).
-NOTE: the thesis plan writes phi bins of width pi/5, which cannot give 5 bins over
-[-pi, pi) (the research code put 60% of objects in the last bin); we use 2*pi/5.
+Bins: see `binning.py` (quantile edges from the training split's real entries, each bin
+holding 1/n of them; phi cyclic over [-pi, pi) in widths 2*pi/n).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -30,23 +30,64 @@ from torch import nn
 
 from expmatrix.data.events import Events
 from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
-from expmatrix.spec import BinnedTokenizerConfig
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_object_ids, sequence_mask
+from expmatrix.spec import BinnedTokenizerConfig, BinningFields
+from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_events, missing_features, sequence_mask
+from expmatrix.tokenizers.binning import Binner, BinRule
+
+CHUNK_EVENTS = 8192  # events tokenized at once: their columns stay in cache
 
 
-def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
-    """The n-1 inner edges that cut `values` into n equal-frequency bins."""
-    return np.quantile(values, np.arange(1, n_bins) / n_bins).astype(np.float64)
+class BinnedBase(Tokenizer):
+    """Resolves the bin rules of the selected features (and MET when used) in __init__; fits and saves them."""
 
+    def __init__(self, config: BinningFields, features: tuple[str, ...], use_met: bool):
+        super().__init__(config, features, use_met)
+        self.globals = GLOBAL_NAMES if use_met else ()
+        rules = config.rules
+        missing_features(rules, features + self.globals, config.name, "binning rule")
+        resolved = {}
+        for f in features + self.globals:
+            rule = rules[f]
+            resolved[f] = BinRule.from_config(rule, rule.bins if rule.bins is not None else config.n_bins)
+        self.binner = Binner(resolved, features, self.globals)
+        per_type = config.per_object_type
+        if per_type and not set(self.binner.quantile) & set(features):
+            raise TokenizerError(f"tokenizer {config.name!r}: per_object_type has no effect: no quantile feature")
+        if self.binner.quantile:  # where the edges come from matters only when there are edges to fit
+            self.binner.set_fit_options(config.fit_on, per_type)
+        self.n = [self.binner.rules[f].bins for f in features]  # bins per object feature
+        self.n_particle_tokens = N_OBJECT_TYPES * int(np.prod(self.n))
 
-def quantile_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin numbers 1..len(edges)+1; values beyond the outer edges go to the edge bins."""
-    return np.searchsorted(edges, values, side="right") + 1
+    def _check(self, events: Events, need_fit: bool = True) -> None:
+        if need_fit and not self.binner.fitted:
+            raise TokenizerError("transform before fit")
+        check_events(events, self.features, self.use_met)
 
+    def fit(self, events: Events) -> None:
+        self._check(events, need_fit=False)
+        self.binner.fit(events)
 
-def cyclic_bins(angle: np.ndarray, n_bins: int) -> np.ndarray:
-    """Bin numbers 1..n over [-pi, pi) in widths 2*pi/n; angles wrap around."""
-    return (np.floor((angle + np.pi) / (2 * np.pi / n_bins)).astype(np.int64) % n_bins) + 1
+    def fit_stream(self, chunks: Callable[[], Iterable[Events]], expected: int) -> None:
+        """Fit from chunks of the training split (memory-bounded; `chunks()` is called at least twice)."""
+        self.binner.fit_stream(lambda: (self._checked(ev) for ev in chunks()), expected)
+
+    def _checked(self, events: Events) -> Events:
+        self._check(events, need_fit=False)
+        return events
+
+    def global_codes(self, events: Events) -> list[np.ndarray]:
+        """(N,) bin codes 0..n-1 of MET, then MET-phi."""
+        return [self.binner.codes(f, events.globals_[:, i]) for i, f in enumerate(self.globals)]
+
+    def object_codes(self, ids: np.ndarray, cont: np.ndarray, real: np.ndarray) -> list[np.ndarray]:
+        """(m, O) bin codes 0..n-1 of each object feature."""
+        return [self.binner.codes(f, cont[:, :, k], ids, real) for k, f in enumerate(self.features)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.binner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.binner.load_state_dict(state)
 
 
 class JointEmbedding(nn.Module):
@@ -60,69 +101,55 @@ class JointEmbedding(nn.Module):
         return self.table(tokens["tokens"]), tokens["mask"]
 
 
-class BinnedTokenizer(Tokenizer):
+class BinnedTokenizer(BinnedBase):
     def __init__(self, config: BinnedTokenizerConfig, features: tuple[str, ...], use_met: bool):
         super().__init__(config, features, use_met)
-        self.n = config.n_bins
-        self.fit_on = config.fit_on
-        self.globals = GLOBAL_NAMES if use_met else ()
-        missing = [f for f in features + self.globals if f not in config.rules]
-        if missing:
-            raise TokenizerError(f"tokenizer {config.name!r}: no binning rule for features {missing}")
-        self.rules = {f: config.rules[f] for f in features + self.globals}
-        self.edges: dict[str, list[float]] = {}
+        radix = np.cumprod([1, *self.n[::-1]])[::-1]  # place value of obj, then of each feature
+        self.radix = [int(r) for r in radix]
+        offsets = np.cumsum([0] + [self.binner.rules[f].bins for f in self.globals])
+        self.global_offsets = [self.n_particle_tokens + int(o) for o in offsets[:-1]]
+        self.vocab_size = self.n_particle_tokens + int(offsets[-1]) + 1
 
-    @property
-    def n_particle_tokens(self) -> int:
-        return N_OBJECT_TYPES * self.n ** len(self.features)
+    def object_tokens(self, ids: np.ndarray, cont: np.ndarray) -> np.ndarray:
+        """(m, O) joint tokens, 0 at empty slots."""
+        real = ids > 0
+        token = (ids.astype(np.int32) - 1) * np.int32(self.radix[0])
+        for code, r in zip(self.object_codes(ids, cont, real), self.radix[1:], strict=True):
+            token += code * np.int32(r)
+        token += 1
+        token *= real
+        return token
 
-    @property
-    def vocab_size(self) -> int:
-        return self.n_particle_tokens + 2 * self.n + 1
+    def thesis_rows(self, events: Events) -> np.ndarray:
+        """(N, O + G) int64 in the thesis file order: object tokens, then MET and MET-phi tokens."""
+        return self._tokens(events, globals_first=False)
 
-    def _values(self, events: Events, f: str) -> np.ndarray:
-        if f in self.globals:
-            return events.globals_[:, self.globals.index(f)]
-        return events.cont[:, :, self.features.index(f)]
-
-    def _bins(self, values: np.ndarray, f: str) -> np.ndarray:
-        if self.rules[f] == "cyclic":
-            return cyclic_bins(values, self.n)
-        return quantile_bins(values, np.asarray(self.edges[f]))
-
-    def fit(self, events: Events) -> None:
-        check_object_ids(events, N_OBJECT_TYPES)
-        chosen = events.label == 0 if self.fit_on == "background" else np.ones(len(events), dtype=bool)
-        if not chosen.any():
-            raise TokenizerError(f"fit_on={self.fit_on}: the training split has no such events")
-        real = events.real & chosen[:, None]
-        for f in self.rules:
-            if self.rules[f] == "quantile":
-                v = self._values(events, f)
-                v = v[chosen] if f in self.globals else v[real]
-                self.edges[f] = quantile_edges(v, self.n).tolist()
+    def _tokens(self, events: Events, globals_first: bool) -> np.ndarray:
+        self._check(events)
+        self.binner.out_of_range = self.out_of_range = {}
+        n, g = len(events), len(self.globals)
+        out = np.empty((n, g + events.ids.shape[1]), np.int64)
+        obj = slice(g, None) if globals_first else slice(0, events.ids.shape[1])
+        for s in range(0, n, CHUNK_EVENTS):
+            out[s : s + CHUNK_EVENTS, obj] = self.object_tokens(
+                events.ids[s : s + CHUNK_EVENTS], events.cont[s : s + CHUNK_EVENTS]
+            )
+        for k, code in enumerate(self.global_codes(events)):
+            out[:, k if globals_first else events.ids.shape[1] + k] = self.global_offsets[k] + 1 + code.astype(np.int64)
+        return out
 
     def transform(self, events: Events) -> Tokens:
-        if len(self.edges) != sum(r == "quantile" for r in self.rules.values()):
-            raise TokenizerError("transform before fit")
-        check_object_ids(events, N_OBJECT_TYPES)
-        token = (events.ids - 1) * self.n ** len(self.features)  # (N, O)
-        for k, f in enumerate(self.features):
-            token += (self._bins(self._values(events, f), f) - 1) * self.n ** (len(self.features) - 1 - k)
-        parts = [
-            (self.n_particle_tokens + k * self.n + self._bins(self._values(events, f), f))[:, None]
-            for k, f in enumerate(self.globals)
-        ]  # MET, then MET-phi
-        tokens = np.concatenate([*parts, np.where(events.real, token + 1, 0)], axis=1).astype(np.int64)
+        tokens = self._tokens(events, globals_first=True)
         return {"tokens": torch.from_numpy(tokens), "mask": sequence_mask(events, len(self.globals))}
 
     def embedding(self, d_model: int) -> nn.Module:
         return JointEmbedding(self.vocab_size, d_model)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"rules": self.rules, "n_bins": self.n, "edges": self.edges}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["rules"] != self.rules or state["n_bins"] != self.n:
-            raise TokenizerError(f"saved binning {state['rules']} x {state['n_bins']} differs from the config's")
-        self.edges = {f: list(e) for f, e in state["edges"].items()}
+    def decode(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """Particle tokens (1..7*prod(n)) -> object type and bin numbers (1..n) per feature; 0 elsewhere."""
+        particle = (tokens >= 1) & (tokens <= self.n_particle_tokens)
+        t = np.where(particle, tokens - 1, 0)
+        out = {"type": np.where(particle, t // self.radix[0] + 1, 0)}
+        for f, r, n in zip(self.features, self.radix[1:], self.n, strict=True):
+            out[f] = np.where(particle, (t // r) % n + 1, 0)
+        return out

@@ -1,12 +1,21 @@
-"""Direct (continuous) embedding: each value transformed, standardized, linearly projected.
+"""Direct (continuous) embedding: each value transformed (see `transforms.py`), then a value embedding.
 
-Per feature: ``log`` or ``identity``, then ``(v - mean) / std`` with mean and std
-fitted on the real objects of the training split (globals on its events).
-The object-type id is embedded and added. MET and MET-phi form one extra token, placed first.
+Per object slot the features' transformed values go through a linear layer, an MLP
+(Linear, LayerNorm, GELU, Linear) or periodic features (cos/sin of learned frequencies)
+then a linear layer; a learned object-type embedding is added. MET and MET-phi form one
+extra token, placed first. With the sentinel policy, invalid inputs take the sentinel value
+and each feature gets a validity channel (+1 valid, -1 invalid, 0 at empty slots).
+
+Shape of the tokens:
+    x:    (N, O, F [+ F flags]) float32, 0 at empty slots
+    ids:  (N, O) int64 object-type ids
+    g:    (N, G [+ G flags]) float32 (only with MET)
+    mask: (N, [1 +] O) bool
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,28 +25,43 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.spec import DirectTokenizerConfig
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_object_ids, sequence_mask
+from expmatrix.tokenizers.base import (
+    Tokenizer,
+    TokenizerError,
+    Tokens,
+    check_events,
+    feature_values,
+    missing_features,
+    sequence_mask,
+)
+from expmatrix.tokenizers.embeddings import ValueEncoder
+from expmatrix.tokenizers.transforms import Transform, apply, describe_invalid, fit_constants, pre_fit, valid_entries
 
 
-def _apply(values: np.ndarray, rule: str, name: str) -> np.ndarray:
-    if rule == "identity":
-        return values
-    if (values <= 0).any():
-        raise TokenizerError(f"feature {name}: {(values <= 0).sum()} non-positive values cannot take a log")
-    return np.log(values)
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    kind: str  # linear | mlp | periodic
+    frequencies: int = 0
+    sigma: float = 0.0
+
+    @classmethod
+    def from_config(cls, e) -> EmbeddingSpec:
+        return cls("periodic", e.frequencies, e.sigma) if e.kind == "periodic" else cls(e.kind)
 
 
 class DirectEmbedding(nn.Module):
-    """(x (B, O, F), ids (B, O)[, g (B, G)]) -> (B, [1 +] O, d_model), the global token first."""
+    """Tokens -> (B, [1 +] O, d_model), the global token first."""
 
-    def __init__(self, n_features: int, n_globals: int, d_model: int):
+    def __init__(self, n_features: int, n_globals: int, flags: bool, object_type: bool, d_model: int, spec):
         super().__init__()
-        self.value = nn.Linear(n_features, d_model)
-        self.object_type = nn.Embedding(N_OBJECT_TYPES + 1, d_model)
-        self.globals = nn.Linear(n_globals, d_model) if n_globals else None
+        self.value = ValueEncoder(n_features, n_features if flags else 0, d_model, spec)
+        self.object_type = nn.Embedding(N_OBJECT_TYPES + 1, d_model) if object_type else None
+        self.globals = ValueEncoder(n_globals, n_globals if flags else 0, d_model, spec) if n_globals else None
 
     def forward(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.value(tokens["x"]) + self.object_type(tokens["ids"])  # (B, O, C)
+        h = self.value(tokens["x"])  # (B, O, C)
+        if self.object_type is not None:
+            h = h + self.object_type(tokens["ids"])
         if self.globals is not None:
             h = torch.cat([self.globals(tokens["g"]).unsqueeze(1), h], dim=1)  # (B, 1+O, C)
         return h, tokens["mask"]
@@ -47,60 +71,69 @@ class DirectTokenizer(Tokenizer):
     def __init__(self, config: DirectTokenizerConfig, features: tuple[str, ...], use_met: bool):
         super().__init__(config, features, use_met)
         self.globals = GLOBAL_NAMES if use_met else ()
-        missing = [f for f in features + self.globals if f not in config.transforms]
-        if missing:
-            raise TokenizerError(f"tokenizer {config.name!r}: no transform for features {missing}")
-        self.rules = {f: config.transforms[f] for f in features + self.globals}
-        self.mean: dict[str, float] = {}
-        self.std: dict[str, float] = {}
+        transforms = config.transforms
+        missing_features(transforms, features + self.globals, config.name, "transform")
+        self.transforms = {f: Transform.from_config(transforms[f]) for f in features + self.globals}
+        invalid = config.invalid
+        self.sentinel = invalid.value if invalid.kind == "sentinel" else None
+        self.spec = EmbeddingSpec.from_config(config.embedding)
+        self.object_type = config.object_type
+        self.center: dict[str, float] = {}
+        self.factor: dict[str, float] = {}
 
-    def _columns(self, events: Events, real_only: bool) -> dict[str, np.ndarray]:
-        """Transformed values per feature: real objects (flat) or all slots (N, O)."""
-        real = events.real
-        cols = {}
-        for i, f in enumerate(self.features):
-            v = events.cont[:, :, i]
-            cols[f] = (
-                _apply(v[real], self.rules[f], f)
-                if real_only
-                else np.where(real, _apply(np.where(real, v, 1.0), self.rules[f], f), 0.0)
-            )
-        for i, f in enumerate(self.globals):
-            cols[f] = _apply(events.globals_[:, i], self.rules[f], f)
-        return cols
+    def _pre(self, events: Events, f: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(op(v) - shift) * scale, validity, realness; an invalid real entry is an error without a sentinel."""
+        v, real = feature_values(events, f, self.features, self.globals)
+        t = self.transforms[f]
+        valid = valid_entries(v, t.op)
+        bad = real & ~valid
+        if self.sentinel is None and bad.any():
+            raise TokenizerError(describe_invalid(v[bad], t.op, f))
+        return pre_fit(np.where(valid, v, 1.0), t), valid, real
 
     def fit(self, events: Events) -> None:
-        check_object_ids(events, N_OBJECT_TYPES)
-        for f, v in self._columns(events, real_only=True).items():
-            if len(v) == 0:
-                raise TokenizerError(f"feature {f}: no real entries to fit on")
-            self.mean[f], self.std[f] = float(v.mean()), float(v.std()) or 1.0
+        check_events(events, self.features, self.use_met)
+        for f, t in self.transforms.items():
+            y, valid, real = self._pre(events, f)
+            self.center[f], self.factor[f] = fit_constants(y[valid & real], t.fit, f)
 
-    def _standardize(self, cols: dict[str, np.ndarray], names) -> np.ndarray:
-        return np.stack([(cols[f] - self.mean[f]) / self.std[f] for f in names], axis=-1).astype(np.float32)
+    def _encode(self, events: Events, names: tuple[str, ...]) -> np.ndarray:
+        cols, flags = [], []
+        for f in names:
+            y, valid, real = self._pre(events, f)
+            x = apply(y, self.transforms[f], self.center[f], self.factor[f])
+            if self.sentinel is not None:
+                x = np.where(valid, x, self.sentinel)
+                flags.append(np.where(valid, 1.0, -1.0) * real)
+            cols.append(x * real)
+        return np.stack(cols + flags, axis=-1).astype(np.float32)
 
     def transform(self, events: Events) -> Tokens:
-        if not self.mean:
+        if len(self.center) != len(self.transforms):
             raise TokenizerError("transform before fit")
-        check_object_ids(events, N_OBJECT_TYPES)
-        cols = self._columns(events, real_only=False)
-        x = self._standardize(cols, self.features) * events.real[:, :, None]  # (N, O, F), 0 at padding
+        check_events(events, self.features, self.use_met)
         out = {
-            "x": torch.from_numpy(x),
+            "x": torch.from_numpy(self._encode(events, self.features)),
             "ids": torch.from_numpy(events.ids),
             "mask": sequence_mask(events, int(self.use_met)),
         }
         if self.use_met:
-            out["g"] = torch.from_numpy(self._standardize(cols, self.globals))  # (N, G)
+            out["g"] = torch.from_numpy(self._encode(events, self.globals))  # (N, G [+ G])
         return out
 
     def embedding(self, d_model: int) -> nn.Module:
-        return DirectEmbedding(len(self.features), len(self.globals), d_model)
+        flags = self.sentinel is not None
+        return DirectEmbedding(len(self.features), len(self.globals), flags, self.object_type, d_model, self.spec)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rules": self.rules, "mean": self.mean, "std": self.std}
+        transforms = {f: vars(t).copy() for f, t in self.transforms.items()}
+        return {"transforms": transforms, "center": self.center, "factor": self.factor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["rules"] != self.rules:
-            raise TokenizerError(f"saved rules {state['rules']} differ from the config's {self.rules}")
-        self.mean, self.std = dict(state["mean"]), dict(state["std"])
+        mine = self.state_dict()["transforms"]
+        theirs = {
+            f: {**t, "clip": None if t["clip"] is None else tuple(t["clip"])} for f, t in state["transforms"].items()
+        }
+        if theirs != mine:
+            raise TokenizerError(f"saved transforms {state['transforms']} differ from the config's {mine}")
+        self.center, self.factor = dict(state["center"]), dict(state["factor"])
