@@ -10,8 +10,10 @@ import torch
 from conftest import PRESETS, make_events
 
 from expmatrix.matrix import Presets
+from expmatrix.models.blocks import rotate
+from expmatrix.models.packing import Packing
 from expmatrix.models.sizing import BudgetError, build_model, solve_size
-from expmatrix.models.transformer import pool, trainable_params
+from expmatrix.models.transformer import pool, rotary, trainable_params
 from expmatrix.spec import JobConfig, ModelConfig, TrainConfig
 from expmatrix.tokenizers import build_tokenizer
 from expmatrix.training.trainer import Trainer
@@ -72,8 +74,12 @@ def test_appending_padded_slots_does_not_change_the_output(name, pooling, positi
 @pytest.mark.parametrize("block,position", [("normformer", "rope"), ("prenorm", "learned"), ("prenorm", "sinusoidal")])
 def test_packed_real_tokens_give_the_padded_computation(block, position):
     """The CPU path computes only real tokens; outputs and gradients equal those over all slots."""
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1, 8, size=(40, 12)) * (rng.uniform(size=(40, 12)) < rng.uniform(0.1, 1, size=(40, 1)))
+    ids[:, 0] = 1  # every event has an object; the others are scattered over the slots, with gaps
+    cont = np.stack([rng.uniform(20, 200, ids.shape), rng.normal(0, 1, ids.shape), rng.uniform(-3, 3, ids.shape)], -1)
+    events = make_events(ids, cont, rng.uniform([10, -3], [100, 3], size=(40, 2)))
     tok = _tokenizer("direct")
-    events = _events(9)
     tok.fit(events)
     tokens = tok.transform(events)
     model = _model(tok, tokens["mask"].shape[1], block=block, position=position, pooling="mean")
@@ -87,6 +93,15 @@ def test_packed_real_tokens_give_the_padded_computation(block, position):
     torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_rotary_angles_match_rotary_embedding_torch():
+    """Rope is applied per token (packed layout) with the library's angles and pair convention."""
+    rope = rotary(ModelConfig(position="rope", rope_theta=500.0), head_dim=8)
+    q = torch.randn(2, 3, 7, 8)  # (B, H, T, D)
+    angles = rope(torch.arange(7.0))[None, :, None, :]  # (1, T, 1, D)
+    ours = rotate(q.transpose(1, 2), (angles.cos(), angles.sin())).transpose(1, 2)
+    torch.testing.assert_close(ours, rope.rotate_queries_or_keys(q))
 
 
 HEADS = [(2, "cross_entropy"), (5, "cross_entropy"), (3, "vmf")]  # binary, 5-class, a 3-d direction
@@ -161,3 +176,9 @@ def test_an_unreachable_budget_is_reported_before_training():
     tok = build_tokenizer(cfg, ("E", "pT", "eta", "phi"), True)
     with pytest.raises(BudgetError, match=r"target_params=100000 within 2%: closest is \d+ at width 8, FFN \d+, of"):
         solve_size(tok, ModelConfig(target_params=100_000), 2)
+
+
+def test_an_event_without_any_real_token_is_an_error_not_nan():
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    with pytest.raises(ValueError, match="1 events of the batch have no real token"):
+        Packing(mask, packed=True)

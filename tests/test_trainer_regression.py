@@ -39,11 +39,11 @@ def direction_task(n: int, seed: int, slots: int = 6):
 
 @pytest.mark.parametrize("loss", ["cosine", "vmf", "mse", "huber"])
 def test_regression_head_learns_a_direction_to_a_small_angular_error(loss, tmp_path):
-    train, val = direction_task(3000, 0), direction_task(500, 1)
+    train, val = direction_task(2000, 0), direction_task(500, 1)
     torch.manual_seed(0)
     cfg = ModelConfig(layers=2, heads=4, pooling="mean", position="none")
     model = Transformer(VectorEmbedding(32), cfg, 32, 64, n_outputs=3, seq_len=6)
-    tcfg = TrainConfig(epochs=6, batch_size=64, lr=3e-3, warmup_steps=20, loss=loss, huber_delta=0.5)
+    tcfg = TrainConfig(epochs=5, batch_size=64, lr=3e-3, warmup_steps=20, loss=loss, huber_delta=0.5)
     trainer = Trainer(model, tcfg, "cpu", len(train[1]))
     history = trainer.fit(train, val, tmp_path / "r.pt")
     before = angular_error(torch.randn(500, 3, generator=torch.Generator().manual_seed(2)), val[1]).mean().item()

@@ -1,7 +1,7 @@
 """Transformer blocks: plain pre-LN (`prenorm`) and NormFormer (`normformer`).
 
 Blocks act on tokens in the packed layout `(N, C)` (see `packing.py`); only attention
-needs the `(B, T)` structure and goes through `scaled_dot_product_attention` with a
+needs rectangles `(B, L)` and goes through `scaled_dot_product_attention` with a
 boolean key padding mask.
 """
 
@@ -14,11 +14,20 @@ from torch import nn
 from expmatrix.models.packing import Packing
 
 
+def rotate(t: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary embedding of (N, H, D) tokens by their (cos, sin) angles (N, 1, D); pairs are interleaved as in
+    rotary-embedding-torch."""
+    cos, sin = rot
+    pairs = t.unflatten(-1, (-1, 2))
+    half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return t * cos + half * sin
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection.
+    """Multi-head self-attention with one fused qkv projection, per length bucket of `packing`.
 
     `head_scale` (NormFormer) multiplies each head's output before the output projection.
-    `rope`, when given, rotates queries and keys by their slot index.
+    `rot`, when given, rotates queries and keys by their slot index (rope).
     """
 
     def __init__(self, d_model: int, heads: int, dropout: float, head_scale: bool):
@@ -30,17 +39,22 @@ class SelfAttention(nn.Module):
         self.head_scale = nn.Parameter(torch.ones(heads)) if head_scale else None
         self.proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, packing: Packing, rope: nn.Module | None) -> torch.Tensor:
-        qkv = packing.pad(self.qkv(x))  # (B, T, 3C)
-        B, T, C3 = qkv.shape
-        q, k, v = qkv.view(B, T, 3, self.heads, C3 // (3 * self.heads)).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
-        if rope is not None:
-            q, k = rope.rotate_queries_or_keys(q), rope.rotate_queries_or_keys(k)
+    def forward(self, x: torch.Tensor, packing: Packing, rot: tuple[torch.Tensor, torch.Tensor] | None):
+        N, C = x.shape
+        H, D = self.heads, C // self.heads
+        qkv = self.qkv(x)  # (N, 3C)
+        if rot is not None:
+            q, k, v = qkv.view(N, 3, H, D).unbind(1)
+            qkv = torch.cat([rotate(q, rot), rotate(k, rot), v], dim=1).view(N, 3 * C)
         drop = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.keep, dropout_p=drop)  # (B, H, T, D)
-        if self.head_scale is not None:
-            a = a * self.head_scale.view(1, -1, 1, 1)
-        return self.proj(packing.unpad(a.transpose(1, 2).reshape(B, T, C3 // 3)))
+        out = []
+        for part, (B, L, keep) in zip(packing.to_buckets(qkv), packing.buckets, strict=True):
+            q, k, v = part.view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, D)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=drop)  # (B, H, L, D)
+            if self.head_scale is not None:
+                a = a * self.head_scale.view(1, -1, 1, 1)
+            out.append(a.transpose(1, 2).reshape(B, L, C))
+        return self.proj(packing.from_buckets(out))
 
 
 class Block(nn.Module):
@@ -63,9 +77,9 @@ class Block(nn.Module):
         self.ff_down = nn.Linear(d_ff, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, packing: Packing, rope: nn.Module | None = None) -> torch.Tensor:
-        """x (N, C) tokens in `packing`'s layout -> (N, C)."""
-        x = x + self.drop(self.ln_attn(self.attn(self.ln_in(x), packing, rope)))
+    def forward(self, x: torch.Tensor, packing: Packing, rot: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x (N, C) tokens in `packing`'s layout -> (N, C); `rot`: rope's (cos, sin) per token."""
+        x = x + self.drop(self.ln_attn(self.attn(self.ln_in(x), packing, rot)))
         return x + self.drop(self.ff_down(self.ln_ff_mid(F.gelu(self.ff_up(self.ln_ff_in(x))))))
 
 

@@ -45,7 +45,7 @@ class Transformer(nn.Module):
 
     `seq_len` is the number of tokens the tokenizer emits per event (the learned
     position table has that many rows). The CLS token, when pooling is `cls`, is put
-    first; it takes no additive position, and rotary position 0.
+    first; it takes no additive position, and rotary position 0 (the other tokens shift by one).
     """
 
     def __init__(self, embedding: nn.Module, cfg: ModelConfig, d_model: int, d_ff: int, n_outputs: int, seq_len: int):
@@ -71,8 +71,12 @@ class Transformer(nn.Module):
         packed = self.packed if self.packed is not None else not h.is_cuda and not torch.compiler.is_compiling()
         packing = Packing(mask, packed)
         x = packing.unpad(h)  # (N, C)
+        rot = None
+        if self.rope is not None:  # angles of every token's slot, shared by all blocks
+            angles = self.rope(packing.positions.to(h.dtype))[:, None, :]  # (N, 1, D)
+            rot = angles.cos().to(h.dtype), angles.sin().to(h.dtype)
         for block in self.blocks:
-            x = block(x, packing, self.rope)
+            x = block(x, packing, rot)
         return self.head(pool(packing.pad(self.norm(x)), mask, self.pooling))
 
 

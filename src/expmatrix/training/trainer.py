@@ -64,12 +64,6 @@ def outputs(forward: Callable[[Tokens], torch.Tensor], tokens: Tokens, batch_siz
     return torch.cat([forward(take(tokens, slice(i, i + batch_size))).float() for i in range(0, n, batch_size)])
 
 
-def predict(model: nn.Module, tokens: Tokens, batch_size: int = 4096) -> np.ndarray:
-    """Signal probability per event (binary classification)."""
-    model.eval()
-    return torch.softmax(outputs(model, tokens, batch_size), -1)[:, 1].cpu().numpy()
-
-
 def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     """Linear warmup over `warmup_steps` optimizer steps, then constant or cosine to `min_lr_ratio`."""
     warmup = cfg.warmup_steps
