@@ -183,6 +183,7 @@ class ExperimentSpec(Strict):
     profiles: dict[str, dict[str, Any]] = {}
     report: ReportConfig = ReportConfig()
     presets: str = "../tokenizers"  # folder of tokenizer presets, relative to the experiment file
+    hpc: dict[str, Any] = {}  # `expmatrix submit` settings: templates, cluster, ... (validated by executors.cluster)
 
 
 # ---------------------------------------------------------------- loading and errors
