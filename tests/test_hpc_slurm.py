@@ -111,8 +111,9 @@ def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(s
     # 25 epochs (~40 s with start-up here) take longer than that, so the first attempt is always cut short.
     exp = long_experiment(tmp_path, epochs=25)
     cut, full = tmp_path / "cut", tmp_path / "full"
-    submit(slurm, exp, cut, "--hpc", "time=00:01:00", "--hpc", "signal_seconds=20", "--hpc", "max_requeues=6", "--hpc", "report=false")
-    submit(slurm, exp, full, "--hpc", "time=00:10:00", "--hpc", "signal_seconds=20", "--hpc", "report=false")
+    limits = ["--hpc", "signal_seconds=20", "--hpc", "report=false"]
+    submit(slurm, exp, cut, "--hpc", "time=00:01:00", "--hpc", "max_requeues=6", *limits)
+    submit(slurm, exp, full, "--hpc", "time=00:10:00", *limits)
     wait_drained(slurm, 300)
 
     (job_id,) = (p.name for p in (cut / "long").iterdir() if (p / "job.yaml").exists())

@@ -30,13 +30,14 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from expmatrix.data import DataError
+        from expmatrix.executors.backend import SchedulerError
         from expmatrix.models.sizing import BudgetError
         from expmatrix.spec import SpecError
         from expmatrix.tokenizers import TokenizerError
 
         try:
             return fn(*args, **kwargs)
-        except (SpecError, DataError, TokenizerError, BudgetError) as e:
+        except (SpecError, DataError, TokenizerError, BudgetError, SchedulerError) as e:
             raise click.ClickException(str(e)) from None
 
     return wrapper
@@ -234,3 +235,20 @@ def worker(experiment, runs_root, jobs_file, task, threads) -> None:
     if state == "failed":
         click.echo(store.status(job_id).get("error", "failed"), err=True)
     sys.exit(EXIT_CODES.get(state, 1))
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@PROFILE
+@SET
+@RUNS
+@friendly
+def queue(experiment, profile, overrides, runs_root) -> None:
+    """Jobs of a submitted EXPERIMENT as the run directories and the scheduler see them (one query)."""
+    from expmatrix.executors.queue_status import reconcile
+    from expmatrix.store import RunStore
+
+    matrix = _matrix(experiment, profile, overrides)
+    rows, counts = reconcile(RunStore(runs_root, matrix.spec.name), [j.id for j in matrix.jobs])
+    click.echo(tabulate(rows, headers=["job", "on disk", "scheduler", "state"]))
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.most_common()))

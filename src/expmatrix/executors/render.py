@@ -1,8 +1,9 @@
 """Render the submit templates in `hpc/` safely and reproducibly.
 
 A template sees plain values and must pass each one through a filter that fits where it lands:
-`q` (a shell word), `qjoin` (a shell command line), `directive` (one `#SBATCH` / submit-file token:
-no whitespace, quotes or newlines), `classad` (a ClassAd string literal). An undefined variable is an
+`q` (a shell word), `qpath` (a path, ~/ kept meaningful), `qjoin` (a shell command line),
+`directive` (one `#SBATCH` / submit-file token: no whitespace, quotes or newlines),
+`classad` (a ClassAd string literal), `condor` (a submit-file value: one line, no `$(`). An undefined variable is an
 error (StrictUndefined), so a typo in a lab's template fails at `--dry-run`, not on the cluster.
 Same context -> same bytes: nothing here reads the clock or the environment.
 """
@@ -24,6 +25,12 @@ SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_@%:,./+=-]+$")
 def q(value: Any) -> str:
     """One shell word, quoted when it needs to be."""
     return shlex.quote(str(value))
+
+
+def qpath(value: Any) -> str:
+    """A path as one shell word; a leading ~/ still means the home folder of whoever runs the job."""
+    text = str(value)
+    return '"$HOME"/' + q(text[2:]) if text.startswith("~/") else q(text)
 
 
 def qjoin(words: list[Any]) -> str:
@@ -69,7 +76,7 @@ def environment(templates: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters.update(q=q, qjoin=qjoin, directive=directive, classad=classad, condor=condor_value)
+    env.filters.update(q=q, qpath=qpath, qjoin=qjoin, directive=directive, classad=classad, condor=condor_value)
     return env
 
 
