@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import PRESETS, write_experiment
 from slurm_cluster import LocalSlurm, available
 
+from expmatrix.cli import main
+from expmatrix.executors.queue_status import reconcile
 from expmatrix.store import RunStore
 
 REASON = available() if os.environ.get("EXPMATRIX_SLURM") == "1" else "set EXPMATRIX_SLURM=1 (done by .ci/run)"
@@ -47,12 +50,13 @@ def squeue(slurm: LocalSlurm) -> list[list[str]]:
     return [line.split("|") for line in out.stdout.split()]
 
 
-def wait_drained(slurm: LocalSlurm, seconds: float) -> None:
+def wait_drained(slurm: LocalSlurm, seconds: float, on_tick=lambda: None) -> None:
     """Until the queue is empty. A requeued task waits ~2 min for its BeginTime (SLURM's requeue hold);
     the test moves that to now, as an admin would, so the test does not sit idle."""
     deadline = time.monotonic() + seconds
     while rows := squeue(slurm):
         assert time.monotonic() < deadline, f"queue not drained after {seconds} s: {rows}\n{slurm.finished_jobs()}"
+        on_tick()
         for job, state, reason in rows:
             if state == "PENDING" and reason == "BeginTime":
                 subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm.env, check=True)
@@ -63,7 +67,7 @@ def attempts(store: RunStore, job_id: str) -> list[dict]:
     return [json.loads(line) for line in store.path(job_id, "attempts.jsonl").read_text().splitlines()]
 
 
-def test_an_array_trains_every_job_and_the_report_job_sees_them(slurm, tmp_path):
+def test_an_array_trains_every_job_and_the_report_job_sees_them(slurm, tmp_path, monkeypatch):
     seeds = {"seeds": [0, 1]}  # 2 tokenizers x 2 seeds = 4 jobs, 1 epoch each
     exp, runs = write_experiment(tmp_path, **seeds), tmp_path / "runs"
     out = submit(slurm, exp, runs, "--max-concurrent", "2")
@@ -86,6 +90,9 @@ def test_an_array_trains_every_job_and_the_report_job_sees_them(slurm, tmp_path)
 
     again = submit(slurm, exp, runs)
     assert "nothing to submit (4 done)" in again
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    queue = CliRunner().invoke(main, ["queue", str(exp), "--runs", str(runs)])
+    assert queue.exit_code == 0 and queue.output.splitlines()[-1] == "4 done", queue.output
 
 
 def long_experiment(folder: Path, epochs: int) -> Path:
@@ -106,7 +113,7 @@ def long_experiment(folder: Path, epochs: int) -> Path:
     return path
 
 
-def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(slurm, tmp_path):
+def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(slurm, tmp_path, monkeypatch):
     # time 1 min, warning 20 s before: SLURM sends USR1 10-40 s after the start (it checks every 30 s);
     # 25 epochs (~40 s with start-up here) take longer than that, so the first attempt is always cut short.
     exp = long_experiment(tmp_path, epochs=25)
@@ -114,10 +121,14 @@ def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(s
     limits = ["--hpc", "signal_seconds=20", "--hpc", "report=false"]
     submit(slurm, exp, cut, "--hpc", "time=00:01:00", "--hpc", "max_requeues=6", *limits)
     submit(slurm, exp, full, "--hpc", "time=00:10:00", *limits)
-    wait_drained(slurm, 300)
-
     (job_id,) = (p.name for p in (cut / "long").iterdir() if (p / "job.yaml").exists())
     cut_store, full_store = RunStore(cut, "long"), RunStore(full, "long")
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    seen = []  # what `expmatrix queue` reports while it runs: one batched squeue per look
+    wait_drained(slurm, 300, lambda: seen.append(reconcile(cut_store, [job_id])[0][0][3]))
+    assert {"running", "requeued"} <= set(seen), seen
+    assert reconcile(cut_store, [job_id])[0][0][3] == "done"
+
     tries = attempts(cut_store, job_id)
     assert [a["state"] for a in tries] == ["preempted"] * (len(tries) - 1) + ["done"] and len(tries) >= 2
     assert [int(a.get("slurm_restart_count", 0)) for a in tries] == list(range(len(tries)))  # one task, requeued

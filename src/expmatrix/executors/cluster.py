@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from expmatrix.matrix import flatten, set_dotted
 from expmatrix.spec import SpecError, describe_errors, load_yaml
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the worker was cut short and checkpointed; the batch script requeues the task
-IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def keys_matching(pattern: str, what: str) -> AfterValidator:
+    """A mapping whose keys go into a script unquoted (names): each must match `pattern`."""
+
+    def check(v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if not re.match(pattern, k)]
+        if bad:
+            raise ValueError(f"not {what}: {bad}")
+        return v
+
+    return AfterValidator(check)
+
+
+IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class Strict(BaseModel):
@@ -31,32 +45,17 @@ class Setup(Strict):
     conda: str | None = None  # `conda activate NAME` (after the conda shell hook)
     venv: str | None = None  # `source VENV/bin/activate`
     source: list[str] = []  # other files to `source`, e.g. a site profile
-    env: dict[str, str] = {}  # exported variables, e.g. {OMP_NUM_THREADS: "4"}
-    cd: str | None = None  # working folder of the job [default: where `submit` ran]
-
-    @field_validator("env")
-    @classmethod
-    def _names(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in v if not IDENT.match(k)]
-        if bad:
-            raise ValueError(f"not a shell variable name: {bad}")
-        return v
+    env: Annotated[dict[str, str], keys_matching(IDENT, "a shell variable name")] = {}  # {OMP_NUM_THREADS: "4"}
+    cd: str | None = None  # working folder of the job [default: the scheduler's]
 
 
 class CondorSettings(Strict):
     """HTCondor-only knobs (stoomboot needs getenv, +UseOS and +JobCategory)."""
 
     getenv: bool = False  # copy the submitting shell's environment into the job
-    attributes: dict[str, str | int | bool] = {}  # custom ClassAd attributes: {UseOS: el9} -> +UseOS = "el9"
+    # custom ClassAd attributes: {UseOS: el9} -> +UseOS = "el9"
+    attributes: Annotated[dict[str, str | int | bool], keys_matching(IDENT, "a ClassAd attribute name")] = {}
     requirements: str | None = None  # a ClassAd expression, written as given (it is an expression, not a value)
-
-    @field_validator("attributes")
-    @classmethod
-    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = [k for k in v if not IDENT.match(k)]
-        if bad:
-            raise ValueError(f"not a ClassAd attribute name: {bad}")
-        return v
 
 
 class ClusterSettings(Strict):
@@ -80,7 +79,8 @@ class ClusterSettings(Strict):
     command: list[str] = ["expmatrix"]  # how a node calls expmatrix, e.g. [/opt/venv/bin/python, -m, expmatrix]
     log_dir: str | None = None  # scheduler logs [default: logs/ in the submission folder]
     setup: Setup = Setup()
-    extra: dict[str, str | int | None] = {}  # more SLURM options: {constraint: gpu, exclusive: null}
+    # more SLURM options: {constraint: gpu, exclusive: null}
+    extra: Annotated[dict[str, str | int | None], keys_matching(r"^[a-z][a-z0-9-]*$", "a long option name")] = {}
     condor: CondorSettings = CondorSettings()
 
     @field_validator("time", mode="before")
@@ -91,14 +91,6 @@ class ClusterSettings(Strict):
             days, rest = divmod(v, 86400)
             text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
             return f"{days}-{text}" if days else text
-        return v
-
-    @field_validator("extra")
-    @classmethod
-    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = [k for k in v if not re.match(r"^[a-z][a-z0-9-]*$", k)]
-        if bad:
-            raise ValueError(f"not a long option name (like constraint or mail-type): {bad}")
         return v
 
     @field_validator("command")

@@ -96,8 +96,9 @@ def run_one(store: RunStore, job_id: str, task: int, threads: int) -> str:
         state = run_job(job, store, threads)
     except Interrupted as e:
         state = "done" if store.state(job_id) == "done" else "preempted"
+        entry["signal"] = str(e)
         if state == "preempted":
-            store.set_status(job_id, "preempted", signal=str(e))
+            store.set_status(job_id, "preempted")
     if state != "claimed":
         log_attempt(store, job_id, entry | {"state": state, "ended": time.time()})
     return state
