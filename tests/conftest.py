@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from expmatrix.data.events import Events
@@ -13,6 +14,15 @@ from expmatrix.data.synthetic import write_fourtops
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "tokenizers"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one torch thread is many times faster than two fighting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

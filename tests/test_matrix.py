@@ -51,7 +51,8 @@ def _error(tmp_path: Path, **changes) -> str:
 
 def test_unknown_key_names_the_path_and_the_valid_keys(tmp_path):
     msg = _error(tmp_path, base={"train": {"epoch": 3}})
-    assert "tiny.yaml: base.train.epoch: unknown key; valid keys: batch_size, class_weights" in msg
+    assert "tiny.yaml: base.train.epoch: unknown key; valid keys: amp, batch_size, class_weights" in msg
+    assert ", epochs, " in msg
 
 
 def test_wrong_type_and_choice_name_the_key(tmp_path):
@@ -107,3 +108,76 @@ def test_exclude_skips_partial_assignments_and_checks_levels(tmp_path):
     m = build_matrix(write_experiment(tmp_path, exclude=[{"tokenizer": "direct"}]))
     assert [j.levels for j in m.jobs] == [{"tokenizer": "binned_ambre5"}]
     assert "exclude[0].tokenizer: no such factor level 'vq'" in _error(tmp_path, exclude=[{"tokenizer": "vq"}])
+
+
+def test_when_factor_exists_only_for_some_levels_and_overrides_the_preset(tmp_path):
+    factors = {
+        "tokenizer": ["direct", "binned_ambre5"],
+        "bins": {"when": {"tokenizer": "binned_ambre5"}, "key": "tokenizer.n_bins", "levels": [3, 5, 8]},
+    }
+    m = build_matrix(write_experiment(tmp_path, factors=factors))
+    got = sorted((j.levels["tokenizer"], j.levels["bins"], j.config["tokenizer"].get("n_bins")) for j in m.jobs)
+    assert got == [
+        ("binned_ambre5", "3", 3),
+        ("binned_ambre5", "5", 5),
+        ("binned_ambre5", "8", 8),
+        ("direct", "-", None),
+    ]
+
+
+def test_zip_varies_keys_together(tmp_path):
+    arch = {"zip": {"model.layers": [1, 2], "model.target_params": [10000, 30000]}, "names": ["small", "big"]}
+    m = build_matrix(write_experiment(tmp_path, factors={"tokenizer": ["direct", "binned_ambre5"], "arch": arch}))
+    got = {
+        (j.levels["tokenizer"], j.levels["arch"]): (j.config["model"]["layers"], j.config["model"]["target_params"])
+        for j in m.jobs
+    }
+    assert got == {
+        ("direct", "small"): (1, 10000),
+        ("direct", "big"): (2, 30000),
+        ("binned_ambre5", "small"): (1, 10000),
+        ("binned_ambre5", "big"): (2, 30000),
+    }
+    unnamed = build_matrix(write_experiment(tmp_path, factors={"tokenizer": ["direct"], "arch": {"zip": arch["zip"]}}))
+    assert [j.levels["arch"] for j in unnamed.jobs] == ["1/10000", "2/30000"]
+
+
+def test_exclude_skips_partial_assignments(tmp_path):
+    factors = {"tokenizer": ["direct", "binned_ambre5"], "model.pooling": ["cls", "mean", "max"]}
+    m = build_matrix(
+        write_experiment(tmp_path, factors=factors, exclude=[{"tokenizer": "direct", "model.pooling": "max"}])
+    )
+    assert len(m.jobs) == 5 and ("direct", "max") not in {
+        (j.levels["tokenizer"], j.levels["model.pooling"]) for j in m.jobs
+    }
+
+
+@pytest.mark.parametrize(
+    ("factor", "expected"),
+    [
+        ({"zip": {"model.layers": [1, 2], "model.heads": [2]}}, "factors.f.zip: lists of different lengths"),
+        ({"levels": [1], "key": "model.layers", "whn": {}}, "factors.f.whn: unknown key; valid keys: levels, zip"),
+        ({"levels": [1], "key": "model.layers", "when": {"tokeniser": "direct"}}, "factors.f.when.tokeniser: no such"),
+        ({"levels": [1], "key": "model.layers", "when": {"tokenizer": "binned"}}, "factors.f.when.tokenizer: no level"),
+        ({"zip": {"model.layers": [1]}, "names": ["a", "b"]}, "factors.f.names: expected a list of 1 level names"),
+        ([], "factors.f: expected a non-empty list of values or a mapping"),
+    ],
+)
+def test_bad_grid_is_rejected_with_the_key_path(tmp_path, factor, expected):
+    assert expected in _error(tmp_path, factors={"tokenizer": ["direct", "binned_ambre5"], "f": factor})
+
+
+def test_renaming_a_preset_keeps_job_ids(tmp_path):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    for name in ("direct", "binned_ambre5"):
+        (presets / f"{name}.yaml").write_text((REPO / "tokenizers" / f"{name}.yaml").read_text())
+    before = {j.id for j in build_matrix(write_experiment(tmp_path, presets=str(presets))).jobs}
+    (presets / "continuous.yaml").write_text((presets / "direct.yaml").read_text())
+    after = build_matrix(
+        write_experiment(tmp_path, presets=str(presets), factors={"tokenizer": ["continuous", "binned_ambre5"]})
+    )
+    assert {j.id for j in after.jobs} == before  # a label is not a setting
+    assert "resolve to the same config" in _error(
+        tmp_path, presets=str(presets), factors={"tokenizer": ["direct", "continuous"]}
+    )  # two names for one tokenizer would train one model twice

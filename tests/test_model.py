@@ -7,16 +7,17 @@ import itertools
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import PRESETS, make_events
 
 from expmatrix.matrix import Presets
-from expmatrix.models.sizing import build_model, solve_size
-from expmatrix.models.transformer import pool
-from expmatrix.spec import JobConfig, ModelConfig
+from expmatrix.models.sizing import BudgetError, build_model, solve_size
+from expmatrix.models.transformer import pool, trainable_params
+from expmatrix.spec import JobConfig, ModelConfig, TrainConfig
 from expmatrix.tokenizers import build_tokenizer
+from expmatrix.training.trainer import Trainer
 
 PRESET_NAMES = Presets(PRESETS).available()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tokenizer(name: str, features=("pT", "eta", "phi"), use_met=True):
@@ -47,33 +48,88 @@ def test_masked_pooling_ignores_padded_slots():
     torch.testing.assert_close(pool(h, mask, "mean")[1], h[1, 0])  # a single real object works
 
 
-@pytest.mark.parametrize("name,pooling", list(itertools.product(PRESET_NAMES, ["cls", "mean", "max"])))
-def test_appending_padded_slots_does_not_change_the_output(name, pooling):
+POOLINGS = ["cls", "mean", "max"]
+POSITIONS = ["sinusoidal", "learned", "rope", "none"]
+
+
+def _model(tok, seq_len: int, n_outputs: int = 2, **cfg):
+    torch.manual_seed(0)
+    return build_model(tok, ModelConfig(layers=2, heads=4, **cfg), (16, 32), n_outputs, seq_len)
+
+
+@pytest.mark.parametrize("name,pooling,position", list(itertools.product(PRESET_NAMES, POOLINGS, POSITIONS)))
+def test_appending_padded_slots_does_not_change_the_output(name, pooling, position):
     tok = _tokenizer(name)
     short, long = _events(4), _events(7)  # same objects, 3 more empty slots
     tok.fit(short)
-    torch.manual_seed(0)
-    model = build_model(tok, ModelConfig(target_params=20000, layers=2, heads=4, pooling=pooling), (16, 32), 2).eval()
+    long_tokens = tok.transform(long)
+    model = _model(tok, long_tokens["mask"].shape[1], pooling=pooling, position=position).eval()
     with torch.no_grad():
-        a, b = model(tok.transform(short)), model(tok.transform(long))
+        a, b = model(tok.transform(short)), model(long_tokens)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,pooling", list(itertools.product(PRESET_NAMES, ["cls", "mean", "max"])))
-def test_every_parameter_gets_a_gradient_in_the_first_step(name, pooling):
+@pytest.mark.parametrize("block,position", [("normformer", "rope"), ("prenorm", "learned"), ("prenorm", "sinusoidal")])
+def test_packed_real_tokens_give_the_padded_computation(block, position):
+    """The CPU path computes only real tokens; outputs and gradients equal those over all slots."""
+    tok = _tokenizer("direct")
+    events = _events(9)
+    tok.fit(events)
+    tokens = tok.transform(events)
+    model = _model(tok, tokens["mask"].shape[1], block=block, position=position, pooling="mean")
+    runs = []
+    for packed in (True, False):
+        model.packed = packed
+        model.zero_grad()
+        out = model(tokens)
+        out.square().sum().backward()
+        runs.append((out.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+HEADS = [(2, "cross_entropy"), (5, "cross_entropy"), (3, "vmf")]  # binary, 5-class, a 3-d direction
+GRADIENT_CASES = [
+    (name, pooling, position, block, head)
+    for name, pooling, position, block, head in itertools.product(
+        PRESET_NAMES, POOLINGS, POSITIONS, ["normformer", "prenorm"], HEADS
+    )
+    if (position, block) == ("sinusoidal", "normformer") or (pooling, head) == ("mean", HEADS[0])
+]
+
+
+@pytest.mark.parametrize("name,pooling,position,block,head", GRADIENT_CASES)
+def test_every_parameter_gets_a_gradient_in_the_first_step(name, pooling, position, block, head):
     """The research code created an embedding lazily, after the optimizer: it never trained."""
     tok = _tokenizer(name)
     events = _events(4)
     tok.fit(events)
-    model = build_model(tok, ModelConfig(layers=2, heads=4, pooling=pooling), (16, 32), 2)
-    opt = torch.optim.AdamW(model.parameters())
-    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
-    assert all(id(p) in in_opt for p in model.parameters())
-    F.cross_entropy(model(tok.transform(events)), torch.tensor([0, 1, 0, 1])).backward()
-    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    tokens = tok.transform(events)
+    n_outputs, loss = head
+    model = _model(tok, tokens["mask"].shape[1], n_outputs, pooling=pooling, position=position, block=block)
+    trainer = Trainer(model, TrainConfig(loss=loss, class_weights="none", warmup_steps=0), "cpu", n_train=4)
+    in_opt = {id(p) for g in trainer.opt.param_groups for p in g["params"]}
+    assert [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in in_opt] == []
+    target = torch.tensor([0, 1, 0, 1]) if loss == "cross_entropy" else torch.eye(3)[[0, 1, 2, 0]]
+    loss_sum, weight = trainer.loss(model(tokens), target)
+    (loss_sum / weight).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and not (p.grad is not None and p.grad.any())]
     if name.startswith("binned"):  # only the table rows of tokens seen in this batch can move
         no_grad = [n for n in no_grad if not n.startswith("embed.table")]
     assert no_grad == []
+    fixed = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert fixed == (["rope.freqs"] if position == "rope" else [])  # rotary frequencies are constants
+
+
+def test_normformer_adds_head_scale_and_two_layer_norms_per_block():
+    tok = _tokenizer("direct")
+    names = {
+        b: {n.split(".", 2)[2] for n, _ in _model(tok, 20, block=b).named_parameters() if n.startswith("blocks.0.")}
+        for b in ("normformer", "prenorm")
+    }
+    extra = {"attn.head_scale", "ln_attn.weight", "ln_attn.bias", "ln_ff_mid.weight", "ln_ff_mid.bias"}
+    assert names["normformer"] - names["prenorm"] == extra and names["prenorm"] < names["normformer"]
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -82,7 +138,26 @@ def test_parameter_budget_is_matched_across_tokenizers(name, target):
     for features, met in itertools.product([("pT", "eta", "phi"), ("E", "pT", "eta", "phi")], [True, False]):
         tok = _tokenizer(name, features, met)
         size = solve_size(tok, ModelConfig(target_params=target), 2)
-        real = sum(p.numel() for p in build_model(tok, ModelConfig(target_params=target), size, 2).parameters())
+        real = trainable_params(build_model(tok, ModelConfig(target_params=target), size, 2))
         assert real == size.params
         assert abs(size.params - target) / target < 0.02, (name, features, met, size)
         assert size.d_model % 8 == 0
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+@pytest.mark.parametrize("block,position", [("prenorm", "rope"), ("normformer", "learned"), ("prenorm", "none")])
+def test_parameter_budget_holds_for_every_block_and_position(name, block, position):
+    cfg = ModelConfig(target_params=400_000, block=block, position=position, pooling="cls")
+    tok = _tokenizer(name, ("E", "pT", "eta", "phi"), True)
+    size = solve_size(tok, cfg, 2, seq_len=20)
+    assert trainable_params(build_model(tok, cfg, size, 2, seq_len=20)) == size.params
+    assert abs(size.params - 400_000) / 400_000 < 0.02
+    assert size.d_model % (16 if position == "rope" else 8) == 0  # rope needs an even head width
+
+
+def test_an_unreachable_budget_is_reported_before_training():
+    huge = {"kind": "binned", "name": "huge", "n_bins": 12}  # 7 * 12^4 = 145,152 joint tokens
+    cfg = JobConfig.model_validate({"data": {}, "tokenizer": huge}).tokenizer
+    tok = build_tokenizer(cfg, ("E", "pT", "eta", "phi"), True)
+    with pytest.raises(BudgetError, match=r"target_params=100000 within 2%: closest is \d+ at width 8, FFN \d+, of"):
+        solve_size(tok, ModelConfig(target_params=100_000), 2)

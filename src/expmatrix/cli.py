@@ -43,6 +43,20 @@ def friendly(fn):
     return wrapper
 
 
+def _counts(counter) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counter.items()) if v)
+
+
+def _levels(job) -> str:
+    return " ".join(f"{k}={v}" for k, v in job.levels.items()) + f" seed={job.seed}"
+
+
+def _store(matrix, runs_root: str):
+    from expmatrix.store import RunStore
+
+    return RunStore(runs_root, matrix.spec.name, matrix.spec.run.stale_after_seconds)
+
+
 def _matrix(experiment: str, profile: str | None, overrides: tuple[str, ...]):
     from expmatrix.matrix import build_matrix, parse_set
 
@@ -85,24 +99,82 @@ def list_jobs(experiment: str, profile: str | None, overrides: tuple[str, ...], 
 @PROFILE
 @SET
 @RUNS
+@click.option("--all", "show_all", is_flag=True, help="List every job (default: at most 50 per state).")
+@friendly
+def plan(experiment, profile, overrides, runs_root, show_all) -> None:
+    """Count EXPERIMENT's jobs by state (new, running, interrupted, preempted, failed, done, stale) without
+    running anything; `stale`: done by another package version or code."""
+    from expmatrix.monitor import counts, job_states, plan_table
+
+    matrix = _matrix(experiment, profile, overrides)
+    states = job_states(matrix, _store(matrix, runs_root))
+    click.echo(plan_table(matrix, states, None if show_all else 50))
+    click.echo(f"\n{matrix.spec.name}: {len(matrix.cells)} cells; " + counts(states))
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@PROFILE
+@SET
+@RUNS
+@click.option("--watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
+@friendly
+def status(experiment, profile, overrides, runs_root, watch) -> None:
+    """Progress of EXPERIMENT: counts by state, running jobs (epoch, host, heartbeat), failed jobs and why."""
+    import time
+
+    from expmatrix.monitor import counts, job_states, status_tables
+
+    matrix = _matrix(experiment, profile, overrides)
+    store = _store(matrix, runs_root)
+    while True:
+        states = job_states(matrix, store)
+        text = status_tables(matrix, states, store)
+        if watch:
+            click.clear()
+            click.echo(time.strftime("%H:%M:%S "), nl=False)
+        click.echo(f"{matrix.spec.name}: " + counts(states) + ("\n\n" + text if text else ""))
+        if not watch:
+            return
+        time.sleep(watch)
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@PROFILE
+@SET
+@RUNS
 @click.option(
     "--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="CPU count", help="Jobs trained at once."
 )
 @click.option("--threads", type=int, default=None, help="Torch threads per job [default: CPUs / workers].")
-@click.option("--retry-failed/--skip-failed", default=True, show_default=True, help="Run failed jobs again.")
+@click.option("--retry-failed", is_flag=True, help="Also run failed jobs again (up to run.max_attempts).")
 @friendly
 def run(experiment, profile, overrides, runs_root, workers, threads, retry_failed) -> None:
-    """Train every job of EXPERIMENT that is not done yet, in a local process pool."""
+    """Train every job of EXPERIMENT that is not done yet, in a local process pool.
+
+    Interrupted jobs resume from their checkpoint; jobs claimed by another live runner are left to it.
+    """
+    import time
+
     from expmatrix.executors.local import run_local
-    from expmatrix.store import RunStore
+    from expmatrix.inert import check_consumed
 
     matrix = _matrix(experiment, profile, overrides)
-    store = RunStore(runs_root, matrix.spec.name)
-    states = run_local(matrix, store, workers, threads, retry_failed)
-    if not any(v for k, v in states.items() if k != "skipped (done)"):
-        click.echo(f"all {len(matrix.jobs)} jobs already done: nothing to train ({store.dir})")
+    store = _store(matrix, runs_root)
+    check_consumed(matrix, store.cache_dir)
+    started = time.time()
+    states, skipped = run_local(matrix, store, workers, threads, retry_failed)
+    if not states:
+        click.echo(f"nothing to train: {_counts(skipped)} ({store.dir})")
         return
-    click.echo(", ".join(f"{v} {k}" for k, v in states.items() if v) + f"  ({store.dir})")
+    click.echo(f"{len(matrix.jobs)} jobs in {time.time() - started:.0f} s: {_counts(states)}")
+    if skipped:
+        click.echo(f"left alone: {_counts(skipped)}")
+    failed = [j for j in matrix.jobs if store.state(j.id) == "failed"]
+    for job in failed[:10]:
+        click.echo(f"  failed {job.id} {_levels(job)}: {store.status(job.id).get('error')}")
+    click.echo(f"run directory: {store.dir}" + ("; see `expmatrix status`" if failed else ""))
     if states["failed"]:
         sys.exit(1)
 

@@ -13,7 +13,8 @@ import copy
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class Job:
     seed: int
     config: dict[str, Any]  # validated JobConfig, as plain data
     data_path: str  # the data file resolved for this machine ("synthetic" stays symbolic)
+    run: dict[str, Any] = field(default_factory=dict)  # RunConfig: tracking, attempts (not part of the id)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class Job:
             "seed": self.seed,
             "data_path": self.data_path,
             "config": self.config,
+            "run": self.run,
         }
 
     @classmethod
@@ -55,6 +58,7 @@ class Matrix:
     path: Path
     jobs: list[Job]
     factor_names: list[str]
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)  # cell -> {key the spec sets: where}
 
     @property
     def cells(self) -> dict[str, dict[str, str]]:
@@ -98,13 +102,84 @@ def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
-def _factor_levels(name: str, value: list | dict) -> list[tuple[str, dict[str, Any]]]:
-    """A factor as (level name, overrides): a dotted key with values, or named levels."""
-    if isinstance(value, list):
-        if not value:
-            raise SpecError(f"factors.{name}: a factor needs at least one level")
-        return [(str(v), {name: v}) for v in value]
-    return [(str(level), flatten(over)) for level, over in value.items()]
+ABSENT = "-"  # the level of a `when` factor in the jobs where it does not apply
+LONG_FORM = ("levels", "zip", "key", "names", "when")
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A factor's levels as (level name, dotted overrides), and when it applies at all."""
+
+    name: str
+    levels: list[tuple[str, dict[str, Any]]]
+    when: dict[str, list[str]] | None = None  # other factor -> the levels in which this one exists
+
+
+def _parse_factor(name: str, value: Any) -> Factor:
+    """Short forms: `key: [v1, v2]` (the name is the dotted key) or `name: {level: {overrides}}`.
+    Long form (a mapping with `levels` or `zip`): `levels: [...]` with `key`, or `levels: {...}`;
+    `zip: {key1: [...], key2: [...]}` varies keys together (level names from `names` or the values);
+    `when: {factor: level or [levels]}` makes the factor exist only where those levels are."""
+    where = f"factors.{name}"
+    if isinstance(value, dict) and ("levels" in value or "zip" in value):
+        unknown = sorted(set(value) - set(LONG_FORM))
+        if unknown:
+            raise SpecError(f"{where}.{unknown[0]}: unknown key; valid keys: {', '.join(LONG_FORM)}")
+        if "levels" in value and "zip" in value:
+            raise SpecError(f"{where}: give `levels` or `zip`, not both")
+        when = {str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in value.get("when", {}).items()}
+        if "zip" in value:
+            levels = _zip_levels(where, value["zip"], value.get("names"))
+        else:
+            levels = _short_levels(where, str(value.get("key", name)), value["levels"])
+        return Factor(name, levels, when or None)
+    return Factor(name, _short_levels(where, name, value))
+
+
+def _short_levels(where: str, key: str, value: Any) -> list[tuple[str, dict[str, Any]]]:
+    if isinstance(value, list) and value:
+        return [(str(v), {key: v}) for v in value]
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        return [(str(level), flatten(over)) for level, over in value.items()]
+    raise SpecError(f"{where}: expected a non-empty list of values or a mapping of level name -> overrides")
+
+
+def _zip_levels(where: str, zipped: Any, names: Any) -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(zipped, dict) or not zipped or not all(isinstance(v, list) for v in zipped.values()):
+        raise SpecError(f"{where}.zip: expected a mapping of dotted key -> list of values")
+    lengths = {k: len(v) for k, v in zipped.items()}
+    if len(set(lengths.values())) != 1:
+        raise SpecError(f"{where}.zip: lists of different lengths {lengths}: zipped keys vary together")
+    rows = [dict(zip(zipped, values, strict=True)) for values in zip(*zipped.values(), strict=True)]
+    if names is None:
+        names = ["/".join(str(v) for v in row.values()) for row in rows]
+    if not isinstance(names, list) or len(names) != len(rows):
+        raise SpecError(f"{where}.names: expected a list of {len(rows)} level names")
+    return [(str(n), row) for n, row in zip(names, rows, strict=True)]
+
+
+def _check_conditions(factors: dict[str, Factor], path: Path) -> None:
+    for f in factors.values():
+        for other, allowed in (f.when or {}).items():
+            if other == f.name or other not in factors:
+                raise SpecError(f"{path}: factors.{f.name}.when.{other}: no such (other) factor")
+            names = [lv for lv, _ in factors[other].levels]
+            for level in allowed:
+                if level not in names:
+                    raise SpecError(f"{path}: factors.{f.name}.when.{other}: no level {level!r}; levels: {names}")
+
+
+def _combos(factors: dict[str, Factor]) -> Iterator[dict[str, tuple[str, dict[str, Any]]]]:
+    """Every assignment of levels; a `when` factor takes its levels where it applies, else ABSENT."""
+    options = [f.levels + ([(ABSENT, {})] if f.when else []) for f in factors.values()]
+    for combo in itertools.product(*options):
+        chosen = dict(zip(factors, combo, strict=True))
+        if all(
+            (chosen[f.name][0] == ABSENT) != all(chosen[k][0] in v for k, v in f.when.items())
+            for f in factors.values()
+            if f.when
+        ):
+            yield chosen
 
 
 class Presets:
@@ -143,31 +218,37 @@ def _origin(layers: list[Layer], key: str) -> str:
 
 
 def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> dict[str, Any]:
-    """Apply the layers, load the tokenizer preset, validate; returns the canonical config."""
+    """Load the tokenizer preset, apply the layers' overrides on top, validate; returns the canonical config.
+
+    The last layer that names a preset (`tokenizer: binned_ambre5`) picks it; `tokenizer.<key>`
+    overrides from any layer apply to it (e.g. a factor over `tokenizer.n_bins`)."""
+    named = [(where, v) for where, over in layers for k, v in over.items() if k == "tokenizer" and isinstance(v, str)]
     raw: dict[str, Any] = {}
+    preset_file = None
+    if named:
+        where, name = named[-1]
+        preset_file = presets.path(name)
+        raw["tokenizer"] = presets.get(name, f"{exp_path}: {where}tokenizer")
     for _, over in layers:
         for k, v in over.items():
-            set_dotted(raw, k, v)
-    preset_file = None
-    if isinstance(raw.get("tokenizer"), str):
-        where = _origin(layers, "tokenizer")
-        preset_file = presets.path(raw["tokenizer"])
-        raw["tokenizer"] = presets.get(raw["tokenizer"], f"{exp_path}: {where}")
-    elif "tokenizer" not in raw:
+            if not (k == "tokenizer" and isinstance(v, str)):
+                set_dotted(raw, k, v)
+    if "tokenizer" not in raw:
         raise SpecError(f"{exp_path}: no tokenizer: set base.tokenizer or a `tokenizer` factor to a preset name")
     try:
         return JobConfig.model_validate(raw).model_dump(mode="json")
     except ValidationError as e:
         key, msg = describe_errors(e, JobConfig)[0]
-        if key.startswith("tokenizer.") and preset_file is not None:
+        overridden = any(k != "tokenizer" and (k == key or key.startswith(k + ".")) for _, over in layers for k in over)
+        if key.startswith("tokenizer.") and preset_file is not None and not overridden:
             raise SpecError(f"{preset_file}: {key.removeprefix('tokenizer.')}: {msg}") from None
         raise SpecError(f"{exp_path}: {_origin(layers, key)}: {msg}") from None
 
 
-def _check_no_shadowing(factors: dict[str, list[tuple[str, dict]]], later: list[Layer], exp_path: Path) -> None:
+def _check_no_shadowing(factors: dict[str, Factor], later: list[Layer], exp_path: Path) -> None:
     """A profile or --set that overrides a factor's key would make the factor inert."""
-    for name, levels in factors.items():
-        keys = {k for _, over in levels for k in over}
+    for name, factor in factors.items():
+        keys = {k for _, over in factor.levels for k in over}
         for where, over in later:
             hit = sorted(k for k in over if any(k == f or k.startswith(f + ".") or f.startswith(k + ".") for f in keys))
             if hit:
@@ -192,32 +273,72 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
         later.append((f"profiles.{profile}: ", flatten(prof)))
     if overrides:
         later.append(("--set ", dict(overrides)))
-    factors = {name: _factor_levels(name, value) for name, value in spec.factors.items()}
+    try:
+        factors = {name: _parse_factor(name, value) for name, value in spec.factors.items()}
+    except SpecError as e:
+        raise SpecError(f"{path}: {e}") from None
+    _check_conditions(factors, path)
     _check_no_shadowing(factors, later, path)
     for i, ex in enumerate(spec.exclude):
         for name, level in ex.items():
-            if name not in factors or str(level) not in [lv for lv, _ in factors[name]]:
+            names = [lv for lv, _ in factors[name].levels] + [ABSENT] if name in factors else []
+            if str(level) not in names:
                 raise SpecError(f"{path}: exclude[{i}].{name}: no such factor level {level!r}")
 
     base: list[Layer] = [("", {"data." + k: v for k, v in flatten(spec.data).items()}), ("base.", flatten(spec.base))]
-    jobs = []
-    for combo in itertools.product(*factors.values()):
-        levels = {name: lv for name, (lv, _) in zip(factors, combo, strict=True)}
+    run = spec.run.model_dump(mode="json")
+    jobs: list[Job] = []
+    settings: dict[str, dict[str, str]] = {}
+    for chosen in _combos(factors):
+        levels = {name: lv for name, (lv, _) in chosen.items()}
         if any(all(levels[k] == str(v) for k, v in ex.items()) for ex in spec.exclude):
             continue
         fac_layers = [
             (f"factors.{name}" + ("" if list(over) == [name] else f".{lv}") + ": ", over)
-            for name, (lv, over) in zip(factors, combo, strict=True)
+            for name, (lv, over) in chosen.items()
+            if over
         ]
+        layers = base + fac_layers + later
         for seed in seeds:
-            config = resolve(base + fac_layers + later + [("seeds: ", {"seed": seed})], presets, path)
+            config = resolve(layers + [("seeds: ", {"seed": seed})], presets, path)
             data_path = config["data"]["path"]
             if data_path != "synthetic":
                 data_path = str((path.parent / data_path).resolve())
-            no_seed = {k: v for k, v in config.items() if k != "seed"}
-            jobs.append(Job(short_hash(config), short_hash(no_seed), levels, seed, config, data_path))
+            identity = _identity(config)
+            no_seed = {k: v for k, v in identity.items() if k != "seed"}
+            jobs.append(Job(short_hash(identity), short_hash(no_seed), levels, seed, config, data_path, run))
+        settings.setdefault(jobs[-1].cell, explicit_settings(layers, presets))
     _check_distinct_cells(jobs, path)
-    return Matrix(spec, path, jobs, list(factors))
+    return Matrix(spec, path, jobs, list(factors), settings)
+
+
+def explicit_settings(layers: list[Layer], presets: Presets) -> dict[str, str]:
+    """Every key the spec (or a preset) sets for a cell -> where, as an error message names it."""
+    out: dict[str, str] = {}
+    for where, over in layers:
+        for k, v in over.items():
+            if k == "tokenizer" and isinstance(v, str):
+                out = {key: src for key, src in out.items() if not key.startswith("tokenizer.")}
+                preset = flatten(presets.get(v, where))
+                out.update({f"tokenizer.{p}": f"{presets.path(v)}: {p}" for p in preset})
+            else:
+                out[k] = where + k
+    return {k: v for k, v in out.items() if k not in ("tokenizer.name", "tokenizer.kind")}
+
+
+COSMETIC = ("tokenizer.name",)  # labels, not settings: renaming a preset keeps its jobs' ids
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without cosmetic keys: what the job id hashes."""
+    out = copy.deepcopy(config)
+    for key in COSMETIC:
+        *parents, last = key.split(".")
+        d = out
+        for p in parents:
+            d = d.get(p, {})
+        d.pop(last, None)
+    return out
 
 
 def _check_distinct_cells(jobs: list[Job], path: Path) -> None:

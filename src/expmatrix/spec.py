@@ -7,6 +7,9 @@ expected. `JobConfig` is the fully resolved config one job runs with.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,8 +26,43 @@ class SpecError(ValueError):
     """A config that cannot run; the message names the file and key path."""
 
 
+# While a job's components are built, `record_reads` notes every config field they read.
+_TRACE: ContextVar[tuple[dict[int, str], set[str]] | None] = ContextVar("config_reads", default=None)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name[0] != "_":
+            trace = _TRACE.get()
+            if trace is not None and name in type(self).model_fields and not isinstance(value, Strict):
+                paths, reads = trace
+                reads.add(paths.get(id(self), "") + name)
+        return value
+
+
+@contextmanager
+def record_reads(config: Strict) -> Iterator[set[str]]:
+    """Collect the dotted keys of `config` whose values are read inside the block
+    (a dict-valued field counts as read as a whole; `model_dump` reads nothing)."""
+    paths: dict[int, str] = {}
+
+    def walk(model: Strict, prefix: str) -> None:
+        paths[id(model)] = prefix
+        for name in type(model).model_fields:
+            value = model.__dict__[name]
+            if isinstance(value, Strict):
+                walk(value, f"{prefix}{name}.")
+
+    walk(config, "")
+    reads: set[str] = set()
+    token = _TRACE.set((paths, reads))
+    try:
+        yield reads
+    finally:
+        _TRACE.reset(token)
 
 
 # ---------------------------------------------------------------- data
@@ -130,26 +168,36 @@ TokenizerConfig = Annotated[DirectTokenizerConfig | BinnedTokenizerConfig, Field
 
 
 class ModelConfig(Strict):
-    target_params: int = Field(400_000, ge=1000)  # width is solved so the total lands near this
+    target_params: int = Field(400_000, ge=1000)  # width is solved so the trainable total lands within 2% of this
     layers: int = Field(8, ge=1)
     heads: int = Field(8, ge=1)
     ff_ratio: float = Field(2.0, gt=0)  # FFN width / model width before the budget fine-tunes it
-    block: Literal["normformer"] = "normformer"
-    position: Literal["sinusoidal", "none"] = "sinusoidal"
+    block: Literal["normformer", "prenorm"] = "normformer"
+    position: Literal["sinusoidal", "learned", "rope", "none"] = "sinusoidal"  # none: the objects are a set
+    rope_theta: float = Field(10_000.0, gt=0)  # rotary base frequency; read only when position is rope
     pooling: Literal["cls", "mean", "max"] = "cls"
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class TrainConfig(Strict):
     epochs: int = Field(50, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)  # events per forward pass; an optimizer step sees batch_size * grad_accum
+    grad_accum: int = Field(1, ge=1)  # micro-batches whose gradients are summed before one optimizer step
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(1000, ge=0)  # linear warmup, then the schedule
+    warmup_steps: int = Field(1000, ge=0)  # linear warmup over optimizer steps, then the schedule
     schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine only: the final lr as a fraction of lr
     grad_clip: float | None = Field(1.0, gt=0)
-    class_weights: Literal["balanced", "none"] = "balanced"
-    early_stopping: Literal[False] = False  # the thesis trains a fixed number of epochs; evaluated weights: last
+    loss: Literal["cross_entropy", "mse", "huber", "cosine", "vmf"] = "cross_entropy"
+    huber_delta: float = Field(1.0, gt=0)  # huber only
+    class_weights: Literal["balanced", "none"] = "balanced"  # cross_entropy only
+    ema: bool = False  # evaluate an exponential moving average of the weights
+    ema_decay: float = Field(0.999, gt=0, lt=1)  # ema only
+    amp: Literal["bf16", "off"] = "bf16"  # bf16 autocast on CUDA; CPU always runs fp32
+    compile: bool = False  # torch.compile the model's forward
+    evaluate: Literal["last", "best"] = "last"  # which weights are tested: after the last epoch or at the best val loss
+    early_stopping: Literal[False] = False  # the thesis trains a fixed number of epochs
 
 
 class JobConfig(Strict):
@@ -171,17 +219,40 @@ class ReportConfig(Strict):
     baseline: dict[str, str] = {}
 
 
+class WandbConfig(Strict):
+    project: str | None = None  # default: the experiment name
+    entity: str | None = None
+    mode: Literal["offline", "online"] = "offline"  # compute nodes have no internet: `wandb sync` later
+
+
+class RunConfig(Strict):
+    """How jobs are run and tracked; none of it changes what a job trains, so none of it is in the job id."""
+
+    tracking: Literal["none", "wandb"] = "none"  # metrics.jsonl is always written
+    wandb: WandbConfig = WandbConfig()
+    max_attempts: int = Field(3, ge=1)  # a job that failed this often is not retried by --retry-failed
+    heartbeat_seconds: float = Field(30.0, gt=0)
+    stale_after_seconds: float = Field(600.0, gt=0)  # a claim without a heartbeat for this long is taken over
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> RunConfig:
+        if self.stale_after_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds must exceed twice heartbeat_seconds, or live jobs look abandoned")
+        return self
+
+
 class ExperimentSpec(Strict):
     """The experiment YAML: fixed settings, factors and how to read the results."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data: dict[str, Any] = {}
     base: dict[str, Any] = {}  # fixed for every job: model, train, ...
-    factors: dict[str, list[Any] | dict[str, dict[str, Any]]] = {}
+    factors: dict[str, list[Any] | dict[str, Any]] = {}  # see matrix._parse_factor for the forms
     seeds: list[int] = [0]
-    exclude: list[dict[str, str]] = []
+    exclude: list[dict[str, Any]] = []  # partial assignments {factor: level} that are skipped
     profiles: dict[str, dict[str, Any]] = {}
     report: ReportConfig = ReportConfig()
+    run: RunConfig = RunConfig()
     presets: str = "../tokenizers"  # folder of tokenizer presets, relative to the experiment file
     hpc: dict[str, Any] = {}  # `expmatrix submit` settings: templates, cluster, ... (validated by executors.cluster)
 

@@ -2,8 +2,9 @@
 
 runs/<experiment>/<job-id>/
     job.yaml          the job record: id, cell, factor levels, seed, resolved config
-    status.json       state (running/done/failed), host, pid, times, error
-    claim             exists while a worker owns the job (exclusive create)
+    status.json       state (running/done/failed/preempted), host, pid, times, error, attempts
+    claim             exists while a worker owns the job (exclusive create); its mtime is the heartbeat
+    starts.jsonl      one line per training start (host, pid, time): how often the job was started
     tokenizer.json    fitted tokenizer state
     metrics.jsonl     one line per epoch
     metrics.json      final metrics, parameter count, which weights were evaluated
@@ -13,10 +14,14 @@ runs/<experiment>/<job-id>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +29,29 @@ import yaml
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temp file in the same folder, then rename over `path`."""
+    """Write to a temp file in the same folder, then rename over `path`: readers see the old or
+    the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    payload = data.encode() if isinstance(data, str) else data
+    if _crash_now(path.name):
+        tmp.write_bytes(payload[: len(payload) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    tmp.write_bytes(payload)
     tmp.replace(path)
+
+
+_writes: dict[str, int] = {}
+
+
+def _crash_now(name: str) -> bool:
+    """Fault injection for the reliability tests: EXPMATRIX_CRASH_WRITE=checkpoint.pt:2 kills this
+    process halfway through its 2nd write of checkpoint.pt."""
+    target, _, nth = os.environ.get("EXPMATRIX_CRASH_WRITE", "").partition(":")
+    if target != name:
+        return False
+    _writes[name] = _writes.get(name, 0) + 1
+    return _writes[name] == int(nth or 1)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -49,12 +72,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+HEARTBEAT_SECONDS = 30.0  # how often a running job touches its claim
+STALE_AFTER_SECONDS = 600.0  # a claim not touched for this long is abandoned: another worker may take it
+
+# States a job can be in; `interrupted` and `preempted` resume from the checkpoint on the next run.
+STATES = ("new", "running", "interrupted", "preempted", "failed", "done")
+
+
 class RunStore:
     """Run directories of one experiment under `root/<experiment>/`."""
 
-    def __init__(self, root: str | Path, experiment: str):
+    def __init__(self, root: str | Path, experiment: str, stale_after: float = STALE_AFTER_SECONDS):
         self.root = Path(root)
         self.dir = self.root / experiment
+        self.stale_after = stale_after
+        self._nonces: dict[str, str] = {}  # job id -> nonce of the claims this process holds
 
     @property
     def cache_dir(self) -> Path:
@@ -71,10 +103,13 @@ class RunStore:
         p = self.path(job_id, "status.json")
         return read_json(p) if p.exists() else {"state": "new"}
 
-    def state(self, job_id: str) -> str:
-        state = self.status(job_id)["state"]
-        if state == "running" and not self.path(job_id, "claim").exists():
-            return "failed"  # a worker that died without a word; resumable
+    def state(self, job_id: str, status: dict[str, Any] | None = None) -> str:
+        """The job's state; `running` only while a live claim backs it, else `interrupted`."""
+        state = (status or self.status(job_id))["state"]
+        if state == "running":
+            claim = self.claim_info(job_id)
+            if claim is None or self._abandoned(claim):
+                return "interrupted"  # its worker died without a word: resumable
         return state
 
     def set_status(self, job_id: str, state: str, **fields: Any) -> None:
@@ -92,35 +127,120 @@ class RunStore:
             status.pop("traceback", None)
         write_json(self.path(job_id, "status.json"), status)
 
+    def log_start(self, job_id: str, **fields: Any) -> None:
+        """Append one line to starts.jsonl (appends of one short line are atomic)."""
+        line = json.dumps({"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), **fields})
+        with open(self.path(job_id, "starts.jsonl"), "a") as f:
+            f.write(line + "\n")
+
+    def starts(self, job_id: str) -> list[dict[str, Any]]:
+        p = self.path(job_id, "starts.jsonl")
+        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
     def write_job(self, record: dict[str, Any]) -> None:
         atomic_write(self.path(record["id"], "job.yaml"), yaml.safe_dump(record, sort_keys=False))
 
     def read_job(self, job_id: str) -> dict[str, Any]:
         return yaml.safe_load(self.path(job_id, "job.yaml").read_text())
 
+    # ------------------------------------------------------------ claims
+
+    def claim_info(self, job_id: str) -> dict[str, Any] | None:
+        """The claim's owner (host, pid, nonce) and `age`: seconds since its last heartbeat."""
+        p = self.path(job_id, "claim")
+        try:
+            text, mtime = p.read_text(), p.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            info = json.loads(text)
+        except json.JSONDecodeError:  # being written right now, or its writer died before writing
+            info = {}
+        return {**info, "age": time.time() - mtime, "raw": text}
+
+    def _abandoned(self, claim: dict[str, Any]) -> bool:
+        if claim["age"] > self.stale_after:
+            return True
+        return claim.get("host") == socket.gethostname() and "pid" in claim and not _pid_alive(claim["pid"])
+
     def claim(self, job_id: str) -> bool:
-        """Own the job: exclusive create of its claim file. A claim left by a dead
-        process on this host is taken over."""
+        """Own the job: exclusive create of its claim file. An abandoned claim (its
+        heartbeat older than `stale_after`, or its owner gone on this host) is taken over."""
         p = self.path(job_id, "claim")
         p.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        nonce = uuid.uuid4().hex
+        for _ in range(3):
             try:
                 fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                owner = p.read_text().split()
-                if len(owner) == 2 and owner[0] == socket.gethostname() and not _pid_alive(int(owner[1])):
-                    p.unlink(missing_ok=True)
-                    continue
-                return False
+                old = self.claim_info(job_id)
+                if old is None:
+                    continue  # released meanwhile
+                if not self._abandoned(old) or not self._take_over(p, old["raw"], nonce):
+                    return False
+                continue
             with os.fdopen(fd, "w") as f:
-                f.write(f"{socket.gethostname()} {os.getpid()}")
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "nonce": nonce, "since": time.time()}, f)
+            self._nonces[job_id] = nonce
             return True
         return False
 
+    @staticmethod
+    def _take_over(p: Path, stale: str, nonce: str) -> bool:
+        """Move the abandoned claim aside; if a racing worker's fresh claim was moved instead, put it back."""
+        aside = p.with_name(f".claim.{nonce}")
+        try:
+            os.rename(p, aside)
+        except FileNotFoundError:
+            return True  # someone else removed it: try to create ours
+        if aside.read_text() != stale:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, p)
+            aside.unlink()
+            return False
+        aside.unlink()
+        return True
+
+    def heartbeat(self, job_id: str) -> bool:
+        """Touch our claim; False if it is no longer ours (taken over while we were stalled)."""
+        info = self.claim_info(job_id)
+        if info is None or info.get("nonce") != self._nonces.get(job_id):
+            return False
+        os.utime(self.path(job_id, "claim"))
+        return True
+
     def release(self, job_id: str) -> None:
-        self.path(job_id, "claim").unlink(missing_ok=True)
+        """Drop our claim (never someone else's)."""
+        info = self.claim_info(job_id)
+        if info is not None and info.get("nonce") == self._nonces.pop(job_id, None):
+            self.path(job_id, "claim").unlink(missing_ok=True)
 
     def job_ids(self) -> list[str]:
         if not self.dir.exists():
             return []
         return sorted(p.name for p in self.dir.iterdir() if (p / "job.yaml").exists())
+
+
+class Heartbeat:
+    """While the `with` block runs, touch the job's claim every `every` seconds;
+    `lost` is set if the claim stops being ours."""
+
+    def __init__(self, store: RunStore, job_id: str, every: float = HEARTBEAT_SECONDS):
+        self.store, self.job_id, self.every = store, job_id, every
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            if not self.store.heartbeat(self.job_id):
+                self.lost.set()
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 
@@ -10,7 +11,9 @@ from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, read_split
 from expmatrix.data.layout import SPLITS
 from expmatrix.data.synthetic import write_fourtops
-from expmatrix.spec import DataConfig
+
+if TYPE_CHECKING:  # spec imports data.layout: no import cycle at run time
+    from expmatrix.spec import DataConfig
 
 
 def synthetic_path(cache_dir: Path, cfg: DataConfig) -> Path:
@@ -25,6 +28,28 @@ def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
     if not path.exists():
         write_fourtops(path, cfg.synthetic.events, cfg.synthetic.seed)
     return path
+
+
+def data_selection(cfg: DataConfig) -> dict:
+    """What decides which events a job reads (besides the file itself): a cache key part."""
+    out = {
+        "source": cfg.source,
+        "keys": {k: getattr(cfg.keys, k) for k in type(cfg.keys).model_fields},
+        "task": {"signal": cfg.task.signal, "background": cfg.task.background},
+        "max_events": cfg.max_events,
+        "unit": cfg.unit,
+    }
+    if cfg.path == "synthetic":
+        out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
+    return out
+
+
+def file_identity(data_path: str) -> list:
+    """(path, size, mtime): a file replaced in place gets a new identity."""
+    if data_path == "synthetic":
+        return ["synthetic"]
+    st = Path(data_path).stat()
+    return [str(Path(data_path).resolve()), st.st_size, st.st_mtime_ns]
 
 
 def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, Events]:
@@ -55,4 +80,4 @@ def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, E
     return splits
 
 
-__all__ = ["DataError", "Events", "ensure_file", "load_splits", "synthetic_path"]
+__all__ = ["DataError", "Events", "data_selection", "ensure_file", "file_identity", "load_splits", "synthetic_path"]

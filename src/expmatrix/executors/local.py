@@ -1,23 +1,61 @@
-"""Run a matrix's jobs in a local process pool, with a progress bar."""
+"""Run a matrix's jobs in a local process pool: shared stages first, then the jobs, with progress."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import contextlib
 import os
+import threading
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
 from expmatrix.data import ensure_file
+from expmatrix.executors.pool import Pool
 from expmatrix.matrix import Job, Matrix
 from expmatrix.spec import DataConfig
+from expmatrix.stages import Stage, pending_stages, run_stage
 from expmatrix.store import RunStore
 from expmatrix.training.job import run_job
 
+RESUMABLE = ("new", "interrupted", "preempted")
 
-def _work(record: dict, root: str, experiment: str, threads: int) -> str:
-    return run_job(Job.from_record(record), RunStore(root, experiment), threads)
+
+def _work(record: dict, root: str, experiment: str, threads: int, stale_after: float) -> str:
+    return run_job(Job.from_record(record), RunStore(root, experiment, stale_after), threads)
+
+
+def _stage(stage: Stage, root: str, experiment: str) -> None:
+    run_stage(stage, RunStore(root, experiment))
+
+
+@dataclass
+class Selection:
+    """Which jobs a run trains, and why the others are left alone."""
+
+    todo: list[Job] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+
+
+def select_jobs(matrix: Matrix, store: RunStore, retry_failed: bool) -> Selection:
+    """New, interrupted and preempted jobs always; failed ones with --retry-failed, until max_attempts."""
+    out = Selection()
+    attempts = matrix.spec.run.max_attempts
+    for job in matrix.jobs:
+        status = store.status(job.id)
+        state = store.state(job.id, status)
+        if state in RESUMABLE:
+            out.todo.append(job)
+        elif state == "failed" and not retry_failed:
+            out.skipped["failed (use --retry-failed)"] += 1
+        elif state == "failed" and status.get("failures", 0) >= attempts:
+            out.skipped[f"failed {attempts} times (run.max_attempts)"] += 1
+        elif state == "failed":
+            out.todo.append(job)
+        else:
+            out.skipped[f"{state} already"] += 1
+    return out
 
 
 def prepare_data(jobs: list[Job], store: RunStore) -> None:
@@ -31,47 +69,108 @@ def prepare_data(jobs: list[Job], store: RunStore) -> None:
             ensure_file(cfg, job.data_path, store.cache_dir)
 
 
+class Board:
+    """Progress: one bar for the matrix, one line per busy worker (epoch / total), refreshed
+    from the jobs' status files by a background thread."""
+
+    def __init__(self, name: str, total: int, workers: int, store: RunStore):
+        self.store = store
+        self.overall = tqdm(total=total, desc=name, unit="job", dynamic_ncols=True, disable=None)
+        self.lines = [
+            tqdm(total=1, position=i + 1, bar_format="  {desc}", leave=False, disable=None or self.overall.disable)
+            for i in range(workers if not self.overall.disable else 0)
+        ]
+        self.busy: dict[str, str] = {}  # job id -> its factor levels, while it trains
+        self.states: Counter = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def start(self, job: Job) -> None:
+        self.busy[job.id] = " ".join(f"{k}={v}" for k, v in job.levels.items()) + f" seed={job.seed}"
+
+    def finish(self, job: Job, state: str) -> None:
+        self.busy.pop(job.id, None)
+        self.states[state] += 1
+        self.overall.update()
+        self.overall.set_postfix_str(", ".join(f"{v} {k}" for k, v in sorted(self.states.items())))
+        if state == "failed":
+            self.overall.write(f"  job {job.id} ({job.levels}) failed: {self.store.status(job.id).get('error')}")
+        elif self.overall.disable:
+            print(f"[{sum(self.states.values())}/{self.overall.total}] job {job.id} {state}", flush=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            busy = list(self.busy.items())
+            for i, line in enumerate(self.lines):
+                if i < len(busy):
+                    job_id, what = busy[i]
+                    st = self.store.status(job_id)
+                    line.set_description_str(f"{job_id} {what}: epoch {st.get('epoch', 0)}/{st.get('epochs', '?')}")
+                else:
+                    line.set_description_str("")
+
+    def __enter__(self) -> Board:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for line in self.lines:
+            line.close()
+        self.overall.close()
+
+
 def run_local(
     matrix: Matrix,
     store: RunStore,
     workers: int,
     threads: int | None = None,
-    retry_failed: bool = True,
-) -> Counter:
-    """Run every job not yet done; returns the count of final states."""
-    todo = [j for j in matrix.jobs if store.state(j.id) != "done"]
-    states = Counter({"skipped (done)": len(matrix.jobs) - len(todo)})
-    if not retry_failed:
-        todo = [j for j in todo if store.state(j.id) != "failed"]
+    retry_failed: bool = False,
+) -> tuple[Counter, Counter]:
+    """Run every job that needs it; returns (final states of the jobs run, skipped jobs by reason).
+
+    Shared stages (tokenizer fits) run first. One worker runs in this process; more run in a
+    pool whose dead workers are replaced: their job is marked failed and the others go on."""
+    selection = select_jobs(matrix, store, retry_failed)
+    todo = selection.todo
     if not todo:
-        return states
+        return Counter(), selection.skipped
     prepare_data(todo, store)
+    stages = pending_stages(todo, store)
     workers = max(1, min(workers, len(todo)))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    bar = tqdm(total=len(todo), desc=matrix.spec.name, unit="job", dynamic_ncols=True)
+    root, name, stale_after = str(store.root), matrix.spec.name, matrix.spec.run.stale_after_seconds
+    stage_tasks = {s.key: (_stage, (s, root, name)) for s in stages}
+    job_tasks = {j.id: (_work, (j.record(), root, name, threads, stale_after)) for j in todo}
+    by_id = {j.id: j for j in todo}
+    with Board(name, len(todo), workers, store) as board:
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(Pool(workers)) if workers > 1 else None
+            events = _events(pool, stage_tasks)
+            if stages:
+                for _ in tqdm(events, total=2 * len(stages), desc="fit tokenizers", disable=None, leave=False):
+                    pass  # a failed fit is reported by each job that needs it
+            for event, job_id, value in _events(pool, job_tasks):
+                job = by_id[job_id]
+                if event == "start":
+                    board.start(job)
+                    continue
+                if event != "ok":  # the worker died, or run_job itself broke
+                    failures = store.status(job_id).get("failures", 0) + 1
+                    store.set_status(job_id, "failed", error=value, failures=failures)
+                board.finish(job, value if event == "ok" else "failed")
+        return board.states, selection.skipped
 
-    def record(job: Job, state: str) -> None:
-        states[state] += 1
-        bar.update()
-        if state == "failed":
-            levels = " ".join(f"{k}={v}" for k, v in job.levels.items())
-            bar.write(f"  job {job.id} ({levels}) failed: {store.status(job.id).get('error')}")
 
-    if workers == 1:
-        for job in todo:
-            record(job, run_job(job, store, threads))
-    else:
-        ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_work, j.record(), str(store.root), matrix.spec.name, threads): j for j in todo}
-            for future in as_completed(futures):
-                job = futures[future]
-                try:
-                    state = future.result()
-                except Exception as e:  # the worker process itself died (killed, out of memory)
-                    store.set_status(job.id, "failed", error=f"worker process died: {type(e).__name__}: {e}")
-                    store.release(job.id)
-                    state = "failed"
-                record(job, state)
-    bar.close()
-    return states
+def _events(pool: Pool | None, tasks: dict) -> Iterator[tuple[str, str, object]]:
+    """Run tasks in the pool, or here one after another, as the pool's event stream."""
+    if pool is not None:
+        yield from pool.run(tasks)
+        return
+    for key, (fn, args) in tasks.items():
+        yield "start", key, None
+        try:
+            yield "ok", key, fn(*args)
+        except Exception as e:  # noqa: BLE001 - same report as from the pool
+            yield "error", key, f"{type(e).__name__}: {e}"

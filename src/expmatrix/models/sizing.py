@@ -1,7 +1,7 @@
 """Solve the width so that every tokenizer's model has the same parameter budget.
 
 Counts are taken on the meta device: no memory is allocated, so `expmatrix list`
-sizes every job at once.
+sizes every job at once. The budget counts trainable parameters, embedding tables included.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 import torch
 
-from expmatrix.models.transformer import TransformerClassifier
+from expmatrix.data.layout import N_GLOBALS, N_OBJECTS
+from expmatrix.models.transformer import Transformer, trainable_params
 from expmatrix.spec import ModelConfig
 from expmatrix.tokenizers import Tokenizer
 
-TOLERANCE = 0.05  # the budget a job must land within, as a fraction of the target
+TOLERANCE = 0.02  # the budget a job must land within, as a fraction of the target
+DEFAULT_SEQ_LEN = N_OBJECTS + N_GLOBALS  # tokens per event when the caller has no data (learned positions only)
 
 
 class BudgetError(ValueError):
@@ -28,58 +30,57 @@ class Size:
     params: int
 
 
-def build_model(tokenizer: Tokenizer, cfg: ModelConfig, size: Size | tuple[int, int], n_classes: int):
+def build_model(
+    tokenizer: Tokenizer, cfg: ModelConfig, size: Size | tuple[int, int], n_outputs: int, seq_len: int | None = None
+) -> Transformer:
+    """The model of a job; reads exactly the `cfg` keys that shape it (the every-key tracker builds it on meta).
+
+    `seq_len`: tokens per event from the tokenizer (`tokens["mask"].shape[1]`); it matters for
+    learned positions only, and defaults to the fourtops layout's maximum.
+    """
     d_model, d_ff = (size.d_model, size.d_ff) if isinstance(size, Size) else size
-    return TransformerClassifier(
-        tokenizer.embedding(d_model),
-        d_model,
-        d_ff,
-        cfg.layers,
-        cfg.heads,
-        cfg.pooling,
-        cfg.position,
-        n_classes,
-        cfg.dropout,
-    )
+    return Transformer(tokenizer.embedding(d_model), cfg, d_model, d_ff, n_outputs, seq_len or DEFAULT_SEQ_LEN)
 
 
-def count_params(tokenizer: Tokenizer, cfg: ModelConfig, d_model: int, d_ff: int, n_classes: int) -> int:
+def count_params(tokenizer: Tokenizer, cfg: ModelConfig, d_model: int, d_ff: int, n_outputs: int, seq_len=None) -> int:
     with torch.device("meta"):
-        model = build_model(tokenizer, cfg, (d_model, d_ff), n_classes)
-    return sum(p.numel() for p in model.parameters())
+        return trainable_params(build_model(tokenizer, cfg, (d_model, d_ff), n_outputs, seq_len))
 
 
-def solve_size(tokenizer: Tokenizer, cfg: ModelConfig, n_classes: int) -> Size:
-    """Width (a multiple of the heads) and FFN width whose total is closest to the target."""
-    key = (tokenizer.signature(), cfg.model_dump_json(), n_classes)
+def solve_size(tokenizer: Tokenizer, cfg: ModelConfig, n_outputs: int, seq_len: int | None = None) -> Size:
+    """Width and FFN width whose total is closest to the target; `BudgetError` when none is within `TOLERANCE`.
+
+    The width is a multiple of the heads (for rope: of twice the heads, at least 4 per head)."""
+    key = (tokenizer.signature(), cfg.model_dump_json(), cfg.target_params, cfg.ff_ratio, n_outputs, seq_len)
     if key not in _SOLVED:
-        _SOLVED[key] = _solve(tokenizer, cfg, n_classes)
+        _SOLVED[key] = _solve(tokenizer, cfg, n_outputs, seq_len)
     return _SOLVED[key]
 
 
 _SOLVED: dict[tuple, Size] = {}
 
 
-def _solve(tokenizer: Tokenizer, cfg: ModelConfig, n_classes: int) -> Size:
-    h, target = cfg.heads, cfg.target_params
+def _solve(tokenizer: Tokenizer, cfg: ModelConfig, n_outputs: int, seq_len: int | None) -> Size:
+    unit, target = cfg.heads * (2 if cfg.position == "rope" else 1), cfg.target_params
 
     def total(d: int, f: int | None = None) -> int:
-        return count_params(tokenizer, cfg, d, f if f is not None else max(1, round(cfg.ff_ratio * d)), n_classes)
+        f = f if f is not None else max(1, round(cfg.ff_ratio * d))
+        return count_params(tokenizer, cfg, d, f, n_outputs, seq_len)
 
-    lo, hi = 1, 1  # widths in units of heads; total() grows with the width
-    while total(hi * h) < target and hi < 4096:
+    lo = hi = 2 if cfg.position == "rope" else 1  # widths in units; total() grows with the width
+    while total(hi * unit) < target and hi < 4096:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if total(mid * h) < target else (lo, mid)
-    d = min((lo * h, hi * h), key=lambda w: abs(total(w) - target))
+        lo, hi = (mid, hi) if total(mid * unit) < target else (lo, mid)
+    d = min((lo * unit, hi * unit), key=lambda w: abs(total(w) - target))
     f0 = max(1, round(cfg.ff_ratio * d))  # the total is linear in the FFN width: fine-tune it
     per_unit = total(d, f0 + 1) - total(d, f0)
     f = min(max(round(f0 + (target - total(d, f0)) / per_unit), max(1, d // 2)), 8 * f0)
     size = Size(d, f, total(d, f))
     if abs(size.params - target) > TOLERANCE * target:
         with torch.device("meta"):
-            emb = sum(p.numel() for p in tokenizer.embedding(d).parameters())
+            emb = trainable_params(tokenizer.embedding(d))
         raise BudgetError(
             f"cannot meet model.target_params={target} within {TOLERANCE:.0%}: closest is {size.params} "
             f"at width {d}, FFN {f}, of which the input layer takes {emb}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import traceback
@@ -14,13 +13,20 @@ import torch
 from expmatrix.data import load_splits
 from expmatrix.matrix import Job
 from expmatrix.models.sizing import build_model, solve_size
-from expmatrix.spec import JobConfig
-from expmatrix.store import RunStore, atomic_write, write_json
-from expmatrix.tokenizers import build_tokenizer
+from expmatrix.models.transformer import trainable_params
+from expmatrix.provenance import code_version
+from expmatrix.spec import JobConfig, RunConfig
+from expmatrix.stages import fitted_tokenizer
+from expmatrix.store import Heartbeat, RunStore, write_json
 from expmatrix.training.metrics import binary_metrics
-from expmatrix.training.trainer import fit, predict, to_device
+from expmatrix.training.tracking import Tracker, open_tracker
+from expmatrix.training.trainer import Preempted, Trainer, to_device
 
 N_CLASSES = 2  # binary: background 0, the declared signal 1
+
+
+class ClaimLost(RuntimeError):
+    """Another worker took this job over (our heartbeat stalled): stop without writing."""
 
 
 def seed_everything(seed: int) -> None:
@@ -29,47 +35,51 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_job(job: Job, store: RunStore) -> dict:
+def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbeat: Heartbeat | None = None) -> dict:
     """Train and evaluate one job in its run directory; returns the final metrics."""
     cfg = JobConfig.model_validate(job.config)
+    tracker = tracker or Tracker(store.path(job.id, "metrics.jsonl"))
     seed_everything(cfg.seed)
     splits = load_splits(cfg.data, job.data_path, store.cache_dir)
-    tokenizer = build_tokenizer(cfg.tokenizer, splits["train"].feature_names, cfg.data.use_met)
-    tokenizer.fit(splits["train"])  # training split only
+    tokenizer = fitted_tokenizer(cfg, job.data_path, store, splits["train"])
     write_json(store.path(job.id, "tokenizer.json"), tokenizer.state_dict())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokens = {s: to_device(tokenizer.transform(ev), device) for s, ev in splits.items()}
     labels = {s: torch.from_numpy(ev.label).to(device) for s, ev in splits.items()}
 
-    size = solve_size(tokenizer, cfg.model, N_CLASSES)
-    model = build_model(tokenizer, cfg.model, size, N_CLASSES).to(device)
+    if cfg.train.loss != "cross_entropy":
+        raise ValueError(f"train.loss={cfg.train.loss} needs regression targets; fourtops data is classification")
+    seq_len = tokens["train"]["mask"].shape[1]
+    size = solve_size(tokenizer, cfg.model, N_CLASSES, seq_len)
+    model = build_model(tokenizer, cfg.model, size, N_CLASSES, seq_len).to(device)
+    trainer = Trainer(model, cfg.train, device, len(labels["train"]), cfg.seed)
 
     def log_epochs(history: list[dict]) -> None:
-        atomic_write(store.path(job.id, "metrics.jsonl"), "".join(json.dumps(h) + "\n" for h in history))
+        if heartbeat is not None and heartbeat.lost.is_set():
+            raise ClaimLost(f"job {job.id}: claim taken over by another worker")
+        tracker.log_history(history)
         store.set_status(job.id, "running", epoch=history[-1]["epoch"], epochs=cfg.train.epochs)
 
-    history, seconds = fit(
-        model,
+    history = trainer.fit(
         (tokens["train"], labels["train"]),
         (tokens["val"], labels["val"]),
-        cfg.train,
-        cfg.seed,
         store.path(job.id, "checkpoint.pt"),
         log_epochs,
     )
-    scores = predict(model, tokens["test"])
+    evaluated = history[trainer.best["epoch"] - 1 if trainer.best else -1]
+    scores = trainer.predict(tokens["test"])[:, 1]
     pl.DataFrame({"score": scores, "label": splits["test"].label, "process": splits["test"].process}).write_parquet(
         store.path(job.id, "predictions.parquet")
     )
     metrics = {
         "test": binary_metrics(scores, splits["test"].label),
-        "val": {k: v for k, v in history[-1].items() if k.startswith("val_")},
-        "evaluated_weights": "last",  # no early stopping: the weights after the final epoch
+        "val": {k: v for k, v in evaluated.items() if k.startswith("val_")},
+        **trainer.summary(),  # evaluated_weights last|best (best_epoch), ema, precision, compiled
         "epochs": len(history),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": trainable_params(model),
         "d_model": size.d_model,
         "d_ff": size.d_ff,
-        "train_seconds": seconds,
+        "train_seconds": trainer.seconds,
         "events": {s: len(ev) for s, ev in splits.items()},
         "device": str(device),
     }
@@ -78,7 +88,9 @@ def train_job(job: Job, store: RunStore) -> dict:
 
 
 def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
-    """Claim, train, record. Never raises for a job's own failure: returns its final state."""
+    """Claim, train, record. Never raises for a job's own failure: returns its final state
+    (done, failed, preempted: checkpointed on a signal, claimed: someone else has it,
+    lost: taken over while we ran)."""
     if store.state(job.id) == "done":
         return "done"
     if not store.claim(job.id):
@@ -86,17 +98,38 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
     if store.state(job.id) == "done":  # finished by another worker between the check and the claim
         store.release(job.id)
         return "done"
+    run = RunConfig.model_validate(job.run)
     torch.set_num_threads(threads)
     started = time.time()
-    try:
-        store.write_job(job.record())
-        store.set_status(job.id, "running", started=started)
-        train_job(job, store)
-        store.set_status(job.id, "done", finished=time.time(), wall_seconds=time.time() - started)
-        return "done"
-    except Exception as e:  # noqa: BLE001 - a job's failure is recorded, the matrix goes on
-        tail = "".join(traceback.format_exception(e)[-3:])
-        store.set_status(job.id, "failed", error=f"{type(e).__name__}: {e}", traceback=tail, finished=time.time())
-        return "failed"
-    finally:
-        store.release(job.id)
+    tracker: Tracker | None = None
+    with Heartbeat(store, job.id, run.heartbeat_seconds) as heartbeat:
+        try:
+            store.write_job(job.record())
+            store.log_start(job.id, resumed=store.path(job.id, "checkpoint.pt").exists())
+            store.set_status(job.id, "running", started=started, epoch=0, epochs=job.config["train"]["epochs"])
+            tracker = open_tracker(
+                run.tracking, store.path(job.id, "metrics.jsonl"), job.record(), store.dir.name, run.wandb.model_dump()
+            )
+            metrics = train_job(job, store, tracker, heartbeat)
+            tracker.finish({"test": metrics["test"], "params": metrics["params"]})
+            store.set_status(
+                job.id, "done", finished=time.time(), wall_seconds=time.time() - started, code_version=code_version()
+            )
+            return "done"
+        except ClaimLost:
+            return "lost"  # the new owner writes the status
+        except Preempted as e:  # SIGTERM/SIGUSR1: checkpointed, resumable, not failed
+            store.set_status(job.id, "preempted", reason=str(e), preempted=time.time())
+            if tracker is not None:
+                tracker.finish({}, failed=True)
+            return "preempted"
+        except Exception as e:  # noqa: BLE001 - a job's failure is recorded, the matrix goes on
+            tail = "".join(traceback.format_exception(e)[-3:])
+            failures = store.status(job.id).get("failures", 0) + 1
+            error = f"{type(e).__name__}: {e}"
+            store.set_status(job.id, "failed", error=error, traceback=tail, finished=time.time(), failures=failures)
+            if tracker is not None:
+                tracker.finish({}, failed=True)
+            return "failed"
+        finally:
+            store.release(job.id)

@@ -1,31 +1,52 @@
-"""The training loop: AdamW, warmup schedule, fixed epochs, a checkpoint after every epoch.
+"""The training loop: AdamW, warmup then constant or cosine, clipping, accumulation, EMA, checkpoints.
 
 Batches are index slices of tensors tokenized once per job (no per-event Python),
 kept on the model's device: on CUDA the whole data set lives on the GPU.
-The epoch order comes from a generator seeded by (seed, epoch), so a run resumed
-from its checkpoint sees the same batches as an uninterrupted one.
+The epoch order is a pure function of (seed, epoch) and a checkpoint records the
+position in it, so a run resumed after a kill at an epoch boundary or a preemption
+mid-epoch (SIGTERM / SIGUSR1) continues bitwise-identically on CPU.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from expmatrix.spec import TrainConfig
 from expmatrix.tokenizers import Tokens
+from expmatrix.training.checkpoint import (
+    Position,
+    epoch_order,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from expmatrix.training.ema import EMA
+from expmatrix.training.losses import Cosine, Loss, angular_error, make_loss
 from expmatrix.training.metrics import binary_metrics
+
+STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGUSR1") if hasattr(signal, s))
+CHECK_EVERY_CUDA = 25  # optimizer steps between NaN checks on CUDA (each check waits for the GPU); every step on CPU
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the message says where."""
+    """The loss or the gradient became NaN or infinite; the message says where."""
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGUSR1 arrived during fit: a checkpoint holds the position; fit again to resume."""
 
 
 def take(tokens: Tokens, idx: torch.Tensor | slice) -> Tokens:
@@ -37,125 +58,282 @@ def to_device(tokens: Tokens, device: torch.device) -> Tokens:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, tokens: Tokens, batch_size: int = 4096) -> np.ndarray:
-    """Signal probability per event, through the model's one forward path."""
-    model.eval()
+def outputs(forward: Callable[[Tokens], torch.Tensor], tokens: Tokens, batch_size: int = 4096) -> torch.Tensor:
+    """(N, n_outputs) float model outputs in eval mode, through the model's one forward path."""
     n = len(tokens["mask"])
-    out = [
-        torch.softmax(model(take(tokens, slice(i, i + batch_size))).float(), -1)[:, 1] for i in range(0, n, batch_size)
-    ]
-    return torch.cat(out).cpu().numpy()
+    return torch.cat([forward(take(tokens, slice(i, i + batch_size))).float() for i in range(0, n, batch_size)])
 
 
-def evaluate(model: nn.Module, tokens: Tokens, labels: torch.Tensor, weight: torch.Tensor) -> dict[str, float]:
-    scores = predict(model, tokens)
-    p = torch.from_numpy(scores).double().clamp(1e-7, 1 - 1e-7)
-    logp = torch.stack([torch.log1p(-p), torch.log(p)], dim=1)
-    labels = labels.cpu()
-    loss = F.nll_loss(logp.float(), labels, weight=weight.cpu()).item()
-    return {"loss": loss, **binary_metrics(scores, labels.numpy())}
+def predict(model: nn.Module, tokens: Tokens, batch_size: int = 4096) -> np.ndarray:
+    """Signal probability per event (binary classification)."""
+    model.eval()
+    return torch.softmax(outputs(model, tokens, batch_size), -1)[:, 1].cpu().numpy()
 
 
-def class_weights(labels: torch.Tensor, how: str, n_classes: int = 2) -> torch.Tensor:
-    """'balanced': N / (n_classes * count_c), so each class weighs the same in the loss."""
-    if how == "none":
-        return torch.ones(n_classes)
-    counts = torch.bincount(labels, minlength=n_classes).float()
-    if (counts == 0).any():
-        raise ValueError(f"the training split lacks a class: counts per class {counts.tolist()}")
-    return counts.sum() / (n_classes * counts)
+def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """Linear warmup over `warmup_steps` optimizer steps, then constant or cosine to `min_lr_ratio`."""
+    warmup = cfg.warmup_steps
+    floor = cfg.min_lr_ratio if cfg.schedule == "cosine" else None
 
-
-def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "cosine":
-            progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        if floor is None:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+@dataclass
+class StopRequest:
+    signal: int | None = None
 
 
-def fit(
-    model: nn.Module,
-    train: tuple[Tokens, torch.Tensor],
-    val: tuple[Tokens, torch.Tensor],
-    cfg: TrainConfig,
-    seed: int,
-    checkpoint: Path,
-    on_epoch: Callable[[list[dict[str, Any]]], None],
-) -> tuple[list[dict[str, Any]], float]:
-    """Train for `cfg.epochs`, resuming from `checkpoint` if it exists.
+@contextmanager
+def stop_requests() -> Iterator[StopRequest]:
+    """SIGTERM/SIGUSR1 set `.signal` instead of killing the process; the previous handlers are
+    restored on exit. Handlers can only be installed from the main thread: elsewhere nothing changes."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
 
-    Returns the per-epoch history and the training seconds (over all resumptions).
-    `on_epoch` gets the history after every epoch (the caller logs it).
+    def handler(signum: int, frame: Any) -> None:
+        request.signal = signum
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Trains one model; owns optimizer, schedule, loss, EMA, best weights and the checkpoint.
+
+    This constructor is the one the every-key tracker calls (with a meta-device model and
+    no data): it reads every `TrainConfig` key that shapes training, and only the keys that
+    have an effect in this config (e.g. `min_lr_ratio` only for the cosine schedule,
+    `ema_decay` only with `ema`, `class_weights` only for cross-entropy).
+    `n_train` is the number of training events (it sets the steps per epoch).
     """
-    (x, y), (xv, yv) = train, val
-    weight = class_weights(y, cfg.class_weights)
-    steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * steps_per_epoch))
-    history: list[dict[str, Any]] = []
-    seconds, start_epoch = 0.0, 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=y.device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"].cpu())
-        if y.is_cuda and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
-        history, seconds, start_epoch = state["history"], state["seconds"], state["epoch"] + 1
 
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).to(y.device)
-        total = 0.0
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(take(x, idx)), y[idx], weight=weight)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, batch {b + 1} of {steps_per_epoch}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        val_metrics = evaluate(model, xv, yv, weight)
-        seconds += time.perf_counter() - t0
-        history.append(
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device | str, n_train: int, seed: int = 0):
+        if cfg.early_stopping:  # the schema allows only False; read so the key counts as consumed
+            raise ValueError("train.early_stopping is not supported: training runs a fixed number of epochs")
+        self.model, self.device, self.seed, self.n_train = model, torch.device(device), seed, n_train
+        self.epochs, self.batch_size, self.accum = cfg.epochs, cfg.batch_size, cfg.grad_accum
+        self.batches = math.ceil(n_train / self.batch_size)  # micro-batches per epoch
+        self.loss: Loss = make_loss(cfg)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total_steps = self.epochs * math.ceil(self.batches / self.accum)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, total_steps))
+        self.grad_clip = cfg.grad_clip
+        self.ema = EMA(self.params, cfg.ema_decay) if cfg.ema else None
+        self.bf16 = cfg.amp == "bf16" and self.device.type == "cuda"  # NOTE: CPU runs fp32 whatever `amp` says
+        self.compiled = cfg.compile
+        self.forward = torch.compile(model) if cfg.compile else model
+        self.evaluate = cfg.evaluate
+        self.history: list[dict[str, Any]] = []
+        self.seconds = 0.0
+        self.best: dict[str, Any] | None = None  # {"epoch", "val_loss", "state"} of the best evaluated weights
+        self.position = Position()
+        self._sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # epoch's loss sum, weight sum
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []  # (batch, loss, grad norm) unchecked
+
+    # ------------------------------------------------------------ one step
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def train_step(self, x: Tokens, y: torch.Tensor, idx: torch.Tensor, first_batch: int = 0) -> None:
+        """One optimizer step on the events `idx`, in micro-batches of `batch_size` whose gradients add up to
+        the gradient of the mean loss over all of `idx` (what one big batch would give)."""
+        total_weight = self.loss.weight(y[idx])
+        for i, start in enumerate(range(0, len(idx), self.batch_size)):
+            mb = idx[start : start + self.batch_size]
+            with self.autocast():
+                out = self.forward(take(x, mb))
+            loss_sum, weight = self.loss(out, y[mb])
+            (loss_sum / total_weight).backward()
+            self._sums += torch.stack([loss_sum.detach(), weight]).to(torch.float64)
+            self._pending.append((first_batch + i, loss_sum.detach(), None))
+        if self.grad_clip:
+            norm = nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self._pending[-1] = (*self._pending[-1][:2], norm.detach())
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update()
+
+    def check_finite(self, epoch: int) -> None:
+        """Raise `NonFiniteLoss` naming the first epoch and batch whose loss or gradient norm is not finite."""
+        if not self._pending:
+            return
+        losses = torch.stack([p[1] for p in self._pending])
+        norms = torch.stack([p[2] if p[2] is not None else p[1].new_zeros(()) for p in self._pending])
+        bad = (~torch.isfinite(losses) | ~torch.isfinite(norms)).nonzero()
+        if len(bad):
+            b, loss, norm = self._pending[int(bad[0])]
+            what = f"loss is {loss.item()}" if not torch.isfinite(loss) else f"gradient norm is {norm.item()}"
+            raise NonFiniteLoss(f"{what} at epoch {epoch + 1}, batch {b + 1} of {self.batches}")
+        self._pending.clear()
+
+    # ------------------------------------------------------------ epochs
+
+    def fit(
+        self,
+        train: tuple[Tokens, torch.Tensor],
+        val: tuple[Tokens, torch.Tensor],
+        checkpoint: Path,
+        on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Train to `epochs`, resuming from `checkpoint` if it exists; returns the per-epoch history.
+
+        A checkpoint is written after every epoch. On SIGTERM/SIGUSR1 the current optimizer step
+        finishes, a checkpoint with the data position is written and `Preempted` is raised.
+        `on_epoch(history)` runs after each epoch's checkpoint, `on_batch(epoch, batches_done)` after
+        each optimizer step. Afterwards the model holds the evaluated weights (last or best, EMA or not).
+        """
+        (x, y), (xv, yv) = train, val
+        if len(y) != self.n_train:
+            raise ValueError(f"the trainer was built for {self.n_train} training events, got {len(y)}")
+        self.loss.prepare(y)
+        self._resume(checkpoint)
+        with stop_requests() as stop:
+            for epoch in range(self.position.epoch, self.epochs):
+                t0 = time.perf_counter()
+                self._train_epoch(epoch, x, y, stop, checkpoint, on_batch, t0)
+                self._end_epoch(epoch, xv, yv, checkpoint, t0)
+                if on_epoch is not None:
+                    on_epoch(self.history)
+                if stop.signal is not None and epoch + 1 < self.epochs:
+                    raise Preempted(f"signal {stop.signal} after epoch {epoch + 1}; checkpoint {checkpoint}")
+        self._use_evaluated_weights()
+        return self.history
+
+    def _train_epoch(self, epoch, x, y, stop: StopRequest, checkpoint: Path, on_batch, t0: float) -> None:
+        order = epoch_order(len(y), self.seed, epoch, self.device)
+        start = self.position.batch if epoch == self.position.epoch else 0
+        if start == 0:
+            self._sums.zero_()
+        self.model.train()
+        check_every = CHECK_EVERY_CUDA if self.device.type == "cuda" else 1
+        for n, b in enumerate(range(start, self.batches, self.accum)):
+            idx = order[b * self.batch_size : (b + self.accum) * self.batch_size]
+            self.train_step(x, y, idx, first_batch=b)
+            if (n + 1) % check_every == 0:
+                self.check_finite(epoch)
+            done = min(b + self.accum, self.batches)
+            self.position = Position(epoch, done)
+            if on_batch is not None:
+                on_batch(epoch, done)
+            if stop.signal is not None and done < self.batches:
+                self.check_finite(epoch)
+                self.seconds += time.perf_counter() - t0
+                self._save(checkpoint)
+                raise Preempted(f"signal {stop.signal} at epoch {epoch + 1}, batch {done} of {self.batches}")
+        self.check_finite(epoch)
+
+    def _end_epoch(self, epoch: int, xv: Tokens, yv: torch.Tensor, checkpoint: Path, t0: float) -> None:
+        with self._evaluated():
+            val = self.validate(xv, yv)
+            if self.evaluate == "best" and (self.best is None or val["val_loss"] < self.best["val_loss"]):
+                state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best = {"epoch": epoch + 1, "val_loss": val["val_loss"], "state": state}
+        self.seconds += time.perf_counter() - t0
+        loss_sum, weight_sum = self._sums.tolist()
+        self.history.append(
             {
                 "epoch": epoch + 1,
-                "train_loss": total / len(y),
-                "val_loss": val_metrics["loss"],
-                "val_auroc": val_metrics["auroc"],
-                "lr": sched.get_last_lr()[0],
-                "seconds": seconds,
+                "train_loss": loss_sum / weight_sum,
+                **val,
+                "lr": self.sched.get_last_lr()[0],
+                "seconds": self.seconds,
             }
         )
-        _save(
-            checkpoint,
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if y.is_cuda else None,
-                "history": history,
-                "seconds": seconds,
-                "epoch": epoch,
-            },
-        )
-        on_epoch(history)
-    return history, seconds
+        self.position = Position(epoch + 1, 0)
+        self._save(checkpoint)
+
+    # ------------------------------------------------------------ evaluation
+
+    def _evaluated(self):
+        """Inside: the model holds the weights that are evaluated (the EMA when on)."""
+        return self.ema.applied() if self.ema is not None else nullcontext()
+
+    def outputs(self, tokens: Tokens) -> torch.Tensor:
+        self.model.eval()
+        with self.autocast():
+            return outputs(self.forward, tokens)
+
+    def predict(self, tokens: Tokens) -> np.ndarray:
+        """What the loss makes of the outputs: class probabilities (N, K), a vector or a unit direction."""
+        return self.loss.predict(self.outputs(tokens)).cpu().numpy()
+
+    def validate(self, xv: Tokens, yv: torch.Tensor) -> dict[str, float]:
+        """val_loss (the training loss, on the validation split) and the task's metrics."""
+        out = self.outputs(xv)
+        loss_sum, weight = self.loss(out, yv)
+        metrics = {"val_loss": (loss_sum / weight).item()}
+        pred = self.loss.predict(out)
+        if self.loss.classification and pred.shape[1] == 2:
+            scores = binary_metrics(pred[:, 1].cpu().numpy(), yv.cpu().numpy())
+            metrics |= {f"val_{k}": v for k, v in scores.items()}
+        elif self.loss.classification:
+            metrics["val_accuracy"] = (pred.argmax(1) == yv).double().mean().item()
+        elif isinstance(self.loss, Cosine):  # directions: cosine and vMF
+            metrics["val_angle"] = angular_error(pred, yv).mean().item()
+        return metrics
+
+    def _use_evaluated_weights(self) -> None:
+        if self.evaluate == "best" and self.best is not None:
+            self.model.load_state_dict(self.best["state"])
+        elif self.ema is not None:
+            self.ema.copy_to_model()
+
+    def summary(self) -> dict[str, Any]:
+        """What produced the evaluated weights (for metrics.json)."""
+        out: dict[str, Any] = {"evaluated_weights": self.evaluate, "ema": self.ema is not None}
+        if self.best is not None:
+            out["best_epoch"] = self.best["epoch"]
+        return out | {"precision": "bf16" if self.bf16 else "fp32", "compiled": self.compiled}
+
+    # ------------------------------------------------------------ checkpoint
+
+    def _save(self, path: Path) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "best": self.best,
+            "rng": rng_state(self.device),
+            "history": self.history,
+            "seconds": self.seconds,
+            "position": asdict(self.position),
+            "sums": self._sums,
+        }
+        save_checkpoint(path, state)
+
+    def _resume(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        if state is None:
+            return
+        if "position" not in state:
+            raise ValueError(f"{path}: a checkpoint from an older expmatrix (no data position); delete it to restart")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.best = state["best"]
+        set_rng_state(state["rng"], self.device)
+        self.history, self.seconds = state["history"], state["seconds"]
+        self.position = Position(**state["position"])
+        self._sums.copy_(state["sums"])

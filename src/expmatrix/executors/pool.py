@@ -1,0 +1,107 @@
+"""A process pool that survives its workers: if one dies (killed, out of memory), the task it
+held is reported as died with the exit code, a fresh worker replaces it, and the rest go on.
+
+(`concurrent.futures.ProcessPoolExecutor` breaks as a whole when one worker dies.)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import queue
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+Task = tuple[Callable[..., Any], tuple]  # a picklable function and its arguments
+
+
+def _die_with_parent() -> None:
+    """Workers get SIGKILL when the runner dies (Linux), so no orphan goes on training."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker(wid: int, tasks: mp.Queue, results: mp.Queue) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
+    while (item := tasks.get()) is not None:
+        key, (fn, args) = item
+        results.put(("start", wid, key, None))
+        try:
+            results.put(("ok", wid, key, fn(*args)))
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            results.put(("error", wid, key, f"{type(e).__name__}: {e}"))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return f"worker process killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    return f"worker process exited with status {code}"
+
+
+class Pool:
+    """`run(tasks)` yields (event, key, value): ("start", key, None) when a worker takes a task,
+    then ("ok", key, result), ("error", key, message) or ("died", key, message)."""
+
+    def __init__(self, workers: int):
+        self.ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
+        self.tasks: mp.Queue = self.ctx.Queue()
+        self.results: mp.Queue = self.ctx.Queue()
+        self.procs: dict[int, mp.Process] = {}
+        self.holding: dict[int, Any] = {}  # worker id -> key of its task
+        self._next = 0
+        for _ in range(workers):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        wid, self._next = self._next, self._next + 1
+        proc = self.ctx.Process(target=_worker, args=(wid, self.tasks, self.results), daemon=True)
+        proc.start()
+        self.procs[wid] = proc
+
+    def run(self, tasks: dict[Any, Task]) -> Iterator[tuple[str, Any, Any]]:
+        for key, task in tasks.items():
+            self.tasks.put((key, task))
+        left = set(tasks)
+        while left:
+            try:
+                event, wid, key, value = self.results.get(timeout=0.5)
+            except queue.Empty:
+                yield from self._reap(left)
+                continue
+            if event == "start":
+                self.holding[wid] = key
+            elif key in left:  # (not already reported as died)
+                self.holding.pop(wid, None)
+                left.discard(key)
+            else:
+                continue
+            yield event, key, value
+
+    def _reap(self, left: set) -> Iterator[tuple[str, Any, Any]]:
+        for wid, proc in list(self.procs.items()):
+            if proc.is_alive():
+                continue
+            del self.procs[wid]
+            self._spawn()
+            key = self.holding.pop(wid, None)
+            if key is not None and key in left:
+                left.discard(key)
+                yield "died", key, _describe_exit(proc.exitcode)
+
+    def close(self) -> None:
+        for _ in self.procs:
+            self.tasks.put(None)
+        for proc in self.procs.values():
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,79 @@
+"""Settings with no effect are errors, before anything runs.
+
+The research code this replaces swept settings nobody read and trained identical models
+under different labels. Here every key an experiment sets must be read by the code that
+builds the job: the data selection, the tokenizer, the model (on the meta device) and the
+trainer are constructed with a config that records its reads, and a set key that was not
+read is reported with where it was set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from expmatrix.data import data_selection
+from expmatrix.matrix import Matrix, short_hash
+from expmatrix.models.sizing import build_model, solve_size
+from expmatrix.provenance import code_version
+from expmatrix.spec import JobConfig, SpecError, record_reads
+from expmatrix.stages import tokenizer_for
+from expmatrix.store import read_json, write_json
+from expmatrix.training.trainer import Trainer
+
+N_OUTPUTS = 2
+
+
+def consumed_keys(cfg: JobConfig) -> set[str]:
+    """The dotted keys of `cfg` that building this job reads (no data, no training)."""
+    with record_reads(cfg) as reads:
+        _ = cfg.seed
+        data_selection(cfg.data)
+        tokenizer = tokenizer_for(cfg)
+        size = solve_size(tokenizer, cfg.model, N_OUTPUTS)
+        with torch.device("meta"):
+            model = build_model(tokenizer, cfg.model, size, N_OUTPUTS)
+        Trainer(model, cfg.train, "cpu", n_train=1000, seed=cfg.seed)
+    return reads
+
+
+def _shape(value: Any) -> Any:
+    """The config with numbers replaced by their type: cells that differ only in numbers read the same keys."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return type(value).__name__
+    return value
+
+
+def unread(settings: dict[str, str], reads: set[str]) -> list[str]:
+    """Where each set key that nothing read was set."""
+    return [where for key, where in settings.items() if not any(key == r or key.startswith(r + ".") for r in reads)]
+
+
+def check_consumed(matrix: Matrix, cache_dir: Path) -> None:
+    """SpecError listing every setting that has no effect in some cell. The keys each config
+    shape reads are cached in `cache_dir/consumed/` (keyed by the shape and the code version)."""
+    cache: dict[str, set[str]] = {}
+    problems: list[str] = []
+    for cell, job in {j.cell: j for j in matrix.jobs}.items():
+        shape = short_hash([_shape(job.config), code_version()])
+        if shape not in cache:
+            path = cache_dir / "consumed" / f"{shape}.json"
+            if path.exists():
+                cache[shape] = set(read_json(path))
+            else:
+                cache[shape] = consumed_keys(JobConfig.model_validate(job.config))
+                write_json(path, sorted(cache[shape]))
+        levels = ", ".join(f"{k}={v}" for k, v in job.levels.items()) or "the only cell"
+        problems += [f"  {where}  (in cell {levels})" for where in unread(matrix.settings.get(cell, {}), cache[shape])]
+    if problems:
+        shown = "\n".join(problems[:10]) + (f"\n  ... {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise SpecError(
+            f"{matrix.path}: settings that have no effect (nothing reads them there; the jobs would train "
+            f"the same model under another label). Remove them or restrict them to where they matter:\n{shown}"
+        )

@@ -1,0 +1,75 @@
+"""Work shared by many jobs: run once, before them, and cached by its own config hash.
+
+A tokenizer fitted on a data set is such work: every job whose tokenizer signature
+(config, features, MET) and data selection match reuses one fitted state, kept in
+`<runs>/_cache/tokenizers/<key>.json`, also across experiments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from expmatrix.data import Events, data_selection, file_identity, load_splits
+from expmatrix.data.layout import CONT_NAMES
+from expmatrix.matrix import Job, short_hash
+from expmatrix.spec import JobConfig
+from expmatrix.store import RunStore, read_json, write_json
+from expmatrix.tokenizers import Tokenizer, build_tokenizer
+
+
+def tokenizer_for(cfg: JobConfig) -> Tokenizer:
+    """The job's tokenizer, unfitted."""
+    features = tuple(CONT_NAMES[i] for i in cfg.data.cont_features)
+    return build_tokenizer(cfg.tokenizer, features, cfg.data.use_met)
+
+
+def fit_key(tokenizer: Tokenizer, cfg: JobConfig, data_path: str) -> str:
+    return short_hash(
+        {"tokenizer": tokenizer.signature(), "data": data_selection(cfg.data), "file": file_identity(data_path)}
+    )
+
+
+def _fit_file(store: RunStore, key: str) -> Path:
+    return store.cache_dir / "tokenizers" / f"{key}.json"
+
+
+def fitted_tokenizer(cfg: JobConfig, data_path: str, store: RunStore, train: Events | None = None) -> Tokenizer:
+    """The job's tokenizer, fitted: from the cache, or fitted on the training split and cached."""
+    tokenizer = tokenizer_for(cfg)
+    path = _fit_file(store, fit_key(tokenizer, cfg, data_path))
+    if path.exists():
+        tokenizer.load_state_dict(read_json(path)["state"])
+        return tokenizer
+    if train is None:
+        train = load_splits(cfg.data, data_path, store.cache_dir)["train"]
+    tokenizer.fit(train)  # the training split only
+    record = {"signature": tokenizer.signature(), "data": data_selection(cfg.data), "state": tokenizer.state_dict()}
+    write_json(path, record)
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One piece of shared work and the jobs waiting for it."""
+
+    key: str
+    kind: str  # "tokenizer-fit"
+    job: Job  # any job that needs it: its config says what to do
+    n_jobs: int
+
+
+def pending_stages(jobs: list[Job], store: RunStore) -> list[Stage]:
+    """The tokenizer fits the jobs need that are not cached yet, one per key."""
+    found: dict[str, list[Job]] = {}
+    for job in jobs:
+        cfg = JobConfig.model_validate(job.config)
+        key = fit_key(tokenizer_for(cfg), cfg, job.data_path)
+        if not _fit_file(store, key).exists():
+            found.setdefault(key, []).append(job)
+    return [Stage(key, "tokenizer-fit", group[0], len(group)) for key, group in found.items()]
+
+
+def run_stage(stage: Stage, store: RunStore) -> None:
+    cfg = JobConfig.model_validate(stage.job.config)
+    fitted_tokenizer(cfg, stage.job.data_path, store)

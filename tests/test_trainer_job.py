@@ -1,0 +1,65 @@
+"""A job preempted by a real SIGTERM in another process resumes to the same results as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import torch
+from conftest import write_experiment
+
+from expmatrix.matrix import build_matrix
+from expmatrix.store import RunStore
+from expmatrix.training.job import run_job
+
+
+def _train_cli(job_yaml) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "expmatrix", "train", str(job_yaml), "--threads", "1"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+
+
+def _wait_for_epoch(store: RunStore, job_id: str, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while store.status(job_id).get("epoch", 0) < epoch:
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() < end, "training did not reach the epoch in time"
+        time.sleep(0.05)
+
+
+def test_sigterm_preempts_the_job_and_a_rerun_finishes_it_identically(tmp_path):
+    train = {"epochs": 3, "batch_size": 64, "warmup_steps": 5, "lr": 1e-3, "grad_accum": 2}
+    model = {"target_params": 20000, "layers": 2, "heads": 4, "dropout": 0.1}
+    exp = write_experiment(tmp_path, base={"model": model, "train": train}, factors={"tokenizer": ["direct"]})
+    job = build_matrix(exp).jobs[0]
+    root = tmp_path / "runs"
+    whole, cut = RunStore(root, "whole"), RunStore(root, "cut")
+
+    cut.write_job(job.record())
+    proc = _train_cli(cut.path(job.id, "job.yaml"))
+    _wait_for_epoch(cut, job.id, 1, proc)
+    proc.send_signal(signal.SIGTERM)  # as SLURM does before the time limit (or HTCondor on eviction)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0 and f"job {job.id}: preempted" in out, out
+    status = cut.status(job.id)
+    assert status["state"] == "preempted" and "signal 15" in status["reason"]
+    assert not cut.path(job.id, "metrics.json").exists() and not cut.path(job.id, "claim").exists()
+
+    threads = torch.get_num_threads()
+    try:  # the rerun (here, in this process) and an uninterrupted run, with the preempted process's one thread
+        assert run_job(job, cut, threads=1) == "done"
+        assert run_job(job, whole, threads=1) == "done"
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (json.loads(s.path(job.id, "metrics.json").read_text()) for s in (whole, cut))
+    assert a["test"] == b["test"] and a["val"] == b["val"] and a["params"] == b["params"]
+    history = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines] for lines in (
+        s.path(job.id, "metrics.jsonl").read_text().splitlines() for s in (whole, cut)
+    )]
+    assert history[0] == history[1] and len(history[0]) == 3
+    preds = [pl.read_parquet(s.path(job.id, "predictions.parquet")) for s in (whole, cut)]
+    assert preds[0].equals(preds[1])
