@@ -4,8 +4,10 @@ htcondor parser, the worker run as HTCondor would run it, and the batched status
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,13 +16,13 @@ from click.testing import CliRunner
 from conftest import write_experiment
 
 from expmatrix.cli import main
-from expmatrix.executors.backend import Plan, Stage
+from expmatrix.executors.backend import ArrayStage, Plan
 from expmatrix.executors.cluster import PREEMPTED_EXIT, load_settings, read_profile
 from expmatrix.executors.condor import CondorBackend, parse_condor_json, parse_submit_dag
 from expmatrix.executors.queue_status import verdict
 from expmatrix.executors.render import render
 from expmatrix.executors.slurm import SlurmBackend, parse_sacct, parse_sbatch, parse_squeue
-from expmatrix.executors.worker import candidates
+from expmatrix.executors.worker import Interrupted, candidates, stop_on_signals
 from expmatrix.spec import SpecError
 from expmatrix.store import RunStore
 
@@ -32,7 +34,7 @@ GOLDEN = Path(__file__).parent / "golden" / "hpc"
 def plan_for(profile: str, **settings) -> Plan:
     """A fixed plan with cluster-like paths: rendering must depend on nothing else."""
     s = load_settings([("", read_profile(HPC, profile)), ("", settings)])
-    stages = (Stage("train", ("a1", "b2", "c3", "d4")),)
+    stages = (ArrayStage("train", ("a1", "b2", "c3", "d4")),)
     folder = Path("/cluster/runs/thesis/_submit/x")
     return Plan(Path("/cluster/exp/thesis.yaml"), "thesis", Path("/cluster/runs"), folder, HPC, s, stages,
                 ("--profile", "quick"))  # fmt: skip
@@ -69,7 +71,7 @@ def test_slurm_script_carries_the_settings_and_chains_the_report():
 
 def test_a_stage_waits_for_the_stage_before_it():
     s = load_settings([])
-    stages = (Stage("fit", ("t1",)), Stage("train", ("a1", "b2"), after=("fit",)))
+    stages = (ArrayStage("fit", ("t1",)), ArrayStage("train", ("a1", "b2"), after=("fit",)))
     plan = Plan(Path("/e.yaml"), "e", Path("/r"), Path("/r/e/_submit/x"), HPC, s, stages)
     slurm = SlurmBackend().commands(plan)
     assert [c.split()[2] for c in slurm] == ["/r/e/_submit/x/fit.sbatch", "--dependency=afterok:<fit>",
@@ -142,7 +144,7 @@ def test_condor_submit_file_expands_to_one_process_per_job():
     wrapper = files["train.sh"].splitlines()
     assert wrapper[-1] == (
         "exec expmatrix worker /cluster/exp/thesis.yaml --runs /cluster/runs "
-        "--jobs /cluster/runs/thesis/_submit/x/train.jobs --threads 4"
+        "--jobs /cluster/runs/thesis/_submit/x/train.jobs --stage train --threads 4"
     )
     assert htcondor2.Submit(files["report.sub"]).getQArgs() == ""  # one job
 
@@ -200,23 +202,27 @@ def test_the_worker_without_a_task_index_says_how_to_give_one(tmp_path, monkeypa
     assert result.exit_code == 1 and "no task index: pass --task N or set one of EXPMATRIX_TASK" in result.output
 
 
-def test_submit_skips_done_jobs_and_retries_only_failed_ones(tmp_path):
+def test_submit_fits_tokenizers_first_skips_done_jobs_and_retries_failed_ones(tmp_path):
     exp, runs = write_experiment(tmp_path, seeds=[0, 1]), tmp_path / "runs"
     args = ["submit", str(exp), "--runs", str(runs), "--backend", "slurm", "--dry-run", "--hpc", f"templates={HPC}"]
     first = CliRunner().invoke(main, args)
-    assert "4 jobs in 1 stage(s) (4 new)" in first.output and "#SBATCH --array=0-3\n" in first.output
-    jobs = next((runs / "tiny" / "_submit").iterdir()).joinpath("train.jobs").read_text().split()
+    assert "arrays: fit 2, train 4 tasks\n" in first.output  # 2 tokenizers to fit, then 2 x 2 seeds to train
+    assert "#SBATCH --array=0-1\n" in first.output and "#SBATCH --array=0-3\n" in first.output
+    assert "sbatch --parsable --dependency=afterok:<fit> " in first.output
+    folder = next((runs / "tiny" / "_submit").iterdir())
+    jobs, fits = ((folder / f"{s}.jobs").read_text().split() for s in ("train", "fit"))
+    assert set(fits) < set(jobs) and len(fits) == 2
     store = RunStore(runs, "tiny")
     store.set_status(jobs[0], "done")
-    store.set_status(jobs[1], "failed", error="boom")
+    store.set_status(jobs[1], "failed", error="boom", failures=1)
     second = CliRunner().invoke(main, args)
-    assert "2 jobs in 1 stage(s) (1 done, 1 failed, 2 new)" in second.output
+    assert "train 2 tasks (left alone: 1 done already, 1 failed (use --retry-failed))" in second.output
     retry = CliRunner().invoke(main, [*args, "--retry-failed"])
-    assert "1 jobs in 1 stage(s)" in retry.output and "#SBATCH --array=0-0\n" in retry.output
-    folders = sorted((runs / "tiny" / "_submit").iterdir())
-    assert len(folders) == 3  # one folder per distinct submission
-    assert sorted(len((f / "train.jobs").read_text().split()) for f in folders) == [1, 2, 4]
-    assert any((f / "train.jobs").read_text().split() == [jobs[1]] for f in folders)
+    assert "train 3 tasks (left alone: 1 done already)" in retry.output  # as `expmatrix run --retry-failed`
+    folders = (runs / "tiny" / "_submit").iterdir()
+    trains = sorted(((f / "train.jobs").read_text().split() for f in folders), key=len)
+    assert [len(t) for t in trains] == [2, 3, 4]  # one folder per distinct submission
+    assert jobs[0] not in trains[0] + trains[1]
 
 
 # ---------------------------------------------------------------- scheduler output, parsed in one pass
@@ -276,3 +282,11 @@ def test_queue_command_reads_the_submissions_without_a_scheduler_when_none_was_s
     exp = write_experiment(tmp_path)
     result = CliRunner().invoke(main, ["queue", str(exp), "--runs", str(tmp_path / "runs")])
     assert result.exit_code == 0 and "2 not submitted" in result.output
+
+
+def test_a_stop_signal_outside_training_ends_the_task_and_restores_the_handlers():
+    before = signal.getsignal(signal.SIGUSR1)
+    with pytest.raises(Interrupted, match="SIGUSR1"), stop_on_signals():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(5)  # the handler raises in this frame long before
+    assert signal.getsignal(signal.SIGUSR1) is before

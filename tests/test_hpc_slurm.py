@@ -71,9 +71,9 @@ def test_an_array_trains_every_job_and_the_report_job_sees_them(slurm, tmp_path,
     seeds = {"seeds": [0, 1]}  # 2 tokenizers x 2 seeds = 4 jobs, 1 epoch each
     exp, runs = write_experiment(tmp_path, **seeds), tmp_path / "runs"
     out = submit(slurm, exp, runs, "--max-concurrent", "2")
-    assert "4 jobs in 1 stage(s) (4 new)" in out
+    assert "arrays: fit 2, train 4 tasks" in out  # a tokenizer fit per tokenizer first, then training (afterok)
     ids = dict(part.split() for part in out.split("submitted: ")[1].strip().split(", "))
-    array_id, report_id = ids["train"], ids["report"]
+    fit_id, array_id, report_id = ids["fit"], ids["train"], ids["report"]
     wait_drained(slurm, 150)
 
     store = RunStore(runs, "tiny")
@@ -87,9 +87,11 @@ def test_an_array_trains_every_job_and_the_report_job_sees_them(slurm, tmp_path,
     assert len(rows) == 2 and all("| 2 " in row for row in rows), report  # both seeds of both cells seen
     finished = slurm.finished_jobs()
     assert f"JobId={report_id} " in finished and finished.count(f"ArrayJobId={array_id} ") == 4
+    assert finished.count(f"ArrayJobId={fit_id} ") == 2 and "JobState=FAILED" not in finished
+    assert len(list((runs / "_cache" / "tokenizers").glob("*.json"))) == 2  # fitted once each, by the fit array
 
     again = submit(slurm, exp, runs)
-    assert "nothing to submit (4 done)" in again
+    assert "nothing to submit: 4 done already" in again
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
     queue = CliRunner().invoke(main, ["queue", str(exp), "--runs", str(runs)])
     assert queue.exit_code == 0 and queue.output.splitlines()[-1] == "4 done", queue.output

@@ -294,16 +294,18 @@ def _parse_hpc(items: tuple[str, ...], max_concurrent: int | None) -> dict:
 @click.option("--jobs", "jobs_file", required=True, type=click.Path(dir_okay=False), help="Job list of the array.")
 @click.option("--task", type=int, default=None, help="[default: $EXPMATRIX_TASK or $SLURM_ARRAY_TASK_ID]")
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads.")
+@click.option("--stage", type=click.Choice(["fit", "train"]), default="train", show_default=True)
 @friendly
-def worker(experiment, runs_root, jobs_file, task, threads) -> None:
+def worker(experiment, runs_root, jobs_file, task, threads, stage) -> None:
     """Run one array task of a submitted EXPERIMENT: job N of the list, or the next one not started."""
     from expmatrix.executors.worker import EXIT_CODES, run_task
     from expmatrix.spec import load_experiment
     from expmatrix.store import RunStore
 
-    store = RunStore(runs_root, load_experiment(experiment).name)
-    job_id, state = run_task(store, Path(jobs_file), task, threads)
-    click.echo(f"task {task if task is not None else '(env)'}: job {job_id}: {state}")
+    spec = load_experiment(experiment)
+    store = RunStore(runs_root, spec.name, spec.run.stale_after_seconds)
+    job_id, state = run_task(store, Path(jobs_file), task, threads, stage)
+    click.echo(f"{stage} task {task if task is not None else '(env)'}: job {job_id}: {state}")
     if state == "failed":
         click.echo(store.status(job_id).get("error", "failed"), err=True)
     sys.exit(EXIT_CODES.get(state, 1))

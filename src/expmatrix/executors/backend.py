@@ -21,7 +21,7 @@ class SchedulerError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Stage:
+class ArrayStage:
     """One array of jobs. `after` names stages that must all succeed first (SLURM afterok, DAG PARENT).
 
     Today a matrix has one stage, `train`; a tokenizer-fit or pretraining stage goes before it
@@ -43,7 +43,7 @@ class Plan:
     folder: Path  # this submission's folder: job lists, rendered files, logs
     templates: Path  # the hpc/ folder the templates come from
     settings: ClusterSettings
-    stages: tuple[Stage, ...]
+    stages: tuple[ArrayStage, ...]
     report_args: tuple[str, ...] = ()  # --profile/--set of the matrix, for the report job
 
     @property
@@ -51,7 +51,7 @@ class Plan:
         return self.settings.job_name or f"expmatrix-{self.name}"
 
     @property
-    def leaves(self) -> tuple[Stage, ...]:
+    def leaves(self) -> tuple[ArrayStage, ...]:
         """Stages no other stage waits for: the report waits for these."""
         parents = {a for st in self.stages for a in st.after}
         return tuple(st for st in self.stages if st.name not in parents)
@@ -60,7 +60,7 @@ class Plan:
     def log_dir(self) -> Path:
         return Path(self.settings.log_dir) if self.settings.log_dir else self.folder / "logs"
 
-    def jobs_file(self, stage: Stage) -> Path:
+    def jobs_file(self, stage: ArrayStage) -> Path:
         return self.folder / f"{stage.name}.jobs"
 
     def context(self, **more: Any) -> dict[str, Any]:

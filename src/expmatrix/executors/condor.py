@@ -48,7 +48,7 @@ class CondorBackend(Backend):
         out: dict[str, str] = {}
         for st in plan.stages:
             worker = [*plan.settings.command, "worker", str(plan.experiment), "--runs", str(plan.runs)]
-            worker += ["--jobs", str(plan.jobs_file(st)), "--threads", str(plan.settings.cpus)]
+            worker += ["--jobs", str(plan.jobs_file(st)), "--stage", st.name, "--threads", str(plan.settings.cpus)]
             out[f"{st.name}.sh"] = self._job(plan, st.name, worker)
             out[f"{st.name}.sub"] = self.render(
                 plan, "array.sub.j2", stage=st, executable=str(plan.folder / f"{st.name}.sh")

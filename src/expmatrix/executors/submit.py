@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from expmatrix.executors.backend import Backend, Plan, Stage, Submitted
+from expmatrix.executors.backend import ArrayStage, Backend, Plan, Submitted
 from expmatrix.executors.cluster import ClusterSettings, load_settings, read_profile
 from expmatrix.executors.condor import CondorBackend
-from expmatrix.executors.local import prepare_data
+from expmatrix.executors.local import prepare_data, select_jobs
 from expmatrix.executors.slurm import SlurmBackend
-from expmatrix.matrix import Matrix
+from expmatrix.matrix import Job, Matrix
 from expmatrix.spec import SpecError
+from expmatrix.stages import pending_stages
 from expmatrix.store import RunStore, atomic_write
 
 BACKENDS: dict[str, type[Backend]] = {"slurm": SlurmBackend, "condor": CondorBackend}
@@ -41,18 +42,14 @@ def submit_dir(store: RunStore) -> Path:
     return store.dir / "_submit"
 
 
-def select_jobs(matrix: Matrix, store: RunStore, retry_failed: bool) -> tuple[list[str], Counter]:
-    """Ids to submit, and the count of every state: done and running jobs never; failed ones only
-    with `retry_failed`, and then only those."""
-    states = {j.id: store.state(j.id) for j in matrix.jobs}
-    counts = Counter(states.values())
-    wanted = (lambda s: s == "failed") if retry_failed else (lambda s: s not in ("done", "failed", "running"))
-    return [j for j, s in states.items() if wanted(s)], counts
-
-
-def plan_stages(job_ids: list[str]) -> tuple[Stage, ...]:
-    """The stages of a submission. A tokenizer-fit or pretraining stage plugs in here, before `train`."""
-    return (Stage("train", tuple(job_ids)),) if job_ids else ()
+def plan_stages(todo: list[Job], store: RunStore) -> tuple[ArrayStage, ...]:
+    """The arrays of a submission: tokenizer fits not cached yet (one task per fit, any job needing it
+    stands for it), then the training jobs after them. A pretraining stage plugs in here the same way."""
+    if not todo:
+        return ()
+    fits = tuple(stage.job.id for stage in pending_stages(todo, store))
+    train = ArrayStage("train", tuple(j.id for j in todo), after=("fit",) if fits else ())
+    return ((ArrayStage("fit", fits),) if fits else ()) + (train,)
 
 
 def resolve_settings(
@@ -87,7 +84,7 @@ class Prepared:
     backend: Backend
     plan: Plan
     files: dict[str, str]  # name -> content, as written
-    counts: Counter  # states of the matrix's jobs when it was prepared
+    skipped: Counter  # jobs left alone, by reason (done already, failed, running elsewhere)
 
     def submit(self) -> Submitted:
         done = self.backend.submit(self.plan)
@@ -114,8 +111,8 @@ def prepare(
 ) -> Prepared:
     """Write the job records, job lists and rendered files of one submission; `data` also generates
     shared inputs (synthetic data) once here, so array tasks never race to write them."""
-    job_ids, counts = select_jobs(matrix, store, retry_failed)
-    stages = plan_stages(job_ids)
+    selection = select_jobs(matrix, store, retry_failed)  # the same choice as `expmatrix run`
+    stages = plan_stages(selection.todo, store)
     backend = get_backend(backend_name)
     content = {"stages": stages, "settings": settings.model_dump(), "report": report_args}
     content |= {"exp": str(matrix.path.resolve()), "runs": str(store.root.resolve())}
@@ -132,7 +129,7 @@ def prepare(
     )
     files = backend.files(plan) if stages else {}
     if not stages:
-        return Prepared(backend, plan, files, counts)
+        return Prepared(backend, plan, files, selection.skipped)
     jobs = {j.id: j for j in matrix.jobs}
     for st in stages:
         for job_id in st.job_ids:
@@ -145,7 +142,7 @@ def prepare(
     plan.log_dir.mkdir(parents=True, exist_ok=True)
     if data:
         prepare_data([jobs[i] for st in stages for i in st.job_ids], store)
-    return Prepared(backend, plan, files, counts)
+    return Prepared(backend, plan, files, selection.skipped)
 
 
 def report_args(profile: str | None, overrides: tuple[str, ...]) -> tuple[str, ...]:
@@ -168,10 +165,12 @@ def submit_matrix(
     dry_run: bool,
 ) -> tuple[Prepared, Submitted | None]:
     """What `expmatrix submit` does: prepare the submission, then submit it unless `dry_run`."""
+    from expmatrix.inert import check_consumed
     from expmatrix.matrix import build_matrix, parse_set
 
     matrix = build_matrix(experiment, profile, parse_set(overrides))
-    store = RunStore(runs_root, matrix.spec.name)
+    store = RunStore(runs_root, matrix.spec.name, matrix.spec.run.stale_after_seconds)
+    check_consumed(matrix, store.cache_dir)  # a setting no job reads is an error before anything is queued
     name, settings, templates = resolve_settings(matrix, backend, cluster, cli_hpc)
     prepared = prepare(
         matrix, store, name, settings, templates, report_args(profile, overrides), retry_failed, data=not dry_run
@@ -182,17 +181,17 @@ def submit_matrix(
 
 
 def report_line(prepared: Prepared, submitted: Submitted | None, dry_run: bool) -> str:
-    """What `submit` prints: the files (--dry-run), the commands, the scheduler ids, the skipped jobs."""
-    plan, counts = prepared.plan, prepared.counts
-    states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    """What `submit` prints: the files (--dry-run), the commands, the scheduler ids, the jobs left alone."""
+    plan = prepared.plan
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(prepared.skipped.items()))
     if not plan.stages:
-        return f"nothing to submit ({states})"
+        return f"nothing to submit: {skipped}"
     out = []
     if dry_run:
         out += [f"==> {plan.folder / name} <==\n{text}" for name, text in prepared.files.items()]
         out.append("would run:\n  " + "\n  ".join(prepared.backend.commands(plan)))
-    tasks = sum(len(st.job_ids) for st in plan.stages)
-    out.append(f"{tasks} jobs in {len(plan.stages)} stage(s) ({states}): {plan.folder}")
+    arrays = ", ".join(f"{st.name} {len(st.job_ids)}" for st in plan.stages)
+    out.append(f"arrays: {arrays} tasks" + (f" (left alone: {skipped})" if skipped else "") + f"\n{plan.folder}")
     if submitted:
         out.append("submitted: " + ", ".join(f"{k} {v}" for k, v in submitted.ids.items()))
     return "\n".join(out)

@@ -104,10 +104,26 @@ def run_one(store: RunStore, job_id: str, task: int, threads: int) -> str:
     return state
 
 
-def run_task(store: RunStore, jobs_file: Path, task: int | None, threads: int) -> tuple[str | None, str]:
+def run_fit(store: RunStore, job_id: str) -> str:
+    """A fit-stage task: the shared work (tokenizer fit) that job `job_id` needs, unless it is cached."""
+    from expmatrix.matrix import Job
+    from expmatrix.stages import pending_stages, run_stage
+
+    for stage in pending_stages([Job.from_record(store.read_job(job_id))], store):
+        run_stage(stage, store)  # cached by its key: a second fit of the same key rewrites the same file
+    return "done"
+
+
+def run_task(
+    store: RunStore, jobs_file: Path, task: int | None, threads: int, stage: str = "train"
+) -> tuple[str | None, str]:
     """(job id, final state) of the job this task ran; (None, 'nothing') when none was left."""
     job_ids = read_job_list(jobs_file)
     n = task_index(task)
+    if stage == "fit":
+        if not 0 <= n < len(job_ids):
+            raise SpecError(f"task {n} is outside the job list (0..{len(job_ids) - 1})")
+        return job_ids[n], run_fit(store, job_ids[n])
     with stop_on_signals():
         try:
             for job_id in candidates(job_ids, n, store):

@@ -4,4 +4,4 @@
 # `exec` hands HTCondor's SIGTERM (eviction, condor_vacate) straight to expmatrix, which checkpoints and
 # exits 75; the submit file retries exactly that exit code.
 
-exec expmatrix worker /cluster/exp/thesis.yaml --runs /cluster/runs --jobs /cluster/runs/thesis/_submit/x/train.jobs --threads 4
+exec expmatrix worker /cluster/exp/thesis.yaml --runs /cluster/runs --jobs /cluster/runs/thesis/_submit/x/train.jobs --stage train --threads 4
