@@ -119,6 +119,23 @@ def test_a_yaml_number_for_the_time_limit_is_seconds():
     assert load_settings([("", yaml.safe_load("time: 1-00:00:00"))]).time_seconds() == 86400
 
 
+def test_settings_layer_profile_then_experiment_then_command_line(tmp_path):
+    hpc = {"templates": str(HPC), "cluster": "stoomboot", "cpus": 2, "memory": "8G"}
+    exp, runs = write_experiment(tmp_path, hpc=hpc), str(tmp_path / "runs")
+    result = CliRunner().invoke(main, ["submit", str(exp), "--runs", runs, "--dry-run", "--hpc", "memory=1G"])
+    assert result.exit_code == 0, result.output  # the backend comes from the profile
+    sub = result.output.split("train.sub <==")[1]
+    for line in ("request_cpus = 2", "request_memory = 1G", "request_gpus = 1", '+UseOS = "el9"'):
+        assert line in sub.splitlines()  # experiment over profile, command line over both
+
+
+def test_a_bad_key_in_the_experiments_hpc_section_names_the_file(tmp_path):
+    exp = write_experiment(tmp_path, hpc={"templates": str(HPC), "memroy": "4G"})
+    result = CliRunner().invoke(main, ["submit", str(exp), "--runs", str(tmp_path / "runs"), "--backend", "slurm"])
+    assert result.exit_code == 1 and f"{exp}: hpc.memroy: unknown key; valid keys: account," in result.output
+    assert not (tmp_path / "runs" / "tiny" / "_submit").exists()
+
+
 # ---------------------------------------------------------------- HTCondor files, read by the real parser
 
 
@@ -181,16 +198,16 @@ def test_condor_wrapper_runs_its_task_with_the_environment_condor_sets(tmp_path)
     assert late.returncode == 0 and b"job None: nothing" in late.stdout  # its job is done and no other is new
 
 
-def test_a_task_takes_the_next_job_nobody_started_when_its_own_is_done(tmp_path):
+def test_a_task_takes_the_next_waiting_job_when_its_own_is_done(tmp_path):
     store = RunStore(tmp_path, "e")
-    for job_id, state in {"a": "done", "b": "new", "c": "failed", "d": "new"}.items():
+    for job_id, state in {"a": "done", "b": "new", "c": "failed", "d": "preempted", "e": "done"}.items():
         if state != "new":
             store.set_status(job_id, state)
-    ids = ["a", "b", "c", "d"]
-    assert list(candidates(ids, 0, store)) == ["b", "d"]  # own job done: the new ones, in ring order
-    assert list(candidates(ids, 2, store)) == ["c", "d", "b"]  # its own failed job first (a retry), then new ones
-    with pytest.raises(SpecError, match="task 4 is outside the job list"):
-        list(candidates(ids, 4, store))
+    ids = ["a", "b", "c", "d", "e"]
+    assert list(candidates(ids, 0, store)) == ["b", "d"]  # own job done: the waiting ones, in ring order
+    assert list(candidates(ids, 2, store)) == ["c", "d", "b"]  # its own failed job first (a retry), not others'
+    with pytest.raises(SpecError, match=r"task 5 is outside the job list \(0..4\)"):
+        list(candidates(ids, 5, store))
 
 
 def test_the_worker_without_a_task_index_says_how_to_give_one(tmp_path, monkeypatch):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 from expmatrix.executors.backend import Backend, Plan, SchedulerError, Submitted, run_command
 
 
@@ -96,9 +94,8 @@ class SlurmBackend(Backend):
         # all of this user's jobs in one call, then ours: `-j` fails outright once one id is forgotten
         mine = parse_squeue(run_command(["squeue", "--me", "-h", "-r", "-t", "all", "-o", "%i|%T|%r"]))
         states = {k: v for k, v in mine.items() if k[0] in ids}
-        sacct = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)], capture_output=True, text=True
-        )
-        if sacct.returncode == 0:  # no accounting database: squeue's memory (MinJobAge) is all there is
-            states = {**parse_sacct(sacct.stdout), **states}
-        return states
+        try:  # finished tasks squeue has forgotten (after MinJobAge); without an accounting database it fails
+            sacct = run_command(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)])
+        except SchedulerError:
+            return states
+        return {**parse_sacct(sacct), **states}

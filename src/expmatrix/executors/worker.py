@@ -1,4 +1,4 @@
-"""One array task: run job N of the submitted list, or the next one nobody has started.
+"""One array task: run job N of the submitted list, or the next one waiting to be (re)started.
 
 The task index comes from `--task`, `$EXPMATRIX_TASK` (set by the HTCondor submit file to
 `$(ProcId)`) or `$SLURM_ARRAY_TASK_ID`. The job itself goes through `run_job`, the same claim,
@@ -26,7 +26,8 @@ from expmatrix.store import RunStore, atomic_write
 
 TASK_ENV = ("EXPMATRIX_TASK", "SLURM_ARRAY_TASK_ID")
 SCHEDULER_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CONDOR_JOB_ID", "_CONDOR_JOB_AD")
-EXIT_CODES = {"done": 0, "nothing": 0, "failed": 1, "preempted": PREEMPTED_EXIT}
+# lost: another worker took the job over (our heartbeat went stale); it is not a failure of this task
+EXIT_CODES = {"done": 0, "nothing": 0, "lost": 0, "failed": 1, "preempted": PREEMPTED_EXIT}
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
@@ -67,14 +68,17 @@ def read_job_list(path: Path) -> list[str]:
 
 
 def candidates(job_ids: list[str], task: int, store: RunStore) -> Iterator[str]:
-    """The task's own job unless it is done, then the others in ring order that nobody has started."""
+    """The task's own job unless it is done, then the others in ring order that wait to be (re)started:
+    new, interrupted or preempted, the same ones `expmatrix run` takes. Claims keep it to one worker."""
+    from expmatrix.executors.local import RESUMABLE  # imports torch: after the signal handlers are in place
+
     if not 0 <= task < len(job_ids):
         raise SpecError(f"task {task} is outside the job list (0..{len(job_ids) - 1})")
     if store.state(job_ids[task]) != "done":
         yield job_ids[task]
     for k in range(1, len(job_ids)):
         job_id = job_ids[(task + k) % len(job_ids)]
-        if store.state(job_id) == "new":
+        if store.state(job_id) in RESUMABLE:
             yield job_id
 
 
