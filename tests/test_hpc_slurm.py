@@ -132,9 +132,14 @@ def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(s
     assert reconcile(cut_store, [job_id])[0][0][3] == "done"
 
     tries = attempts(cut_store, job_id)
-    assert [a["state"] for a in tries] == ["preempted"] * (len(tries) - 1) + ["done"] and len(tries) >= 2
-    assert [int(a.get("slurm_restart_count", 0)) for a in tries] == list(range(len(tries)))  # one task, requeued
+    assert [a["state"] for a in tries] == ["preempted"] * (len(tries) - 1) + ["done"]
+    # one task, requeued; a warning that beats Python's start-up kills the worker before it can log an
+    # attempt (the script requeues that too), so restart counts may skip but always grow
+    restarts = [int(a.get("slurm_restart_count", 0)) for a in tries]
+    assert restarts == sorted(set(restarts)) and restarts[-1] >= 1 and {a["task"] for a in tries} == {0}
     assert [a["state"] for a in attempts(full_store, job_id)] == ["done"]
+    starts = [json.loads(line) for line in cut_store.path(job_id, "starts.jsonl").read_text().splitlines()]
+    assert any(s["resumed"] for s in starts)  # a requeued attempt went on from a checkpoint
 
     a, b = (json.loads(s.path(job_id, "metrics.json").read_text()) for s in (cut_store, full_store))
     assert a["epochs"] == b["epochs"] == 25

@@ -37,9 +37,11 @@ class Interrupted(BaseException):
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[None]:
+def stop_on_signals(then: signal.Handlers | None = None) -> Iterator[None]:
     """Turn USR1/TERM into `Interrupted` unless the trainer installs its own handler (it checkpoints
-    mid-epoch and raises `Preempted`); outside training this still ends the task cleanly."""
+    mid-epoch and raises `Preempted`); outside training this still ends the task cleanly.
+    On exit the previous handlers come back, or `then` (the worker ignores a warning that arrives
+    after its job ended, so it still exits with the job's code)."""
 
     def handler(signum: int, _frame) -> None:
         raise Interrupted(signal.Signals(signum).name)
@@ -49,7 +51,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, h if then is None else then)
 
 
 def task_index(task: int | None) -> int:
@@ -128,7 +130,7 @@ def run_task(
         if not 0 <= n < len(job_ids):
             raise SpecError(f"task {n} is outside the job list (0..{len(job_ids) - 1})")
         return job_ids[n], run_fit(store, job_ids[n])
-    with stop_on_signals():
+    with stop_on_signals(then=signal.SIG_IGN):
         try:
             for job_id in candidates(job_ids, n, store):
                 state = run_one(store, job_id, n, threads)
