@@ -184,37 +184,32 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
 @PROFILE
 @SET
 @RUNS
-@click.option("--metric", default=None, help="Metric to compare [default: the experiment's report.metric].")
-@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown"]), default="terminal", show_default=True)
+@click.option(
+    "--spec", "report_spec", type=click.Path(exists=True, dir_okay=False), help="A report spec (reports/*.yaml)."
+)
+@click.option("--metric", default=None, help="Metric that ranks cells and is compared [default: report.metric].")
+@click.option("--metrics", default=None, help="Comma-separated columns of the cell table [default: report.metrics].")
+@click.option("--baseline", multiple=True, metavar="FACTOR=LEVEL", help="Baseline level of a factor (repeatable).")
+@click.option("--interaction", multiple=True, metavar="A:B", help="Two-way table of two factors (repeatable).")
+@click.option("--top-k", type=int, default=None, help="Cells in the ranking and the ROC/learning-curve plots.")
+@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "latex", "html"]), default="terminal",
+              show_default=True, help="What is printed; every format is written to --out.")  # fmt: skip
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Output folder [default: runs/<experiment>]."
+)
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the PNG/PDF plots.")
 @friendly
-def report(experiment, profile, overrides, runs_root, metric, fmt) -> None:
-    """Compare the cells of EXPERIMENT; also writes report.md and results.parquet beside the runs."""
-    from expmatrix.report.collect import collect, orphans
-    from expmatrix.report.tables import cell_table, paired_effect, render
-    from expmatrix.spec import SpecError
-    from expmatrix.store import RunStore, atomic_write
+def report(experiment, profile, overrides, runs_root, report_spec, metric, metrics, baseline, interaction, top_k,
+           fmt, out, plots) -> None:  # fmt: skip
+    """Compare the cells of EXPERIMENT: tables, factor effects with CIs, plots, in every format."""
+    from expmatrix.report import make_report
+    from expmatrix.report.settings import parse_flags
 
+    flags = parse_flags(metric, metrics, baseline, interaction, top_k)
     matrix = _matrix(experiment, profile, overrides)
-    store = RunStore(runs_root, matrix.spec.name)
-    results = collect(matrix, store)
-    metric = metric or matrix.spec.report.metric
-    seeds = len({j.seed for j in matrix.jobs})
-    table = cell_table(results, matrix.factor_names, metric, seeds, matrix.spec.report.higher_is_better)
-    stray = orphans(matrix, store)
-    if stray:
-        table.warnings.append(f"{len(stray)} run directories belong to no job of this matrix (left out)")
-    effects = []
-    for factor, level in matrix.spec.report.baseline.items():
-        if factor not in matrix.factor_names or level not in results[factor].to_list():
-            raise SpecError(f"{experiment}: report.baseline.{factor}: no factor level {level!r}")
-        effects.append(paired_effect(results, matrix.factor_names, metric, factor, level))
-    store.dir.mkdir(parents=True, exist_ok=True)
-    results.write_parquet(store.dir / "results.parquet")
-    title = f"# {matrix.spec.name}" + (f" (profile {profile})" if profile else "")
-    sections = [render(t, "markdown") for t in (table, *effects)]
-    atomic_write(store.dir / "report.md", f"{title}\n\n" + "\n\n".join(sections) + "\n")
-    click.echo("\n\n".join(render(t, fmt) for t in (table, *effects)))
-    click.echo(f"\nwritten: {store.dir / 'report.md'}, {store.dir / 'results.parquet'}")
+    text, written = make_report(matrix, runs_root, profile, report_spec, flags, out, fmt, plots)
+    click.echo(text)
+    click.echo(f"written to {written}")
 
 
 @main.command()

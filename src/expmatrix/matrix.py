@@ -88,7 +88,7 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
         d = d.setdefault(p, {})
         if not isinstance(d, dict):
             raise SpecError(f"{key}: {p!r} is not a section")
-    d[last] = copy.deepcopy(value)
+    d[last] = copy.deepcopy(value) if isinstance(value, dict | list) else value
 
 
 def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -195,7 +195,7 @@ class Presets:
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.yaml"
 
-    def get(self, name: str, where: str) -> dict[str, Any]:
+    def get(self, name: str, where: str, copied: bool = True) -> dict[str, Any]:
         if name not in self._cache:
             if not self.path(name).exists():
                 raise SpecError(
@@ -206,7 +206,7 @@ class Presets:
             if not isinstance(raw, dict):
                 raise SpecError(f"{self.path(name)}: expected a mapping")
             self._cache[name] = {"name": name, **raw}
-        return copy.deepcopy(self._cache[name])
+        return copy.deepcopy(self._cache[name]) if copied else self._cache[name]
 
 
 def _origin(layers: list[Layer], key: str) -> str:
@@ -270,6 +270,8 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
             raise SpecError(f"{path}: unknown profile {profile!r}; defined: {', '.join(spec.profiles) or 'none'}")
         prof = dict(spec.profiles[profile])
         seeds = prof.pop("seeds", seeds)
+        if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise SpecError(f"{path}: profiles.{profile}.seeds: expected a list of integers, got {seeds!r}")
         later.append((f"profiles.{profile}: ", flatten(prof)))
     if overrides:
         later.append(("--set ", dict(overrides)))
@@ -299,15 +301,17 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
             if over
         ]
         layers = base + fac_layers + later
+        config = resolve(layers, presets, path)  # validated once per cell: seeds differ in `seed` only
+        data_path = config["data"]["path"]
+        if data_path != "synthetic":
+            data_path = str((path.parent / data_path).resolve())
+        no_seed = {k: v for k, v in _identity(config).items() if k != "seed"}
+        cell = _hash_sections(no_seed)
         for seed in seeds:
-            config = resolve(layers + [("seeds: ", {"seed": seed})], presets, path)
-            data_path = config["data"]["path"]
-            if data_path != "synthetic":
-                data_path = str((path.parent / data_path).resolve())
-            identity = _identity(config)
-            no_seed = {k: v for k, v in identity.items() if k != "seed"}
-            jobs.append(Job(short_hash(identity), short_hash(no_seed), levels, seed, config, data_path, run))
-        settings.setdefault(jobs[-1].cell, explicit_settings(layers, presets))
+            job_config = {**config, "seed": seed}  # sections shared between the seeds: read-only
+            job_id = _hash_sections({**no_seed, "seed": json.dumps(seed)})
+            jobs.append(Job(job_id, cell, levels, seed, job_config, data_path, run))
+        settings[cell] = explicit_settings(layers, presets)
     _check_distinct_cells(jobs, path)
     return Matrix(spec, path, jobs, list(factors), settings)
 
@@ -319,7 +323,7 @@ def explicit_settings(layers: list[Layer], presets: Presets) -> dict[str, str]:
         for k, v in over.items():
             if k == "tokenizer" and isinstance(v, str):
                 out = {key: src for key, src in out.items() if not key.startswith("tokenizer.")}
-                preset = flatten(presets.get(v, where))
+                preset = flatten(presets.get(v, where, copied=False))
                 out.update({f"tokenizer.{p}": f"{presets.path(v)}: {p}" for p in preset})
             else:
                 out[k] = where + k
@@ -329,16 +333,20 @@ def explicit_settings(layers: list[Layer], presets: Presets) -> dict[str, str]:
 COSMETIC = ("tokenizer.name",)  # labels, not settings: renaming a preset keeps its jobs' ids
 
 
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The config without cosmetic keys: what the job id hashes."""
-    out = copy.deepcopy(config)
-    for key in COSMETIC:
-        *parents, last = key.split(".")
-        d = out
-        for p in parents:
-            d = d.get(p, {})
-        d.pop(last, None)
+def _identity(config: dict[str, Any]) -> dict[str, str]:
+    """Each top-level section of the config, without cosmetic keys, as canonical JSON."""
+    out = {}
+    for section, value in config.items():
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if f"{section}.{k}" not in COSMETIC}
+        out[section] = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return out
+
+
+def _hash_sections(sections: dict[str, str]) -> str:
+    """`short_hash` of the dict whose sections are already JSON (the same text json.dumps would give)."""
+    text = "{" + ",".join(f"{json.dumps(k)}:{sections[k]}" for k in sorted(sections)) + "}"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def _check_distinct_cells(jobs: list[Job], path: Path) -> None:

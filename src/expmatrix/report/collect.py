@@ -41,3 +41,19 @@ def orphans(matrix: Matrix, store: RunStore) -> list[str]:
     """Run directories on disk that no job of this matrix owns (e.g. after editing a level)."""
     ids = {j.id for j in matrix.jobs}
     return [i for i in store.job_ids() if i not in ids]
+
+
+def read_predictions(store: RunStore, job_id: str) -> pl.DataFrame:
+    """Test predictions of a finished job (score, label, process); a missing file is an error naming the job."""
+    path = store.path(job_id, "predictions.parquet")
+    if not path.exists():
+        raise FileNotFoundError(f"job {job_id}: no predictions at {path}")
+    return pl.read_parquet(path)
+
+
+def read_history(store: RunStore, job_id: str) -> pl.DataFrame:
+    """Per-epoch log of a job (epoch, train_loss, val_loss, val_auroc, ...)."""
+    path = store.path(job_id, "metrics.jsonl")
+    if not path.exists():
+        raise FileNotFoundError(f"job {job_id}: no per-epoch log at {path}")
+    return pl.read_ndjson(path)

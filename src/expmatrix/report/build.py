@@ -1,0 +1,163 @@
+"""An experiment's runs -> a `Report` (tables, numbers, plots) -> files in every format.
+
+report = build_report(matrix, store, settings, out)
+write_report(report, out, results)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from expmatrix.matrix import Matrix
+from expmatrix.report import plots
+from expmatrix.report.collect import collect, orphans, read_history, read_predictions
+from expmatrix.report.coverage import coverage
+from expmatrix.report.document import Report
+from expmatrix.report.effects import StatsSettings, cell_stats, factor_effects, finished, interaction, levels_of
+from expmatrix.report.formats import FORMATS
+from expmatrix.report.formats.latex import render_table
+from expmatrix.report.settings import ReportSettings
+from expmatrix.report.tables import (
+    EFFECT_NOTES,
+    cells_table,
+    direction,
+    effects_table,
+    interaction_table,
+    ranking_table,
+)
+from expmatrix.spec import SpecError
+from expmatrix.store import RunStore, atomic_write
+
+FILES = {"markdown": "report.md", "latex": "report.tex", "html": "report.html"}
+
+
+def _check_metrics(results: pl.DataFrame, metrics: list[str]) -> None:
+    unknown = [m for m in metrics if m not in results.columns]
+    if unknown:
+        known = sorted(
+            c for c in results.columns if c.startswith(("test.", "val.")) or c in ("params", "train_seconds")
+        )
+        raise SpecError(f"report.metrics: no finished job has {', '.join(unknown)}; available: {', '.join(known)}")
+
+
+def cell_label(row: dict, factors: list[str]) -> str:
+    return ", ".join(f"{f.rsplit('.', 1)[-1]}={row[f]}" for f in factors)
+
+
+def best_models(
+    stats: pl.DataFrame, results: pl.DataFrame, factors: list[str], metric: str, store: RunStore
+) -> pl.DataFrame:
+    """Every cell ranked by `metric`, with the best seed's job, its own value and run directory."""
+    own = results.select(pl.col("job").alias("best_job"), pl.col(metric).alias(f"best_job {metric}"))
+    return (
+        stats.select(*factors, f"{metric} mean", f"{metric} std", f"{metric} n", "best_job", "best_seed")
+        .join(own, on="best_job", how="left", maintain_order="left")
+        .with_columns(
+            pl.col("best_job").map_elements(lambda j: str(store.job_dir(j)), return_dtype=pl.String).alias("run_dir")
+        )
+        .with_row_index("rank", offset=1)
+    )
+
+
+def _jobs_of(results: pl.DataFrame, levels: dict[str, str]) -> list[str]:
+    return finished(results).filter(*(pl.col(f) == v for f, v in levels.items()))["job"].to_list()
+
+
+@dataclass
+class Numbers:
+    """What the plots draw from."""
+
+    results: pl.DataFrame
+    stats: pl.DataFrame
+    effects: pl.DataFrame
+    inters: list[pl.DataFrame]
+    factors: list[str]
+    varied: list[str]  # factors with more than one level
+
+
+def make_plots(n: Numbers, s: ReportSettings, store: RunStore, out: Path) -> list[Path]:
+    """Effects, heatmaps, ROC of the top cells and of each factor's levels (others at the best cell),
+    learning curves of the top cells."""
+    results, stats, effects, inters, factors, varied = n.results, n.stats, n.effects, n.inters, n.factors, n.varied
+    top = [dict(zip(factors, r, strict=True)) for r in stats.head(s.top_k).select(factors).iter_rows()]
+    best = top[0]
+    steps = [lambda: plots.effects_plot(effects, s.metric, out)] if varied else []
+    steps += [lambda i=i: plots.heatmap(i, s.metric, out) for i in inters]
+    preds = {cell_label(c, factors): [read_predictions(store, j) for j in _jobs_of(results, c)] for c in top}
+    steps.append(lambda: plots.roc_plot(preds, f"top {len(top)} cells by {s.metric}", out, "roc_cells"))
+    for f in varied:
+        fixed = {g: v for g, v in best.items() if g != f}
+        curves = {
+            lv: [read_predictions(store, j) for j in _jobs_of(results, {**fixed, f: lv})]
+            for lv in levels_of(results, f)
+        }
+        curves = {k: v for k, v in curves.items() if v}
+        title = f"{f} levels; fixed: {cell_label(fixed, list(fixed))}"
+        steps.append(lambda c=curves, t=title, f=f: plots.roc_plot(c, t, out, f"roc_{f}"))
+    hist = {cell_label(c, factors): [read_history(store, j) for j in _jobs_of(results, c)] for c in top}
+    steps.append(lambda: plots.learning_curves(hist, out))
+    return [step() for step in tqdm(steps, desc="plots", leave=False)]
+
+
+def build_report(
+    matrix: Matrix, store: RunStore, s: ReportSettings, out: Path | None, title: str
+) -> tuple[Report, pl.DataFrame]:
+    """Collect the runs and compute every table; plots go to `out/plots` (none if `out` is None)."""
+    results = collect(matrix, store)
+    factors = matrix.factor_names or ["cell"]
+    varied = [f for f in factors if results[f].n_unique() > 1]  # a factor of one level has no effect to show
+    stray = orphans(matrix, store)
+    left_out = [f"{len(stray)} run directories belong to no job of this matrix (left out)"] if stray else []
+    if finished(results).is_empty():
+        return Report(
+            title, coverage(results, factors, []) + left_out + ["no finished job: nothing to compare"], []
+        ), results
+    _check_metrics(results, s.metrics)
+    s.check_levels({f: levels_of(results, f) for f in factors})
+    higher = s.directions()
+    settings = StatsSettings(s.confidence, s.bootstrap, s.seed)
+    stats = cell_stats(results, factors, s.metrics, s.metric, direction(s.metric, higher))
+    notes = [n.format(conf=s.confidence, resamples=s.bootstrap, seed=s.seed) for n in EFFECT_NOTES]
+    baselines = {f: s.baseline.get(f) or levels_of(results, f)[0] for f in varied}
+    effects = pl.concat([factor_effects(results, factors, s.metric, f, baselines[f], settings) for f in varied])
+    pairs = s.interaction_pairs(varied)
+    inters = [interaction(results, factors, s.metric, a, baselines[a], b, settings) for a, b in pairs]
+    tables = [
+        cells_table(stats, factors, s.metrics, higher),
+        effects_table(effects, s.metric, direction(s.metric, higher), notes),
+        *(interaction_table(i, s.metric, notes[1:3]) for i in inters),
+        ranking_table(stats, factors, s.metric, s.top_k),
+    ]
+    frames = {
+        "summary": stats.with_columns(pl.col("seeds").list.eval(pl.element().cast(pl.String)).list.join(" ")),
+        "best_models": best_models(stats, results, factors, s.metric, store),
+        "effects": effects,
+        **{f"interaction_{a}__{b}": i for (a, b), i in zip(pairs, inters, strict=True)},
+    }
+    report = Report(title, coverage(results, factors, s.metrics) + left_out, tables, frames)
+    if out is not None:
+        numbers = Numbers(results, stats, effects, inters, factors, varied)
+        report.plots = make_plots(numbers, s, store, out / "plots")
+    return report, results
+
+
+def write_report(report: Report, results: pl.DataFrame, out: Path) -> list[Path]:
+    """report.md|tex|html, results.parquet, summary.csv, best_models.csv, tables/*.csv|tex; returns the paths."""
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt, name in FILES.items():
+        atomic_write(out / name, FORMATS[fmt](report))
+        written.append(out / name)
+    results.write_parquet(out / "results.parquet")
+    written.append(out / "results.parquet")
+    for name, frame in report.frames.items():
+        path = out / (f"{name}.csv" if name in ("summary", "best_models") else f"tables/{name}.csv")
+        frame.write_csv(path)
+        written.append(path)
+    for t in report.tables:
+        atomic_write(out / "tables" / f"{t.name}.tex", render_table(t))
+    return written

@@ -1,0 +1,19 @@
+"""A whole report before it is written in any format: warnings, tables, frames and plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from expmatrix.report.tables import Table
+
+
+@dataclass
+class Report:
+    title: str
+    warnings: list[str]  # what was left out, stated above the tables
+    tables: list[Table]
+    frames: dict[str, pl.DataFrame] = field(default_factory=dict)  # CSV stem -> numbers behind the tables
+    plots: list[Path] = field(default_factory=list)  # PNG files (a PDF beside each)

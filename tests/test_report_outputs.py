@@ -1,0 +1,120 @@
+"""A real tiny matrix, reported in every format: files, plots, LaTeX that compiles, HTML that a browser opens."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from conftest import write_experiment
+
+from expmatrix.cli import main
+
+FACTORS = {
+    "tokenizer": ["direct", "binned_ambre5"],
+    "met": {"with": {"data.use_met": True}, "without": {"data.use_met": False}},
+}
+TINY_DATA = {"path": "synthetic", "synthetic": {"events": 1500, "seed": 1}}
+TINY_BASE = {
+    "model": {"target_params": 8000, "layers": 1, "heads": 2},
+    "train": {"epochs": 1, "batch_size": 256, "warmup_steps": 2, "lr": 1e-3},
+}
+REPORT = {"baseline": {"tokenizer": "direct"}, "top_k": 2}
+PLOTS = ["effects", "heatmap_tokenizer__met", "roc_cells", "roc_tokenizer", "roc_met", "learning_curves"]
+
+
+def cli(*args: str):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    """2 tokenizers x 2 MET levels x 1 seed, trained for real, reported to `out` (LaTeX printed)."""
+    tmp = tmp_path_factory.mktemp("report")
+    exp = write_experiment(tmp, factors=FACTORS, data=TINY_DATA, base=TINY_BASE, report=REPORT)
+    cli("run", str(exp), "--runs", str(tmp / "runs"), "--workers", "2")
+    printed = cli("report", str(exp), "--runs", str(tmp / "runs"), "--out", str(tmp / "out"), "--format", "latex")
+    return tmp, exp, printed
+
+
+def test_every_file_is_written(reported):
+    tmp, _, printed = reported
+    out = tmp / "out"
+    for name in ["report.md", "report.tex", "report.html", "results.parquet", "summary.csv", "best_models.csv"]:
+        assert (out / name).stat().st_size > 0, name
+    for name in ["cells", "effects", "interaction_tokenizer__met", "ranking"]:
+        assert (out / "tables" / f"{name}.tex").exists()
+    assert {p.name for p in (out / "plots").iterdir()} == {f"{p}.{ext}" for p in PLOTS for ext in ("png", "pdf")}
+    assert (out / "report.tex").read_text() in printed  # --format latex prints the document
+    results = pl.read_parquet(out / "results.parquet")
+    best = pl.read_csv(out / "best_models.csv")
+    assert best["rank"].to_list() == [1, 2, 3, 4]
+    assert best["test.auroc mean"][0] == pytest.approx(results["test.auroc"].max())  # one seed: the job is the cell
+    assert best["run_dir"][0].endswith(best["best_job"][0])
+    effects = pl.read_csv(out / "tables" / "effects.csv")
+    direct, binned = effects.filter(pl.col("factor") == "tokenizer").rows(named=True)
+    auroc = dict(zip(zip(results["tokenizer"], results["met"], strict=True), results["test.auroc"], strict=True))
+    diffs = [auroc["binned_ambre5", m] - auroc["direct", m] for m in ("with", "without")]
+    assert binned["delta"] == pytest.approx(sum(diffs) / 2) and binned["pairs"] == 2
+
+
+def test_latex_is_escaped_and_compiles(reported, tmp_path):
+    tex = (reported[0] / "out" / "report.tex").read_text()
+    assert tex.isascii() and "model\\_" not in tex  # no raw Unicode; factor names are escaped
+    assert "binned\\_ambre5" in tex and "$\\pm$" in tex and "$\\Delta$" in tex
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 4
+    assert tex.count("\\toprule") == tex.count("\\midrule") == tex.count("\\bottomrule") == 4
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    (tmp_path / "report.tex").write_text(tex)
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert (tmp_path / "report.pdf").stat().st_size > 1000
+    assert "Overfull" not in run.stdout
+
+
+def test_html_opens_in_headless_chromium_with_every_plot(reported, tmp_path):
+    page = reported[0] / "out" / "report.html"
+    html = page.read_text()
+    assert html.count('src="data:image/png;base64,') == len(PLOTS) and 'src="http' not in html  # self-contained
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless Chromium (apt-get install chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-broken-images="0"' in dom.stdout  # the page's own check: every embedded PNG decoded
+    assert dom.stdout.count("<table>") == 4
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert shot.stat().st_size > 10_000
+
+
+def test_partial_results_are_reported_with_what_is_missing(reported):
+    tmp, exp, _ = reported
+    more_seeds = write_experiment(tmp / "runs", factors=FACTORS, data=TINY_DATA, base=TINY_BASE, seeds=[0, 1])
+    out = cli("report", str(more_seeds), "--runs", str(tmp / "runs"), "--out", str(tmp / "partial"), "--no-plots")
+    assert "warning: partial results: 4 of 8 jobs done; left out: 4 new" in out
+    assert "warning: cell tokenizer=direct, met=with: 1 of 2 seeds finished (missing: 1)" in out
+    assert not (tmp / "partial" / "plots").exists()
+    effects = pl.read_csv(tmp / "partial" / "tables" / "effects.csv")
+    assert effects.filter(pl.col("level") == "binned_ambre5")["pairs_expected"].to_list() == [4]
+
+
+def test_unknown_metric_names_the_available_ones(reported):
+    tmp, exp, _ = reported
+    result = CliRunner().invoke(main, ["report", str(exp), "--runs", str(tmp / "runs"), "--metric", "test.aroc"])
+    assert result.exit_code == 1
+    assert (
+        "report.metrics: no finished job has test.aroc; available:" in result.output and "test.auroc" in result.output
+    )
