@@ -62,7 +62,8 @@ def slurm_conf(folder: Path) -> str:
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",
             "DependencyParameters=kill_invalid_depend",
-            "SchedulerParameters=batch_sched_delay=0",
+            "SchedulerParameters=batch_sched_delay=0,sched_interval=2",  # pending jobs are tried every 2 s
+            "AuthInfo=cred_expire=10",  # a requeued job may start again after 10 s (default 120 s)
             "JobCompType=jobcomp/filetxt",
             f"JobCompLoc={folder}/jobcomp.txt",
             "MailProg=/bin/true",
