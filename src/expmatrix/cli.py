@@ -30,13 +30,14 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from expmatrix.data import DataError
+        from expmatrix.executors.backend import SchedulerError
         from expmatrix.models.sizing import BudgetError
         from expmatrix.spec import SpecError
         from expmatrix.tokenizers import TokenizerError
 
         try:
             return fn(*args, **kwargs)
-        except (SpecError, DataError, TokenizerError, BudgetError) as e:
+        except (SpecError, DataError, TokenizerError, BudgetError, SchedulerError) as e:
             raise click.ClickException(str(e)) from None
 
     return wrapper
@@ -342,3 +343,76 @@ def data_explore(file, split, keys, max_events, unit, plots, tokenizer, presets,
     result = explore(file, names[f"x_{split}"], names[f"y_{split}"], unit=unit, max_events=max_events or None,
                      plots=plots, tokenizer=config, cont_features=VECT_FEATURES[vect])  # fmt: skip
     click.echo(render(result, fmt))
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@PROFILE
+@SET
+@RUNS
+@click.option("--backend", type=click.Choice(["slurm", "condor"]), default=None, help="[default: the profile's]")
+@click.option("--cluster", default=None, help="Cluster profile: hpc/profiles/NAME.yaml, or a path to one.")
+@click.option("--hpc", "hpc_overrides", multiple=True, metavar="KEY=VALUE", help="Override a cluster setting.")
+@click.option("--max-concurrent", type=int, default=None, help="Array tasks running at once.")
+@click.option("--retry-failed", is_flag=True, help="Submit the failed jobs only.")
+@click.option("--dry-run", is_flag=True, help="Write and print the files, submit nothing.")
+@friendly
+def submit(experiment, profile, overrides, runs_root, backend, cluster, hpc_overrides, max_concurrent, retry_failed,
+           dry_run) -> None:
+    """Submit the jobs of EXPERIMENT that are not done as SLURM or HTCondor arrays, then exit."""
+    from expmatrix.executors.submit import report_line, submit_matrix
+
+    cli_hpc = _parse_hpc(hpc_overrides, max_concurrent)
+    prepared, submitted = submit_matrix(
+        experiment, profile, overrides, runs_root, backend, cluster, cli_hpc, retry_failed, dry_run
+    )
+    click.echo(report_line(prepared, submitted, dry_run))
+
+
+def _parse_hpc(items: tuple[str, ...], max_concurrent: int | None) -> dict:
+    from expmatrix.matrix import parse_set
+
+    out = parse_set(items)
+    if max_concurrent is not None:
+        out["max_concurrent"] = max_concurrent
+    return out
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@RUNS
+@click.option("--jobs", "jobs_file", required=True, type=click.Path(dir_okay=False), help="Job list of the array.")
+@click.option("--task", type=int, default=None, help="[default: $EXPMATRIX_TASK or $SLURM_ARRAY_TASK_ID]")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads.")
+@click.option("--stage", type=click.Choice(["fit", "train"]), default="train", show_default=True)
+@friendly
+def worker(experiment, runs_root, jobs_file, task, threads, stage) -> None:
+    """Run one array task of a submitted EXPERIMENT: job N of the list, or the next one not started."""
+    from expmatrix.executors.worker import EXIT_CODES, run_task
+    from expmatrix.spec import load_experiment
+    from expmatrix.store import RunStore
+
+    spec = load_experiment(experiment)
+    store = RunStore(runs_root, spec.name, spec.run.stale_after_seconds)
+    job_id, state = run_task(store, Path(jobs_file), task, threads, stage)
+    click.echo(f"{stage} task {task if task is not None else '(env)'}: job {job_id}: {state}")
+    if state == "failed":
+        click.echo(store.status(job_id).get("error", "failed"), err=True)
+    sys.exit(EXIT_CODES.get(state, 1))
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@PROFILE
+@SET
+@RUNS
+@friendly
+def queue(experiment, profile, overrides, runs_root) -> None:
+    """Jobs of a submitted EXPERIMENT as the run directories and the scheduler see them (one query)."""
+    from expmatrix.executors.queue_status import reconcile
+    from expmatrix.store import RunStore
+
+    matrix = _matrix(experiment, profile, overrides)
+    rows, counts = reconcile(RunStore(runs_root, matrix.spec.name), [j.id for j in matrix.jobs])
+    click.echo(tabulate(rows, headers=["job", "on disk", "scheduler", "state"]))
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.most_common()))

@@ -429,6 +429,7 @@ class ExperimentSpec(Strict):
     report: ReportConfig = ReportConfig()
     run: RunConfig = RunConfig()
     presets: str = "../tokenizers"  # folder of tokenizer presets, relative to the experiment file
+    hpc: dict[str, Any] = {}  # `expmatrix submit` settings: templates, cluster, ... (validated by executors.cluster)
 
 
 # ---------------------------------------------------------------- loading and errors

@@ -1,0 +1,197 @@
+"""`expmatrix submit`: choose the jobs, write their list and the rendered files, submit, record the ids.
+
+runs/<experiment>/_submit/
+    <backend>-<hash>/       one folder per distinct submission (same inputs -> same folder, same bytes)
+        <stage>.jobs        the job ids of a stage's array, line N = task N
+        <stage>.sbatch | <stage>.sub + <stage>.sh, report.*, experiment.dag
+        logs/
+    submissions.jsonl       one line per real submission: folder, backend, scheduler ids
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from expmatrix.executors.backend import ArrayStage, Backend, Plan, Submitted
+from expmatrix.executors.cluster import ClusterSettings, load_settings, read_profile
+from expmatrix.executors.condor import CondorBackend
+from expmatrix.executors.local import prepare_data, select_jobs
+from expmatrix.executors.slurm import SlurmBackend
+from expmatrix.matrix import Job, Matrix
+from expmatrix.spec import SpecError
+from expmatrix.stages import pending_stages
+from expmatrix.store import RunStore, atomic_write
+
+BACKENDS: dict[str, type[Backend]] = {"slurm": SlurmBackend, "condor": CondorBackend}
+DEFAULT_TEMPLATES = "../hpc"  # relative to the experiment file, like its tokenizer presets
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise SpecError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    return BACKENDS[name]()
+
+
+def submit_dir(store: RunStore) -> Path:
+    return store.dir / "_submit"
+
+
+def plan_stages(todo: list[Job], store: RunStore) -> tuple[ArrayStage, ...]:
+    """The arrays of a submission: tokenizer fits not cached yet (one task per fit, any job needing it
+    stands for it), then the training jobs after them. A pretraining stage plugs in here the same way."""
+    if not todo:
+        return ()
+    fits = tuple(stage.job.id for stage in pending_stages(todo, store))
+    train = ArrayStage("train", tuple(j.id for j in todo), after=("fit",) if fits else ())
+    return ((ArrayStage("fit", fits),) if fits else ()) + (train,)
+
+
+def resolve_settings(
+    matrix: Matrix, backend: str | None, cluster: str | None, cli: dict[str, Any]
+) -> tuple[str, ClusterSettings, Path]:
+    """(backend name, settings, templates folder) from profile < experiment `hpc:` < command line."""
+    exp_hpc, cli = dict(matrix.spec.hpc), dict(cli)
+    # where the templates are and which profile to start from: the command line, else the experiment
+    templates = cli.pop("templates", None) or (matrix.path.parent / exp_hpc.pop("templates", DEFAULT_TEMPLATES))
+    exp_hpc.pop("templates", None)
+    cluster = cluster or cli.pop("cluster", None) or exp_hpc.pop("cluster", None)
+    exp_hpc.pop("cluster", None)
+    templates = Path(templates).resolve()
+    layers = [(f"{matrix.path}: hpc.", exp_hpc), ("--hpc ", cli)]
+    if cluster:
+        layers.insert(0, (f"cluster profile {cluster}: ", read_profile(templates, cluster)))
+    settings = load_settings(layers)
+    name = backend or settings.backend
+    if name is None:
+        raise SpecError("no backend: pass --backend slurm|condor or use a cluster profile that sets `backend`")
+    get_backend(name)
+    return name, settings, templates
+
+
+def submission_folder(store: RunStore, backend: str, content: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return submit_dir(store) / f"{backend}-{digest}"
+
+
+@dataclass
+class Prepared:
+    backend: Backend
+    plan: Plan
+    files: dict[str, str]  # name -> content, as written
+    skipped: Counter  # jobs left alone, by reason (done already, failed, running elsewhere)
+
+    def submit(self) -> Submitted:
+        done = self.backend.submit(self.plan)
+        line = {"folder": self.plan.folder.name, "backend": done.backend, "ids": done.ids, "time": time.time()}
+        log = submit_dir_of(self.plan) / "submissions.jsonl"
+        old = log.read_text() if log.exists() else ""
+        atomic_write(log, old + json.dumps(line) + "\n")
+        return done
+
+
+def submit_dir_of(plan: Plan) -> Path:
+    return plan.folder.parent
+
+
+def prepare(
+    matrix: Matrix,
+    store: RunStore,
+    backend_name: str,
+    settings: ClusterSettings,
+    templates: Path,
+    report_args: tuple[str, ...],
+    retry_failed: bool = False,
+    data: bool = True,
+) -> Prepared:
+    """Write the job records, job lists and rendered files of one submission; `data` also generates
+    shared inputs (synthetic data) once here, so array tasks never race to write them."""
+    selection = select_jobs(matrix, store, retry_failed)  # the same choice as `expmatrix run`
+    stages = plan_stages(selection.todo, store)
+    backend = get_backend(backend_name)
+    content = {"stages": stages, "settings": settings.model_dump(), "report": report_args}
+    content |= {"exp": str(matrix.path.resolve()), "runs": str(store.root.resolve())}
+    folder = submission_folder(store, backend_name, content)
+    plan = Plan(
+        matrix.path.resolve(),
+        matrix.spec.name,
+        store.root.resolve(),
+        folder.resolve(),
+        templates,
+        settings,
+        stages,
+        report_args,
+    )
+    files = backend.files(plan) if stages else {}
+    if not stages:
+        return Prepared(backend, plan, files, selection.skipped)
+    jobs = {j.id: j for j in matrix.jobs}
+    for st in stages:
+        for job_id in st.job_ids:
+            store.write_job(jobs[job_id].record())
+        atomic_write(plan.jobs_file(st), "".join(f"{i}\n" for i in st.job_ids))
+    for name, text in files.items():
+        atomic_write(folder / name, text)
+        if name.endswith(".sh"):
+            (folder / name).chmod(0o755)
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    if data:
+        prepare_data([jobs[i] for st in stages for i in st.job_ids], store)
+    return Prepared(backend, plan, files, selection.skipped)
+
+
+def report_args(profile: str | None, overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """The matrix options the report job repeats, so it expands the same jobs."""
+    args = ["--profile", profile] if profile else []
+    for item in overrides:
+        args += ["--set", item]
+    return tuple(args)
+
+
+def submit_matrix(
+    experiment: str,
+    profile: str | None,
+    overrides: tuple[str, ...],
+    runs_root: str,
+    backend: str | None,
+    cluster: str | None,
+    cli_hpc: dict[str, Any],
+    retry_failed: bool,
+    dry_run: bool,
+) -> tuple[Prepared, Submitted | None]:
+    """What `expmatrix submit` does: prepare the submission, then submit it unless `dry_run`."""
+    from expmatrix.inert import check_consumed
+    from expmatrix.matrix import build_matrix, parse_set
+
+    matrix = build_matrix(experiment, profile, parse_set(overrides))
+    store = RunStore(runs_root, matrix.spec.name, matrix.spec.run.stale_after_seconds)
+    check_consumed(matrix, store.cache_dir)  # a setting no job reads is an error before anything is queued
+    name, settings, templates = resolve_settings(matrix, backend, cluster, cli_hpc)
+    prepared = prepare(
+        matrix, store, name, settings, templates, report_args(profile, overrides), retry_failed, data=not dry_run
+    )
+    if dry_run or not prepared.plan.stages:
+        return prepared, None
+    return prepared, prepared.submit()
+
+
+def report_line(prepared: Prepared, submitted: Submitted | None, dry_run: bool) -> str:
+    """What `submit` prints: the files (--dry-run), the commands, the scheduler ids, the jobs left alone."""
+    plan = prepared.plan
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(prepared.skipped.items()))
+    if not plan.stages:
+        return f"nothing to submit: {skipped}"
+    out = []
+    if dry_run:
+        out += [f"==> {plan.folder / name} <==\n{text}" for name, text in prepared.files.items()]
+        out.append("would run:\n  " + "\n  ".join(prepared.backend.commands(plan)))
+    arrays = ", ".join(f"{st.name} {len(st.job_ids)}" for st in plan.stages)
+    out.append(f"arrays: {arrays} tasks" + (f" (left alone: {skipped})" if skipped else "") + f"\n{plan.folder}")
+    if submitted:
+        out.append("submitted: " + ", ".join(f"{k} {v}" for k, v in submitted.ids.items()))
+    return "\n".join(out)

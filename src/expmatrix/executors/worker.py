@@ -1,0 +1,141 @@
+"""One array task: run job N of the submitted list, or the next one waiting to be (re)started.
+
+The task index comes from `--task`, `$EXPMATRIX_TASK` (set by the HTCondor submit file to
+`$(ProcId)`) or `$SLURM_ARRAY_TASK_ID`. The job itself goes through `run_job`, the same claim,
+resume and failure machinery as a local run. Exit codes: 0 done (or nothing left), 1 failed,
+PREEMPTED_EXIT (75) cut short after a checkpoint: the batch script requeues the task.
+
+Each attempt appends a line to the job's `attempts.jsonl` (task, scheduler ids, restart count,
+host, outcome), so a requeue is visible on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from expmatrix.executors.cluster import PREEMPTED_EXIT
+from expmatrix.spec import SpecError
+from expmatrix.store import RunStore, atomic_write
+
+TASK_ENV = ("EXPMATRIX_TASK", "SLURM_ARRAY_TASK_ID")
+SCHEDULER_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CONDOR_JOB_ID", "_CONDOR_JOB_AD")
+# lost: another worker took the job over (our heartbeat went stale); it is not a failure of this task
+EXIT_CODES = {"done": 0, "nothing": 0, "lost": 0, "failed": 1, "preempted": PREEMPTED_EXIT}
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """USR1/TERM arrived while no trainer handler was installed: stop now, resume from the last
+    checkpoint. A BaseException, so the job's own `except Exception` does not record it as a failure."""
+
+
+@contextmanager
+def stop_on_signals(then: signal.Handlers | None = None) -> Iterator[None]:
+    """Turn USR1/TERM into `Interrupted` unless the trainer installs its own handler (it checkpoints
+    mid-epoch and raises `Preempted`); outside training this still ends the task cleanly.
+    On exit the previous handlers come back, or `then` (the worker ignores a warning that arrives
+    after its job ended, so it still exits with the job's code)."""
+
+    def handler(signum: int, _frame) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if then is None else then)
+
+
+def task_index(task: int | None) -> int:
+    if task is not None:
+        return task
+    for name in TASK_ENV:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    raise SpecError(f"no task index: pass --task N or set one of {', '.join(TASK_ENV)}")
+
+
+def read_job_list(path: Path) -> list[str]:
+    if not path.exists():
+        raise SpecError(f"{path}: job list not found (written by `expmatrix submit`)")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def candidates(job_ids: list[str], task: int, store: RunStore) -> Iterator[str]:
+    """The task's own job unless it is done, then the others in ring order that wait to be (re)started:
+    new, interrupted or preempted, the same ones `expmatrix run` takes. Claims keep it to one worker."""
+    from expmatrix.executors.local import RESUMABLE  # imports torch: after the signal handlers are in place
+
+    if not 0 <= task < len(job_ids):
+        raise SpecError(f"task {task} is outside the job list (0..{len(job_ids) - 1})")
+    if store.state(job_ids[task]) != "done":
+        yield job_ids[task]
+    for k in range(1, len(job_ids)):
+        job_id = job_ids[(task + k) % len(job_ids)]
+        if store.state(job_id) in RESUMABLE:
+            yield job_id
+
+
+def log_attempt(store: RunStore, job_id: str, entry: dict) -> None:
+    path = store.path(job_id, "attempts.jsonl")
+    old = path.read_text() if path.exists() else ""
+    atomic_write(path, old + json.dumps(entry) + "\n")
+
+
+def run_one(store: RunStore, job_id: str, task: int, threads: int) -> str:
+    """Run one job through `run_job`; an interruption outside the trainer is recorded as preempted."""
+    from expmatrix.matrix import Job
+    from expmatrix.training.job import run_job
+
+    entry = {"task": task, "host": socket.gethostname(), "started": time.time()}
+    entry |= {k.lower(): os.environ[k] for k in SCHEDULER_ENV if k in os.environ and k != "_CONDOR_JOB_AD"}
+    job = Job.from_record(store.read_job(job_id))
+    try:
+        state = run_job(job, store, threads)
+    except Interrupted as e:
+        state = "done" if store.state(job_id) == "done" else "preempted"
+        entry["signal"] = str(e)
+        if state == "preempted":
+            store.set_status(job_id, "preempted")
+    if state != "claimed":
+        log_attempt(store, job_id, entry | {"state": state, "ended": time.time()})
+    return state
+
+
+def run_fit(store: RunStore, job_id: str) -> str:
+    """A fit-stage task: the shared work (tokenizer fit) that job `job_id` needs, unless it is cached."""
+    from expmatrix.matrix import Job
+    from expmatrix.stages import pending_stages, run_stage
+
+    for stage in pending_stages([Job.from_record(store.read_job(job_id))], store):
+        run_stage(stage, store)  # cached by its key: a second fit of the same key rewrites the same file
+    return "done"
+
+
+def run_task(
+    store: RunStore, jobs_file: Path, task: int | None, threads: int, stage: str = "train"
+) -> tuple[str | None, str]:
+    """(job id, final state) of the job this task ran; (None, 'nothing') when none was left."""
+    job_ids = read_job_list(jobs_file)
+    n = task_index(task)
+    if stage == "fit":
+        if not 0 <= n < len(job_ids):
+            raise SpecError(f"task {n} is outside the job list (0..{len(job_ids) - 1})")
+        return job_ids[n], run_fit(store, job_ids[n])
+    with stop_on_signals(then=signal.SIG_IGN):
+        try:
+            for job_id in candidates(job_ids, n, store):
+                state = run_one(store, job_id, n, threads)
+                if state != "claimed":
+                    return job_id, state
+        except Interrupted:  # between jobs: nothing of a job is lost
+            return None, "preempted"
+    return None, "nothing"
