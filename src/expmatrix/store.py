@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ STALE_AFTER_SECONDS = 600.0  # a claim not touched for this long is abandoned: a
 
 # States a job can be in; `interrupted` and `preempted` resume from the checkpoint on the next run.
 STATES = ("new", "running", "interrupted", "preempted", "failed", "done")
+STATE_FIELDS = {"failed": ("error", "traceback"), "preempted": ("reason", "preempted")}
 
 
 class RunStore:
@@ -122,9 +124,10 @@ class RunStore:
             "updated": time.time(),
             **fields,
         }
-        if state != "failed":
-            status.pop("error", None)
-            status.pop("traceback", None)
+        for other, keys in STATE_FIELDS.items():  # why a job failed or was preempted ends with that state
+            if other != state:
+                for key in keys:
+                    status.pop(key, None)
         write_json(self.path(job_id, "status.json"), status)
 
     def log_start(self, job_id: str, **fields: Any) -> None:
@@ -221,26 +224,40 @@ class RunStore:
         return sorted(p.name for p in self.dir.iterdir() if (p / "job.yaml").exists())
 
 
-class Heartbeat:
-    """While the `with` block runs, touch the job's claim every `every` seconds;
-    `lost` is set if the claim stops being ours."""
+class Periodic:
+    """Calls `tick()` every `every` seconds in a daemon thread while the `with` block runs,
+    until the block ends or `tick` returns False."""
 
-    def __init__(self, store: RunStore, job_id: str, every: float = HEARTBEAT_SECONDS):
-        self.store, self.job_id, self.every = store, job_id, every
-        self.lost = threading.Event()
+    def __init__(self, every: float, tick: Callable[[], bool | None], name: str = "periodic"):
+        self.every, self.tick = every, tick
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def _beat(self) -> None:
+    def _run(self) -> None:
         while not self._stop.wait(self.every):
-            if not self.store.heartbeat(self.job_id):
-                self.lost.set()
+            if self.tick() is False:
                 return
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Periodic:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class Heartbeat(Periodic):
+    """While the `with` block runs, touch the job's claim every `every` seconds;
+    `lost` is set if the claim stops being ours."""
+
+    def __init__(self, store: RunStore, job_id: str, every: float = HEARTBEAT_SECONDS):
+        self.store, self.job_id = store, job_id
+        self.lost = threading.Event()
+        super().__init__(every, self._beat, f"heartbeat-{job_id}")
+
+    def _beat(self) -> bool:
+        if self.store.heartbeat(self.job_id):
+            return True
+        self.lost.set()
+        return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from expmatrix.executors.pool import Pool
 from expmatrix.matrix import Job, Matrix
 from expmatrix.spec import DataConfig
 from expmatrix.stages import Stage, pending_stages, run_stage
-from expmatrix.store import RunStore
+from expmatrix.store import Periodic, RunStore
 from expmatrix.training.job import run_job
 
 RESUMABLE = ("new", "interrupted", "preempted")
@@ -77,13 +76,12 @@ class Board:
         self.store = store
         self.overall = tqdm(total=total, desc=name, unit="job", dynamic_ncols=True, disable=None)
         self.lines = [
-            tqdm(total=1, position=i + 1, bar_format="  {desc}", leave=False, disable=None or self.overall.disable)
+            tqdm(total=1, position=i + 1, bar_format="  {desc}", leave=False)
             for i in range(workers if not self.overall.disable else 0)
         ]
         self.busy: dict[str, str] = {}  # job id -> its factor levels, while it trains
         self.states: Counter = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._refresh = Periodic(1.0, self._poll, "progress")
 
     def start(self, job: Job) -> None:
         self.busy[job.id] = " ".join(f"{k}={v}" for k, v in job.levels.items()) + f" seed={job.seed}"
@@ -99,23 +97,21 @@ class Board:
             print(f"[{sum(self.states.values())}/{self.overall.total}] job {job.id} {state}", flush=True)
 
     def _poll(self) -> None:
-        while not self._stop.wait(1.0):
-            busy = list(self.busy.items())
-            for i, line in enumerate(self.lines):
-                if i < len(busy):
-                    job_id, what = busy[i]
-                    st = self.store.status(job_id)
-                    line.set_description_str(f"{job_id} {what}: epoch {st.get('epoch', 0)}/{st.get('epochs', '?')}")
-                else:
-                    line.set_description_str("")
+        busy = list(self.busy.items())
+        for i, line in enumerate(self.lines):
+            if i < len(busy):
+                job_id, what = busy[i]
+                st = self.store.status(job_id)
+                line.set_description_str(f"{job_id} {what}: epoch {st.get('epoch', 0)}/{st.get('epochs', '?')}")
+            else:
+                line.set_description_str("")
 
     def __enter__(self) -> Board:
-        self._thread.start()
+        self._refresh.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._refresh.__exit__()
         for line in self.lines:
             line.close()
         self.overall.close()
