@@ -217,7 +217,9 @@ def report(experiment, profile, overrides, runs_root, report_spec, metric, metri
 @click.option("--threads", type=int, default=None, help="Torch threads [default: all CPUs].")
 @friendly
 def train(job_file: str, threads: int | None) -> None:
-    """Run one job from its JOB_FILE (runs/<experiment>/<id>/job.yaml), outside any matrix."""
+    """Run one job from its JOB_FILE (runs/<experiment>/<id>/job.yaml), outside any matrix.
+
+    Exit status: 0 done, 1 failed, 75 preempted (checkpointed on SIGTERM/SIGUSR1; run again to resume)."""
     import yaml
 
     from expmatrix.matrix import Job
@@ -231,6 +233,10 @@ def train(job_file: str, threads: int | None) -> None:
     click.echo(f"job {job.id}: {state}")
     if state == "failed":
         raise click.ClickException(store.status(job.id).get("error", "failed"))
+    if state == "preempted":  # checkpointed on a signal: run it again to resume (a batch script requeues)
+        from expmatrix.executors.cluster import PREEMPTED_EXIT
+
+        sys.exit(PREEMPTED_EXIT)
 
 
 @main.group()
