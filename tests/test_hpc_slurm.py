@@ -7,6 +7,7 @@ otherwise skipped with the reason. Two cores: arrays run two tasks at a time.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -113,8 +114,17 @@ def long_experiment(folder: Path, epochs: int) -> Path:
 
 def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(slurm, tmp_path, monkeypatch):
     # time 1 min, warning 20 s before: SLURM sends USR1 10-40 s after the start (it checks every 30 s);
-    # 25 epochs (~40 s with start-up here) take longer than that, so the first attempt is always cut short.
-    exp = long_experiment(tmp_path, epochs=25)
+    # the epochs are chosen from this machine's measured speed so that training takes ~70 s: the first
+    # attempt is always cut short, however fast or loaded the machine is.
+    probe = long_experiment(tmp_path / "probe", epochs=2)
+    assert (
+        CliRunner().invoke(main, ["run", str(probe), "--runs", str(tmp_path / "probe"), "--threads", "1"]).exit_code
+        == 0
+    )
+    (metrics,) = (tmp_path / "probe" / "long").glob("*/metrics.json")
+    per_epoch = json.loads(metrics.read_text())["train_seconds"] / 2
+    epochs = max(25, math.ceil(70 / per_epoch))
+    exp = long_experiment(tmp_path, epochs=epochs)
     cut, full = tmp_path / "cut", tmp_path / "full"
     limits = ["--hpc", "signal_seconds=20", "--hpc", "report=false"]
     submit(slurm, exp, cut, "--hpc", "time=00:01:00", "--hpc", "max_requeues=6", *limits)
@@ -123,7 +133,7 @@ def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(s
     cut_store, full_store = RunStore(cut, "long"), RunStore(full, "long")
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
     seen = []  # what `expmatrix queue` reports while it runs: one batched squeue per look
-    wait_drained(slurm, 300, lambda: seen.append(reconcile(cut_store, [job_id])[0][0][3]))
+    wait_drained(slurm, 480, lambda: seen.append(reconcile(cut_store, [job_id])[0][0][3]))
     assert {"running", "requeued"} <= set(seen), seen
     assert reconcile(cut_store, [job_id])[0][0][3] == "done"
 
@@ -138,7 +148,7 @@ def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(s
     assert any(s["resumed"] for s in starts)  # a requeued attempt went on from a checkpoint
 
     a, b = (json.loads(s.path(job_id, "metrics.json").read_text()) for s in (cut_store, full_store))
-    assert a["epochs"] == b["epochs"] == 25
+    assert a["epochs"] == b["epochs"] == epochs
     assert a["test"] == b["test"] and a["val"] == b["val"]  # bitwise: the resumed run is the uninterrupted one
     history = [
         [
