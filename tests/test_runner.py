@@ -62,7 +62,8 @@ def same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
 
 
 def test_kill_9_of_the_runner_resumes_to_the_uninterrupted_result(tmp_path):
-    exp = write_experiment(tmp_path, base=THREE_EPOCHS)
+    eight = {**THREE_EPOCHS, "train": {**THREE_EPOCHS["train"], "epochs": 8}}  # neither job ends before the kill
+    exp = write_experiment(tmp_path, base=eight)
     args = ["run", str(exp), "--workers", "2", "--threads", "1"]
     assert "2 done" in finish(expmatrix(*args, "--runs", str(tmp_path / "whole")))
 
@@ -74,7 +75,7 @@ def test_kill_9_of_the_runner_resumes_to_the_uninterrupted_result(tmp_path):
     runner.send_signal(signal.SIGKILL)  # the runner only: its pool workers must die with it
     runner.wait()
     wait_for(lambda: all(store.state(i) == "interrupted" for i in ids), timeout=10)
-    assert all(1 <= store.status(i)["epoch"] < 3 for i in ids)
+    assert all(1 <= store.status(i)["epoch"] < 8 for i in ids)
 
     out = finish(expmatrix(*args, "--runs", str(runs)))
     assert "2 done" in out, out
