@@ -56,13 +56,13 @@ class Stage:
     key: str
     kind: str  # "tokenizer-fit"
     job: Job  # any job that needs it: its config says what to do
-    n_jobs: int
+    n_cells: int
 
 
 def pending_stages(jobs: list[Job], store: RunStore) -> list[Stage]:
     """The tokenizer fits the jobs need that are not cached yet, one per key."""
     found: dict[str, list[Job]] = {}
-    for job in jobs:
+    for job in {j.cell: j for j in jobs}.values():  # the seeds of a cell share its tokenizer
         cfg = JobConfig.model_validate(job.config)
         key = fit_key(tokenizer_for(cfg), cfg, job.data_path)
         if not _fit_file(store, key).exists():

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from expmatrix.data.events import Events
-from expmatrix.data.layout import N_OBJECT_TYPES
+from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.tokenizers.errors import TokenizerError
 
 Tokens = dict[str, torch.Tensor]  # every tensor has the events on dim 0; "mask" is (N, T) bool, True = real
@@ -29,6 +29,7 @@ class Tokenizer(ABC):
         self.config = config
         self.features = features  # the continuous features selected by the job, in order
         self.use_met = use_met
+        self.globals: tuple[str, ...] = GLOBAL_NAMES if use_met else ()  # MET, MET-phi: their own tokens
         self.out_of_range: dict[str, int] = {}  # entries the last transform put in edge bins / clipped, per feature
 
     def signature(self) -> str:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from expmatrix.data.events import Events
-from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
+from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.spec import BinnedTokenizerConfig, BinningFields
 from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_events, missing_features, sequence_mask
 from expmatrix.tokenizers.binning import Binner, BinRule
@@ -42,7 +42,6 @@ class BinnedBase(Tokenizer):
 
     def __init__(self, config: BinningFields, features: tuple[str, ...], use_met: bool):
         super().__init__(config, features, use_met)
-        self.globals = GLOBAL_NAMES if use_met else ()
         rules = config.rules
         missing_features(rules, features + self.globals, config.name, "binning rule")
         resolved = {}

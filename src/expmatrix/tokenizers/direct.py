@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from expmatrix.data.events import Events
-from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
+from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.spec import DirectTokenizerConfig
 from expmatrix.tokenizers.base import (
     Tokenizer,
@@ -70,7 +70,6 @@ class DirectEmbedding(nn.Module):
 class DirectTokenizer(Tokenizer):
     def __init__(self, config: DirectTokenizerConfig, features: tuple[str, ...], use_met: bool):
         super().__init__(config, features, use_met)
-        self.globals = GLOBAL_NAMES if use_met else ()
         transforms = config.transforms
         missing_features(transforms, features + self.globals, config.name, "transform")
         self.transforms = {f: Transform.from_config(transforms[f]) for f in features + self.globals}

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from expmatrix.data.events import Events
-from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
+from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.spec import IntegerTokenizerConfig
 from expmatrix.tokenizers.base import (
     Tokenizer,
@@ -65,7 +65,6 @@ class CodeRule:
 class IntegerTokenizer(Tokenizer):
     def __init__(self, config: IntegerTokenizerConfig, features: tuple[str, ...], use_met: bool):
         super().__init__(config, features, use_met)
-        self.globals = GLOBAL_NAMES if use_met else ()
         rules = config.rules
         missing_features(rules, features + self.globals, config.name, "integer rule")
         self.rules = {f: CodeRule.from_config(rules[f]) for f in features + self.globals}
