@@ -130,6 +130,11 @@ class RunStore:
                     status.pop(key, None)
         write_json(self.path(job_id, "status.json"), status)
 
+    def mark_failed(self, job_id: str, error: str, **fields: Any) -> None:
+        """State `failed` with the error; `failures` counts how often (for run.max_attempts)."""
+        failures = self.status(job_id).get("failures", 0) + 1
+        self.set_status(job_id, "failed", error=error, failures=failures, finished=time.time(), **fields)
+
     def log_start(self, job_id: str, **fields: Any) -> None:
         """Append one line to starts.jsonl (appends of one short line are atomic)."""
         line = json.dumps({"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), **fields})

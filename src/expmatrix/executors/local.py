@@ -143,9 +143,9 @@ def run_local(
     with Board(name, len(todo), workers, store) as board:
         with contextlib.ExitStack() as stack:
             pool = stack.enter_context(Pool(workers)) if workers > 1 else None
-            events = _events(pool, stage_tasks)
             if stages:
-                for _ in tqdm(events, total=2 * len(stages), desc="fit tokenizers", disable=None, leave=False):
+                fits = _events(pool, stage_tasks)
+                for _ in tqdm(fits, total=2 * len(stages), desc="fit tokenizers", disable=None, leave=False):
                     pass  # a failed fit is reported by each job that needs it
             for event, job_id, value in _events(pool, job_tasks):
                 job = by_id[job_id]
@@ -153,8 +153,7 @@ def run_local(
                     board.start(job)
                     continue
                 if event != "ok":  # the worker died, or run_job itself broke
-                    failures = store.status(job_id).get("failures", 0) + 1
-                    store.set_status(job_id, "failed", error=value, failures=failures)
+                    store.mark_failed(job_id, str(value))
                 board.finish(job, value if event == "ok" else "failed")
         return board.states, selection.skipped
 

@@ -125,9 +125,7 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
             return "preempted"
         except Exception as e:  # noqa: BLE001 - a job's failure is recorded, the matrix goes on
             tail = "".join(traceback.format_exception(e)[-3:])
-            failures = store.status(job.id).get("failures", 0) + 1
-            error = f"{type(e).__name__}: {e}"
-            store.set_status(job.id, "failed", error=error, traceback=tail, finished=time.time(), failures=failures)
+            store.mark_failed(job.id, f"{type(e).__name__}: {e}", traceback=tail)
             if tracker is not None:
                 tracker.finish({}, failed=True)
             return "failed"
