@@ -31,7 +31,7 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.spec import BinnedTokenizerConfig, BinningFields
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_events, missing_features, sequence_mask
+from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_events, missing_features
 from expmatrix.tokenizers.binning import Binner, BinRule
 from expmatrix.tokenizers.parallel import chunks, parallel_map
 
@@ -108,46 +108,48 @@ class BinnedTokenizer(BinnedBase):
         self.radix = [int(r) for r in radix]
         small = self.radix[0] <= 1 << 16 and max(self.n) <= 255  # codes are uint8 up to 255 bins
         self.digit_dtype = np.uint16 if small else np.int64
+        self.token_dtype = np.int32 if self.n_particle_tokens < 1 << 30 else np.int64  # embeddings take int32
         offsets = np.cumsum([0] + [self.binner.rules[f].bins for f in self.globals])
         self.global_offsets = [self.n_particle_tokens + int(o) for o in offsets[:-1]]
         self.vocab_size = self.n_particle_tokens + int(offsets[-1]) + 1
 
-    def object_tokens(self, ids: np.ndarray, cont: np.ndarray) -> np.ndarray:
-        """(m, O) joint tokens (int32 unless the vocabulary needs more), 0 at empty slots."""
-        codes = self.object_codes(ids, cont, ids > 0)
+    def object_tokens(self, ids: np.ndarray, cont: np.ndarray, out=None, real=None) -> np.ndarray:
+        """(m, O) joint tokens, 0 at empty slots; written into `out` (and the real-slot mask into `real`) if given."""
+        codes = self.object_codes(ids, cont, np.greater(ids, 0, out=real))
         digits = codes[0].astype(self.digit_dtype)
         for code, n in zip(codes[1:], self.n[1:], strict=True):  # Horner: the features' mixed-radix number
             digits *= n
             digits += code
-        token = ids.astype(np.int32 if self.n_particle_tokens < 1 << 31 else np.int64)
+        token = ids.astype(self.token_dtype)
         token *= self.radix[0]
         token += digits
         token += 1 - self.radix[0]  # 1 + (type - 1) * radix + digits; <= 0 at empty slots (type 0)
-        return np.maximum(token, 0, out=token)
+        return np.maximum(token, 0, out=token if out is None else out)
 
     def thesis_rows(self, events: Events) -> np.ndarray:
-        """(N, O + G) int64 in the thesis file order: object tokens, then MET and MET-phi tokens."""
-        return self._tokens(events, globals_first=False)
+        """(N, O + G) in the thesis file order: object tokens, then MET and MET-phi tokens."""
+        return self._tokens(events, globals_first=False)[0]
 
-    def _tokens(self, events: Events, globals_first: bool) -> np.ndarray:
+    def _tokens(self, events: Events, globals_first: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (N, G + O) and the mask of real tokens, chunks of events on parallel threads."""
         self._check(events)
         self.out_of_range = self.binner.reset_counts()
         n, g, o = len(events), len(self.globals), events.ids.shape[1]
-        out = np.empty((n, g + o), np.int64)
+        out, mask = np.empty((n, g + o), self.token_dtype), np.ones((n, g + o), bool)
         obj = slice(g, None) if globals_first else slice(0, o)
 
         def chunk(s: slice) -> None:
-            out[s, obj] = self.object_tokens(events.ids[s], events.cont[s])
+            self.object_tokens(events.ids[s], events.cont[s], out[s, obj], mask[s, obj])
 
         parallel_map(chunk, chunks(n, CHUNK_EVENTS))
         for k, code in enumerate(self.global_codes(events)):
             out[:, k if globals_first else o + k] = code
             out[:, k if globals_first else o + k] += self.global_offsets[k] + 1
-        return out
+        return out, mask
 
     def transform(self, events: Events) -> Tokens:
-        tokens = self._tokens(events, globals_first=True)
-        return {"tokens": torch.from_numpy(tokens), "mask": sequence_mask(events, len(self.globals))}
+        tokens, mask = self._tokens(events, globals_first=True)  # the mask is `sequence_mask`'s, made per chunk
+        return {"tokens": torch.from_numpy(tokens), "mask": torch.from_numpy(mask)}
 
     def embedding(self, d_model: int) -> nn.Module:
         return JointEmbedding(self.vocab_size, d_model)
