@@ -31,6 +31,12 @@ PULSE_FEATURES = ("time", "charge", "x", "y", "z", "sensor_id", "auxiliary")  # 
 UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored direction
 
 
+def zenith_azimuth(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) vectors (any norm) -> zenith (N,) in [0, pi], azimuth (N,) in [0, 2 pi)."""
+    zenith = np.arctan2(np.hypot(v[:, 0], v[:, 1]), v[:, 2])
+    return zenith, np.mod(np.arctan2(v[:, 1], v[:, 0]), 2 * np.pi)
+
+
 def feature_names(ds: h5py.Dataset, path: Path) -> list[str]:
     """The `features` attribute of a pulse dataset (a JSON list or an array of names)."""
     if "features" not in ds.attrs:
@@ -51,10 +57,6 @@ def _checked_datasets(f: h5py.File, path: Path, split: str) -> tuple[h5py.Datase
     if direction.shape != (len(pulses), 3):
         raise DataError(f"{path}: dataset 'direction_{split}' has shape {direction.shape}; expected ({len(pulses)}, 3)")
     return pulses, n, direction
-
-
-def _rows(ds: h5py.Dataset, n: int) -> np.ndarray:
-    return ds[:n]
 
 
 def check_values(path: Path, split: str, cont: np.ndarray, n_pulses: np.ndarray, direction: np.ndarray, p: int):
@@ -94,8 +96,8 @@ def read_pulses(path: str | Path, split: str, features: tuple[str, ...], fractio
                 f"it holds {names}"
             )
         n = len(n_ds) if fraction >= 1 else max(1, int(round(len(n_ds) * fraction)))
-        raw = _rows(pulses, n).astype(np.float32, copy=False)
-        n_pulses, direction = _rows(n_ds, n), _rows(dir_ds, n).astype(np.float32)
+        raw = pulses[:n].astype(np.float32, copy=False)
+        n_pulses, direction = n_ds[:n], dir_ds[:n].astype(np.float32)
     p = raw.shape[1]
     cont = raw[:, :, [names.index(x) for x in features]]
     check_values(path, split, cont, n_pulses, direction, p)

@@ -31,7 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from expmatrix.data.icecube import PULSE_FEATURES
+from expmatrix.data.icecube import PULSE_FEATURES, zenith_azimuth
 from expmatrix.data.layout import SPLITS
 
 N_STRINGS, DOMS = 86, 60
@@ -127,7 +127,7 @@ def simulate(rng: np.random.Generator, m: int, pos: np.ndarray, max_pulses: int 
 
 
 def generate(events: int, seed: int, max_pulses: int = MAX_PULSES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`events` triggered events: pulses (N, P, 7) float32, n_pulses (N,) int32, direction (N, 3) float32."""
+    """`events` triggered events: pulses (N, P, 7) float32, n_pulses (N,) int32, direction (N, 3) float64."""
     rng, pos = np.random.default_rng(seed), sensor_positions()
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     have = 0
@@ -136,7 +136,7 @@ def generate(events: int, seed: int, max_pulses: int = MAX_PULSES) -> tuple[np.n
         parts.append((pulses[trig], n[trig], truth.direction[trig]))
         have += int(trig.sum())
     pulses, n, direction = (np.concatenate(p)[:events] for p in zip(*parts, strict=True))
-    return pulses, n.astype(np.int32), direction.astype(np.float32)
+    return pulses, n.astype(np.int32), direction
 
 
 def write_icecube(path: str | Path, events: int, seed: int, max_pulses: int = MAX_PULSES) -> Path:
@@ -145,8 +145,7 @@ def write_icecube(path: str | Path, events: int, seed: int, max_pulses: int = MA
     pulses, n, direction = generate(events, seed, max_pulses)
     n_train, n_val = int(0.8 * events), int(0.1 * events)
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, events)}
-    zenith = np.arccos(np.clip(direction[:, 2], -1, 1))
-    azimuth = np.mod(np.arctan2(direction[:, 1], direction[:, 0]), 2 * np.pi)
+    zenith, azimuth = zenith_azimuth(direction)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{np.random.default_rng().integers(1 << 30)}")
     with h5py.File(tmp, "w") as f:
@@ -155,7 +154,7 @@ def write_icecube(path: str | Path, events: int, seed: int, max_pulses: int = MA
             ds = f.create_dataset(f"pulses_{split}", data=pulses[rows], compression="gzip", compression_opts=1)
             ds.attrs["features"] = json.dumps(list(PULSE_FEATURES))
             f.create_dataset(f"n_pulses_{split}", data=n[rows])
-            f.create_dataset(f"direction_{split}", data=direction[rows])
+            f.create_dataset(f"direction_{split}", data=direction[rows].astype(np.float32))
             f.create_dataset(f"zenith_{split}", data=zenith[rows].astype(np.float32))
             f.create_dataset(f"azimuth_{split}", data=azimuth[rows].astype(np.float32))
         f.attrs.update({"generator": "expmatrix.data.icecube_synthetic", "events": events, "seed": seed})

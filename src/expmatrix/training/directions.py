@@ -13,15 +13,10 @@ import numpy as np
 import polars as pl
 import torch
 
+from expmatrix.data.icecube import zenith_azimuth
 from expmatrix.training.losses import VonMisesFisher, angular_error
 
 QUANTILE = 0.68  # angular_error_68: the angle that 68% of the events stay within (the "1 sigma" resolution)
-
-
-def zenith_azimuth(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3) vectors (any norm) -> zenith (N,) in [0, pi], azimuth (N,) in [0, 2 pi)."""
-    zenith = np.arctan2(np.hypot(v[:, 0], v[:, 1]), v[:, 2])
-    return zenith, np.mod(np.arctan2(v[:, 1], v[:, 0]), 2 * np.pi)
 
 
 def direction_metrics(pred: np.ndarray, true: np.ndarray, kappa: np.ndarray | None = None) -> dict[str, float]:
