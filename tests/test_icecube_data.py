@@ -14,11 +14,11 @@ from conftest import REPO
 from expmatrix.data import DataError, data_selection
 from expmatrix.data.icecube import PULSE_FEATURES, read_pulses
 from expmatrix.data.icecube_synthetic import (
-    C,
     MAX_PULSES,
     N_GROUP,
     T0,
     THETA_C,
+    C,
     arrival_times,
     sensor_positions,
     simulate,
@@ -183,7 +183,7 @@ def _experiment(tmp_path, **changes):
     "changes, message",
     [
         ({"base.train": {"loss": "cross_entropy"}}, r"base\.train\.loss: cross_entropy needs class labels; data\.sour"),
-        ({"base.train": None}, r"ice\.yaml: train\.loss: cross_entropy needs class labels; data.source icecube is dire"),
+        ({"base.train": None}, r"ice\.yaml: train\.loss: cross_entropy needs class labels; data.source icecube is"),
         ({"data.use_met": False}, r"ice\.yaml: data\.use_met: Value error, a fourtops setting; data\.source icecube"),
         ({"data.task": {"signal": [1]}}, r"data\.task: Value error, a fourtops setting"),
         ({"data.source": "fourtops"}, r"base\.train\.loss: vmf needs regression targets; data\.source fourtops is cl"),
