@@ -9,9 +9,11 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import REPO
 
-from expmatrix.data import DataError, data_selection
+from expmatrix.cli import main
+from expmatrix.data import DataError, data_selection, synthetic_path
 from expmatrix.data.icecube import PULSE_FEATURES, read_pulses
 from expmatrix.data.icecube_synthetic import (
     MAX_PULSES,
@@ -28,7 +30,7 @@ from expmatrix.data.icecube_synthetic import (
 from expmatrix.inert import check_consumed, consumed_keys, unread
 from expmatrix.matrix import build_matrix
 from expmatrix.spec import JobConfig, SpecError
-from expmatrix.stages import fit_key, tokenizer_for
+from expmatrix.stages import fit_key, job_splits, tokenizer_for
 from expmatrix.store import RunStore
 
 EXPERIMENT = REPO / "experiments" / "icecube_direction.yaml"
@@ -227,7 +229,27 @@ def test_cache_keys_never_mix_sources(tmp_path):
     assert "use_met" not in ice.model_dump()["data"] and "task" not in ice.model_dump()["data"]
     assert fit_key(tokenizer_for(ice), ice, "synthetic") != fit_key(tokenizer_for(ice), four, "synthetic")
     store = RunStore(tmp_path, "x")
-    from expmatrix.data import synthetic_path
-
     assert synthetic_path(store.cache_dir, ice.data).name == "icecube_synthetic_e3000_s0.h5"
     assert synthetic_path(store.cache_dir, four.data).name == "fourtops_synthetic_e3000_s0.h5"
+
+
+def test_a_file_in_the_layout_works_through_data_path(pulse_file, tmp_path):
+    job = build_matrix(EXPERIMENT, "quick").jobs[0]
+    cfg = JobConfig.model_validate({**job.config, "data": {"source": "icecube", "path": str(pulse_file)}})
+    splits = job_splits(cfg, str(pulse_file), tmp_path)
+    assert {s: len(e) for s, e in splits.items()} == {"train": 480, "val": 60, "test": 60}
+    assert splits["train"].feature_names == ("time", "charge", "x", "y", "z") and splits["test"].target.shape == (60, 3)
+    data = {"source": "icecube", "path": str(pulse_file), "max_events": 120}
+    capped = JobConfig.model_validate({**job.config, "data": data})
+    assert {s: len(e) for s, e in job_splits(capped, str(pulse_file), tmp_path).items()} == {
+        "train": 120, "val": 15, "test": 15
+    }  # fmt: skip
+    assert not list(tmp_path.iterdir())  # a file path generates nothing
+
+
+def test_data_synth_writes_the_icecube_layout(tmp_path):
+    out = tmp_path / "ice.h5"
+    result = CliRunner().invoke(main, ["data", "synth", "icecube", "--out", str(out), "--events", "200", "--seed", "5"])
+    assert result.exit_code == 0 and "200 events" in result.output
+    events = read_pulses(out, "test", PULSE_FEATURES)
+    assert len(events) == 20 and events.cont.shape[1:] == (MAX_PULSES, 7)
