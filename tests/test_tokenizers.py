@@ -256,3 +256,33 @@ def test_a_bracket_that_misses_is_widened_not_trusted():
             break
         misses += 1
     assert misses >= 1 and result.tolist() == [49999.5]
+
+
+def test_chunks_on_several_threads_give_the_single_thread_tokens_and_counts():
+    import torch
+
+    from expmatrix.tokenizers.binned import CHUNK_EVENTS
+
+    rng = np.random.default_rng(3)
+    n = 3 * CHUNK_EVENTS + 17  # four chunks, the last one short
+    ids = rng.integers(0, 8, (n, 6))
+    cont = np.stack([rng.exponential(50, (n, 6)), rng.normal(0, 1.5, (n, 6)), rng.uniform(-4, 4, (n, 6))], -1)
+    cont[ids == 0] = np.nan  # empty slots hold NaN: never read
+    events = make_events(ids, cont, np.stack([rng.exponential(80, n), rng.uniform(-3, 3, n)], 1))
+    tok = build_tokenizer(AMBRE, ("pT", "eta", "phi"), use_met=True)
+    tok.fit(make_events(ids[: n // 2], np.nan_to_num(cont[: n // 2] / 2), events.globals_[: n // 2] / 2))
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append((tok.transform(events)["tokens"], dict(tok.out_of_range)))
+    finally:
+        torch.set_num_threads(before)
+    (one, counts1), (two, counts2) = results
+    assert torch.equal(one, two) and counts1 == counts2
+    real = ids > 0
+    train_pt = cont[: n // 2, :, 0][real[: n // 2]] / 2
+    outside = real & ((cont[..., 0] < train_pt.min()) | (cont[..., 0] > train_pt.max()))
+    assert counts1["pT"] == outside.sum() > 100  # fitted on halved values: many real pT lie above the range
+    assert (one[:, 2:][torch.from_numpy(~real)] == 0).all()

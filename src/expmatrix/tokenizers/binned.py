@@ -33,6 +33,7 @@ from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.spec import BinnedTokenizerConfig, BinningFields
 from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_events, missing_features, sequence_mask
 from expmatrix.tokenizers.binning import Binner, BinRule
+from expmatrix.tokenizers.parallel import chunks, parallel_map
 
 CHUNK_EVENTS = 8192  # events tokenized at once: their columns stay in cache
 
@@ -105,19 +106,24 @@ class BinnedTokenizer(BinnedBase):
         super().__init__(config, features, use_met)
         radix = np.cumprod([1, *self.n[::-1]])[::-1]  # place value of obj, then of each feature
         self.radix = [int(r) for r in radix]
+        small = self.radix[0] <= 1 << 16 and max(self.n) <= 255  # codes are uint8 up to 255 bins
+        self.digit_dtype = np.uint16 if small else np.int64
         offsets = np.cumsum([0] + [self.binner.rules[f].bins for f in self.globals])
         self.global_offsets = [self.n_particle_tokens + int(o) for o in offsets[:-1]]
         self.vocab_size = self.n_particle_tokens + int(offsets[-1]) + 1
 
     def object_tokens(self, ids: np.ndarray, cont: np.ndarray) -> np.ndarray:
-        """(m, O) joint tokens, 0 at empty slots."""
-        real = ids > 0
-        token = (ids.astype(np.int32) - 1) * np.int32(self.radix[0])
-        for code, r in zip(self.object_codes(ids, cont, real), self.radix[1:], strict=True):
-            token += code * np.int32(r)
-        token += 1
-        token *= real
-        return token
+        """(m, O) joint tokens (int32 unless the vocabulary needs more), 0 at empty slots."""
+        codes = self.object_codes(ids, cont, ids > 0)
+        digits = codes[0].astype(self.digit_dtype)
+        for code, n in zip(codes[1:], self.n[1:], strict=True):  # Horner: the features' mixed-radix number
+            digits *= n
+            digits += code
+        token = ids.astype(np.int32 if self.n_particle_tokens < 1 << 31 else np.int64)
+        token *= self.radix[0]
+        token += digits
+        token += 1 - self.radix[0]  # 1 + (type - 1) * radix + digits; <= 0 at empty slots (type 0)
+        return np.maximum(token, 0, out=token)
 
     def thesis_rows(self, events: Events) -> np.ndarray:
         """(N, O + G) int64 in the thesis file order: object tokens, then MET and MET-phi tokens."""
@@ -125,16 +131,18 @@ class BinnedTokenizer(BinnedBase):
 
     def _tokens(self, events: Events, globals_first: bool) -> np.ndarray:
         self._check(events)
-        self.binner.out_of_range = self.out_of_range = {}
-        n, g = len(events), len(self.globals)
-        out = np.empty((n, g + events.ids.shape[1]), np.int64)
-        obj = slice(g, None) if globals_first else slice(0, events.ids.shape[1])
-        for s in range(0, n, CHUNK_EVENTS):
-            out[s : s + CHUNK_EVENTS, obj] = self.object_tokens(
-                events.ids[s : s + CHUNK_EVENTS], events.cont[s : s + CHUNK_EVENTS]
-            )
+        self.out_of_range = self.binner.reset_counts()
+        n, g, o = len(events), len(self.globals), events.ids.shape[1]
+        out = np.empty((n, g + o), np.int64)
+        obj = slice(g, None) if globals_first else slice(0, o)
+
+        def chunk(s: slice) -> None:
+            out[s, obj] = self.object_tokens(events.ids[s], events.cont[s])
+
+        parallel_map(chunk, chunks(n, CHUNK_EVENTS))
         for k, code in enumerate(self.global_codes(events)):
-            out[:, k if globals_first else events.ids.shape[1] + k] = self.global_offsets[k] + 1 + code.astype(np.int64)
+            out[:, k if globals_first else o + k] = code
+            out[:, k if globals_first else o + k] += self.global_offsets[k] + 1
         return out
 
     def transform(self, events: Events) -> Tokens:

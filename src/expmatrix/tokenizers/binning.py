@@ -18,6 +18,7 @@ fixed: outside the range) are counted per feature in ``out_of_range`` by every `
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 from expmatrix.data.events import Events
 from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.tokenizers.errors import TokenizerError
+from expmatrix.tokenizers.parallel import parallel_map
 from expmatrix.tokenizers.quantiles import QuantileSketch
 
 
@@ -75,6 +77,11 @@ def wrap(values: np.ndarray, rule: BinRule) -> np.ndarray:
     return np.where(wrapped >= high, np.float32(rule.low), wrapped)  # float32 rounding can land on high
 
 
+def count_real(mask: np.ndarray, real: np.ndarray | None) -> int:
+    """Entries of `mask` that are real (all of them when `real` is None)."""
+    return int(np.count_nonzero(mask if real is None else mask & real))
+
+
 def check_finite(values: np.ndarray, real: np.ndarray | None, name: str) -> None:
     """NaN/inf in real entries cannot be binned (they would silently fall into bin 1)."""
     if np.isfinite(np.add.reduce(values, axis=None)):
@@ -82,6 +89,11 @@ def check_finite(values: np.ndarray, real: np.ndarray | None, name: str) -> None
     bad = ~np.isfinite(values) if real is None else ~np.isfinite(values) & real
     if bad.any():
         raise TokenizerError(f"feature {name}: {int(bad.sum())} NaN/inf values cannot be binned")
+
+
+def feed(sketches: dict, chunk: dict, method: Callable) -> None:
+    """`method(sketch, values)` for every sketch and its values in `chunk`, the sketches on parallel threads."""
+    parallel_map(lambda t: method(sketches[t], chunk[t]), list(sketches))
 
 
 class Binner:
@@ -95,6 +107,7 @@ class Binner:
         self.edges: dict[str, Any] = {}  # feature -> edges, or {type: edges} per object type
         self.range: dict[str, list[float]] = {}  # feature -> [min, max] of the fitted entries
         self.out_of_range: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def set_fit_options(self, fit_on: str, per_type: bool) -> None:
         self.fit_on, self.per_type = fit_on, per_type
@@ -124,8 +137,9 @@ class Binner:
 
     def _chunk_values(self, events: Events) -> tuple[int, dict[tuple[str, int | None], np.ndarray]]:
         """(chosen events, the values of every edge set to fit) of one chunk."""
-        chosen, real = self._chosen(events), events.real
-        return int(chosen.sum()), {(f, k): self._fit_values(events, f, chosen, k, real) for f, k in self._targets()}
+        chosen, real, targets = self._chosen(events), events.real, self._targets()
+        values = parallel_map(lambda t: self._fit_values(events, t[0], chosen, t[1], real), targets)
+        return int(chosen.sum()), dict(zip(targets, values, strict=True))
 
     def fit(self, events: Events) -> None:
         values = self._chunk_values(events)  # extracted once, read by both passes
@@ -143,8 +157,7 @@ class Binner:
         chosen_events = 0
         for chosen, chunk in values():
             chosen_events += chosen
-            for t, sk in sketches.items():
-                sk.add_sample(chunk[t])
+            feed(sketches, chunk, QuantileSketch.add_sample)
         if not chosen_events:
             raise TokenizerError(f"fit_on={self.fit_on}: the training split has no such events")
         # a type with fewer training objects than bins keeps the pooled edges
@@ -153,9 +166,8 @@ class Binner:
             for sk in pending.values():
                 sk.start_counting()
             for _, chunk in values():
-                for t, sk in pending.items():
-                    sk.add_count(chunk[t])
-            results = {t: sk.result() for t, sk in pending.items()}
+                feed(pending, chunk, QuantileSketch.add_count)
+            results = dict(zip(pending, parallel_map(QuantileSketch.result, pending.values()), strict=True))
             self._store(sketches, {t: r for t, r in results.items() if r is not None})
             pending = {t: sk for t, sk in pending.items() if results[t] is None}
         missing = [f for f in self.quantile if f not in self.edges]
@@ -188,19 +200,24 @@ class Binner:
 
         Every rule is a count of float32 edges <= value: fixed values beyond the range land in the
         edge bins, cyclic ones are first wrapped into the range. NaN/inf in a real entry is an error;
-        real entries outside the fitted range (quantile) or the range (fixed) are counted.
+        real entries outside the fitted range (quantile) or the range (fixed) are counted. Codes of
+        empty slots are meaningless: callers zero them.
         """
         rule = self.rules[f]
         lo, hi = self._bounds(f)
-        v = values if real is None else np.where(real, values, np.float32(lo))  # empty slots: a harmless value
+        v = np.ascontiguousarray(values)
         mn, mx = (v.min(), v.max()) if v.size else (lo, lo)  # NaN and inf propagate: one check for both
         if not (np.isfinite(mn) and np.isfinite(mx)):
-            raise TokenizerError(f"feature {f}: {int((~np.isfinite(v)).sum())} NaN/inf values cannot be binned")
+            check_finite(v, real, f)  # raises unless only empty slots hold NaN/inf
+            v = np.where(real, v, np.float32(lo))
+            mn, mx = v.min(), v.max()
         if rule.kind == "cyclic":
             return quantile_codes(wrap(v, rule) if mn < lo or mx >= np.float32(hi) else v, width_edges(rule))
         above = np.greater if rule.kind == "quantile" else np.greater_equal
-        n = int(np.count_nonzero(v < lo)) + int(np.count_nonzero(above(v, hi))) if mn < lo or above(mx, hi) else 0
-        self.out_of_range[f] = self.out_of_range.get(f, 0) + n
+        n = (count_real(v < lo, real) if mn < lo else 0) + (count_real(above(v, hi), real) if above(mx, hi) else 0)
+        if n:
+            with self._lock:  # chunks are binned on several threads
+                self.out_of_range[f] = self.out_of_range.get(f, 0) + n
         if rule.kind == "fixed" or not isinstance(self.edges[f], dict):
             return quantile_codes(v, width_edges(rule) if rule.kind == "fixed" else self._edges(f))
         out = np.zeros(values.shape, dtype=code_dtype(rule.bins))
@@ -208,6 +225,11 @@ class Binner:
             sel = ids == kind
             out[sel] = quantile_codes(v[sel], self._edges(f, kind))
         return out
+
+    def reset_counts(self) -> dict[str, int]:
+        """Start counting out-of-range entries afresh (every feature at 0); the dict that will hold them."""
+        self.out_of_range = dict.fromkeys([f for f in self.objects + self.globals if self.rules[f].kind != "cyclic"], 0)
+        return self.out_of_range
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class FactorizedTokenizer(BinnedBase):
 
     def transform(self, events: Events) -> Tokens:
         self._check(events)
-        self.binner.out_of_range = self.out_of_range = {}
+        self.out_of_range = self.binner.reset_counts()
         real = events.real
         codes = [events.ids] + [
             (c.astype(np.int64) + 1) * real for c in self.object_codes(events.ids, events.cont, real)

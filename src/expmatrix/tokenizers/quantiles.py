@@ -65,19 +65,24 @@ class QuantileSketch:
     # ---- pass 2
     def start_counting(self) -> None:
         self._b, self._group = self._brackets()
-        self._counts = np.zeros(len(self._b) + 1, np.int64)
+        self._seen = 0
+        self._at_least = np.zeros(len(self._b), np.int64)  # values >= each boundary
         self._inside: list[tuple[np.ndarray, np.ndarray]] = []
 
     def add_count(self, values: np.ndarray) -> None:
         b = self._b
+        ge = np.empty(min(len(values), CHUNK), dtype=bool)
         for s in range(0, len(values), CHUNK):
             v = values[s : s + CHUNK]
-            code = (v >= b[0]).view(np.uint8).copy()  # how many boundaries are <= v
-            for x in b[1:]:
-                code += v >= x
-            self._counts += np.bincount(code, minlength=len(b) + 1)
-            sel = np.flatnonzero(code & 1)  # odd code: inside a bracket
-            self._inside.append((v[sel].astype(np.float32), code[sel]))
+            g = ge[: len(v)]
+            code = np.zeros(len(v), np.uint8)  # how many boundaries are <= v
+            for j, x in enumerate(b):
+                np.greater_equal(v, x, out=g)
+                self._at_least[j] += np.count_nonzero(g)
+                code += g
+            inside = (code & 1).view(bool)  # odd code: inside a bracket
+            self._inside.append((v[inside].astype(np.float32), code[inside]))
+        self._seen += len(values)
 
     def result(self) -> np.ndarray | None:
         """The exact quantiles, or None when a bracket missed (widen and count again)."""
@@ -85,17 +90,25 @@ class QuantileSketch:
             raise ValueError("no values to take quantiles of")
         vals = np.concatenate([v for v, _ in self._inside]) if self._inside else np.zeros(0, np.float32)
         codes = np.concatenate([c for _, c in self._inside]) if self._inside else np.zeros(0, np.uint8)
-        below = np.cumsum(self._counts)  # below[k]: values with code <= k
-        out, groups = [], {}
-        for j, r in enumerate((self.n - 1) * self.qs):
+        ranks = (self.n - 1) * self.qs
+        wanted: dict[int, list[tuple[int, int]]] = {}  # bracket code -> (floor, ceil) ranks inside it
+        for j, r in enumerate(ranks):
             k = 2 * self._group[j] + 1
-            if k not in groups:
-                groups[k] = np.sort(vals[codes == k])
-            f, c = int(np.floor(r)) - below[k - 1], int(np.ceil(r)) - below[k - 1]
-            if f < 0 or c >= len(groups[k]):
+            below = self._seen - self._at_least[k - 1]  # values under the bracket
+            f, c = int(np.floor(r)) - below, int(np.ceil(r)) - below
+            if f < 0 or c >= self._at_least[k - 1] - self._at_least[k]:  # outside the bracket
                 self._z *= 4  # NOTE: brackets only ever miss by bad luck; wider ones then hold the answer
                 return None
-            out.append(lerp(float(groups[k][f]), float(groups[k][c]), r - np.floor(r)))
+            wanted.setdefault(k, []).append((f, c))
+        order = {}  # the needed order statistics of each bracket, by partial sorts (no full sort)
+        for k, pairs in wanted.items():
+            kth = sorted({i for pair in pairs for i in pair})
+            order[k] = np.partition(vals[codes == k], kth)
+        out = []
+        for j, r in enumerate(ranks):
+            k = 2 * self._group[j] + 1
+            f, c = wanted[k].pop(0)
+            out.append(lerp(float(order[k][f]), float(order[k][c]), r - np.floor(r)))
         return np.asarray(out)
 
 
