@@ -10,8 +10,6 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
-from expmatrix.data.layout import CONT_NAMES
-
 RUNS = click.option(
     "--runs",
     "runs_root",
@@ -77,18 +75,18 @@ def main() -> None:
 @friendly
 def list_jobs(experiment: str, profile: str | None, overrides: tuple[str, ...], runs_root: str) -> None:
     """Print the jobs of EXPERIMENT: id, factor levels, seed, parameter count, state."""
+    from expmatrix.data import n_outputs
     from expmatrix.models.sizing import solve_size
     from expmatrix.spec import JobConfig
+    from expmatrix.stages import tokenizer_for
     from expmatrix.store import RunStore
-    from expmatrix.tokenizers import build_tokenizer
 
     matrix = _matrix(experiment, profile, overrides)
     store = RunStore(runs_root, matrix.spec.name)
     rows = []
     for job in matrix.jobs:
         cfg = JobConfig.model_validate(job.config)
-        features = tuple(CONT_NAMES[i] for i in cfg.data.cont_features)
-        size = solve_size(build_tokenizer(cfg.tokenizer, features, cfg.data.use_met), cfg.model, 2)
+        size = solve_size(tokenizer_for(cfg), cfg.model, n_outputs(cfg.data))
         rows.append([job.id, *job.levels.values(), job.seed, size.params, size.d_model, store.state(job.id)])
     click.echo(tabulate(rows, headers=["job", *matrix.factor_names, "seed", "params", "width", "state"]))
     click.echo(f"{len(matrix.jobs)} jobs in {len(matrix.cells)} cells")
@@ -245,15 +243,15 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.argument("source", type=click.Choice(["fourtops"]))
+@click.argument("source", type=click.Choice(["fourtops", "icecube"]))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .h5 file to write.")
 @click.option("--events", type=int, default=100_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def synth(source: str, out: str, events: int, seed: int) -> None:
-    """Write a synthetic data set in the exact layout of SOURCE (fourtops: 4tops_splitted.h5)."""
-    from expmatrix.data.synthetic import write_fourtops
+    """Write a synthetic data set in the exact layout of SOURCE (fourtops: 4tops_splitted.h5; icecube: pulses)."""
+    from expmatrix.data import WRITERS
 
-    click.echo(f"wrote {write_fourtops(out, events, seed)} ({events} events, seed {seed})")
+    click.echo(f"wrote {WRITERS[source](out, events, seed)} ({events} events, seed {seed})")
 
 
 def _ints(text: str) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from expmatrix.data import data_selection
+from expmatrix.data import data_selection, n_outputs
 from expmatrix.matrix import Matrix, short_hash
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.provenance import code_version
@@ -23,8 +23,6 @@ from expmatrix.stages import tokenizer_for
 from expmatrix.store import read_json, write_json
 from expmatrix.training.trainer import Trainer
 
-N_OUTPUTS = 2
-
 
 def consumed_keys(cfg: JobConfig) -> set[str]:
     """The dotted keys of `cfg` that building this job reads (no data, no training)."""
@@ -32,9 +30,10 @@ def consumed_keys(cfg: JobConfig) -> set[str]:
         _ = cfg.seed
         data_selection(cfg.data)
         tokenizer = tokenizer_for(cfg)
-        size = solve_size(tokenizer, cfg.model, N_OUTPUTS)
+        outputs = n_outputs(cfg.data)
+        size = solve_size(tokenizer, cfg.model, outputs)
         with torch.device("meta"):
-            model = build_model(tokenizer, cfg.model, size, N_OUTPUTS)
+            model = build_model(tokenizer, cfg.model, size, outputs)
         Trainer(model, cfg.train, "cpu", n_train=1000, seed=cfg.seed)
     return reads
 

@@ -14,8 +14,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from expmatrix.data import SOURCE_TASKS
 from expmatrix.data.layout import CONT_NAMES, DEFAULT_KEYS, GLOBAL_NAMES, PROCESSES
 
 FEATURES = Literal["E", "pT", "eta", "phi", "MET", "MET_phi"]
@@ -102,8 +114,11 @@ class KeysConfig(Strict):
     y_test: str = DEFAULT_KEYS["y_test"]
 
 
+FOURTOPS_ONLY = ("keys", "task", "use_met", "cont_features", "unit")  # settings of the 4tops layout and task
+
+
 class DataConfig(Strict):
-    source: Literal["fourtops"] = "fourtops"
+    source: Literal["fourtops", "icecube"] = "fourtops"  # the layout, and the task: see data.SOURCE_TASKS
     path: str = "synthetic"  # "synthetic" (embedded generator, cached) or an .h5 path relative to the experiment
     synthetic: SyntheticConfig = SyntheticConfig()
     keys: KeysConfig = KeysConfig()
@@ -118,6 +133,27 @@ class DataConfig(Strict):
         if self.path != "synthetic" and "synthetic" in self.model_fields_set:
             raise ValueError(f"data.synthetic has no effect when data.path is a file ({self.path}): remove it")
         return self
+
+    @field_validator(*FOURTOPS_ONLY)
+    @classmethod
+    def _fourtops_only(cls, v: Any, info: ValidationInfo) -> Any:
+        """Set on another source, a 4tops setting would do nothing: an error at its own key."""
+        source = info.data.get("source", "fourtops")
+        if source != "fourtops":
+            raise ValueError(
+                f"a fourtops setting; data.source {source} reads the pulse features its tokenizer preset declares "
+                "and has no task, MET, unit or dataset keys to set: remove it"
+            )
+        return v
+
+    @model_serializer(mode="wrap")
+    def _without_fourtops_fields(self, handler) -> dict[str, Any]:
+        """Other sources leave the 4tops settings out of the resolved config (and so out of job ids)."""
+        out = handler(self)
+        if self.source != "fourtops":
+            for key in FOURTOPS_ONLY:
+                out.pop(key, None)
+        return out
 
     @field_validator("cont_features")
     @classmethod
@@ -355,6 +391,9 @@ class TrainConfig(Strict):
     early_stopping: Literal[False] = False  # the thesis trains a fixed number of epochs
 
 
+REGRESSION_LOSSES = ("cosine", "vmf", "mse", "huber")
+
+
 class JobConfig(Strict):
     """Everything one job needs; its canonical form is hashed into the job id."""
 
@@ -363,6 +402,22 @@ class JobConfig(Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _loss_fits_the_task(self) -> JobConfig:
+        """The source decides the task: cross_entropy for classification, a regression loss for directions."""
+        task, loss = SOURCE_TASKS[self.data.source], self.train.loss
+        if (task == "classification") == (loss == "cross_entropy"):
+            return self
+        source = self.data.source
+        if task == "classification":
+            msg = f"{loss} needs regression targets; data.source {source} is classification: use cross_entropy"
+        else:
+            msg = f"{loss} needs class labels; data.source {source} is direction regression: use one of " + ", ".join(
+                REGRESSION_LOSSES
+            )
+        error = InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=("train", "loss"), input=loss)
+        raise ValidationError.from_exception_data(type(self).__name__, [error])
 
 
 # ---------------------------------------------------------------- experiment

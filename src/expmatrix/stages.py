@@ -10,18 +10,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from expmatrix.data import Events, data_selection, file_identity, load_splits
+from expmatrix.data import Events, data_selection, file_identity, load_pulse_splits, load_splits
+from expmatrix.data.icecube import PULSE_FEATURES
 from expmatrix.data.layout import CONT_NAMES
 from expmatrix.matrix import Job, short_hash
-from expmatrix.spec import JobConfig
+from expmatrix.spec import DirectTokenizerConfig, JobConfig, SpecError
 from expmatrix.store import RunStore, read_json, write_json
 from expmatrix.tokenizers import Tokenizer, build_tokenizer
 
 
+def pulse_features(cfg: JobConfig) -> tuple[str, ...]:
+    """The pulse columns the tokenizer preset declares (its transforms or rules), in the file layout's order."""
+    tok = cfg.tokenizer
+    declared = list(tok.transforms if isinstance(tok, DirectTokenizerConfig) else tok.rules)
+    unknown = [f for f in declared if f not in PULSE_FEATURES]
+    if unknown:
+        raise SpecError(
+            f"tokenizer {tok.name!r} declares features {unknown} that {cfg.data.source} pulses do not have; "
+            f"pulse features: {', '.join(PULSE_FEATURES)}"
+        )
+    return tuple(f for f in PULSE_FEATURES if f in declared)
+
+
+def features_of(cfg: JobConfig) -> tuple[tuple[str, ...], bool]:
+    """(the per-object features a job reads, whether MET tokens are added): the source decides."""
+    if cfg.data.source == "fourtops":
+        return tuple(CONT_NAMES[i] for i in cfg.data.cont_features), cfg.data.use_met
+    return pulse_features(cfg), False
+
+
 def tokenizer_for(cfg: JobConfig) -> Tokenizer:
     """The job's tokenizer, unfitted."""
-    features = tuple(CONT_NAMES[i] for i in cfg.data.cont_features)
-    return build_tokenizer(cfg.tokenizer, features, cfg.data.use_met)
+    return build_tokenizer(cfg.tokenizer, *features_of(cfg))
+
+
+def job_splits(cfg: JobConfig, data_path: str, cache_dir: Path) -> dict[str, Events]:
+    """train/val/test `Events` of the job's source with the features its tokenizer reads."""
+    if cfg.data.source == "fourtops":
+        return load_splits(cfg.data, data_path, cache_dir)
+    return load_pulse_splits(cfg.data, data_path, cache_dir, pulse_features(cfg))
 
 
 def fit_key(tokenizer: Tokenizer, cfg: JobConfig, data_path: str) -> str:
@@ -42,7 +69,7 @@ def fitted_tokenizer(cfg: JobConfig, data_path: str, store: RunStore, train: Eve
         tokenizer.load_state_dict(read_json(path)["state"])
         return tokenizer
     if train is None:
-        train = load_splits(cfg.data, data_path, store.cache_dir)["train"]
+        train = job_splits(cfg, data_path, store.cache_dir)["train"]
     tokenizer.fit(train)  # the training split only
     record = {"signature": tokenizer.signature(), "data": data_selection(cfg.data), "state": tokenizer.state_dict()}
     write_json(path, record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,8 @@ import h5py
 
 from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, read_split
+from expmatrix.data.icecube import read_pulses
+from expmatrix.data.icecube_synthetic import write_icecube
 from expmatrix.data.layout import SPLITS
 from expmatrix.data.synthetic import write_fourtops
 
@@ -16,8 +19,18 @@ if TYPE_CHECKING:  # spec imports data.layout: no import cycle at run time
     from expmatrix.spec import DataConfig
 
 
+# The source decides the task: what the model's outputs mean and which losses apply.
+SOURCE_TASKS = {"fourtops": "classification", "icecube": "direction"}
+N_OUTPUTS = {"classification": 2, "direction": 3}  # binary logits; a 3-vector (unit direction, vMF: norm = kappa)
+WRITERS: dict[str, Callable[[Path, int, int], Path]] = {"fourtops": write_fourtops, "icecube": write_icecube}
+
+
+def n_outputs(cfg: DataConfig) -> int:
+    return N_OUTPUTS[SOURCE_TASKS[cfg.source]]
+
+
 def synthetic_path(cache_dir: Path, cfg: DataConfig) -> Path:
-    return cache_dir / f"fourtops_synthetic_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
+    return cache_dir / f"{cfg.source}_synthetic_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
 
 
 def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
@@ -26,12 +39,17 @@ def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
         return Path(data_path)
     path = synthetic_path(cache_dir, cfg)
     if not path.exists():
-        write_fourtops(path, cfg.synthetic.events, cfg.synthetic.seed)
+        WRITERS[cfg.source](path, cfg.synthetic.events, cfg.synthetic.seed)
     return path
 
 
 def data_selection(cfg: DataConfig) -> dict:
     """What decides which events a job reads (besides the file itself): a cache key part."""
+    if cfg.source != "fourtops":  # pulse sources: the features come from the tokenizer, nothing else selects
+        out = {"source": cfg.source, "max_events": cfg.max_events}
+        if cfg.path == "synthetic":
+            out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
+        return out
     out = {
         "source": cfg.source,
         "keys": {k: getattr(cfg.keys, k) for k in type(cfg.keys).model_fields},
@@ -52,14 +70,26 @@ def file_identity(data_path: str) -> list:
     return [str(Path(data_path).resolve()), st.st_size, st.st_mtime_ns]
 
 
+def _fraction(path: Path, train_key: str, max_events: int | None) -> float:
+    """The share of every split to read so that the training split has at most `max_events` events."""
+    if max_events is None:
+        return 1.0
+    with h5py.File(path, "r") as f:
+        return min(1.0, max_events / len(dataset(f, path, train_key)))
+
+
+def load_pulse_splits(cfg: DataConfig, data_path: str, cache_dir: Path, features: tuple[str, ...]):
+    """train/val/test `Events` of a pulse file with the columns `features` and the direction as target."""
+    path = ensure_file(cfg, data_path, cache_dir)
+    fraction = _fraction(path, "n_pulses_train", cfg.max_events)
+    return {split: read_pulses(path, split, features, fraction) for split in SPLITS}
+
+
 def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, Events]:
-    """train/val/test `Events` with the job's task and feature selection."""
+    """train/val/test `Events` with the job's task and feature selection (fourtops)."""
     path = ensure_file(cfg, data_path, cache_dir)
     keys = cfg.keys.model_dump()
-    fraction = 1.0
-    if cfg.max_events is not None:
-        with h5py.File(path, "r") as f:
-            fraction = min(1.0, cfg.max_events / len(dataset(f, path, keys["x_train"])))
+    fraction = _fraction(path, keys["x_train"], cfg.max_events)
     splits = {
         split: read_split(
             path,
@@ -80,4 +110,16 @@ def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, E
     return splits
 
 
-__all__ = ["DataError", "Events", "data_selection", "ensure_file", "file_identity", "load_splits", "synthetic_path"]
+__all__ = [
+    "SOURCE_TASKS",
+    "WRITERS",
+    "DataError",
+    "Events",
+    "data_selection",
+    "ensure_file",
+    "file_identity",
+    "load_pulse_splits",
+    "load_splits",
+    "n_outputs",
+    "synthetic_path",
+]

@@ -15,8 +15,9 @@ class Events:
         ids:      (N, O)     int64, object-type id per slot, 0 = empty slot
         cont:     (N, O, F)  float32, the selected continuous features per object
         globals_: (N, G)     float32 (MET, MET-phi) or None when MET is off
-        label:    (N,)       int64 class index (binary: 1 = the declared signal)
-        process:  (N,)       int64 process id as stored in the file
+        label:    (N,)       int64 class index (binary: 1 = the declared signal); 0 for a regression source
+        process:  (N,)       int64 process id as stored in the file; 0 for a regression source
+        target:   (N, 3)     float32 regression target (IceCube: the unit direction) or None
     """
 
     ids: np.ndarray
@@ -25,6 +26,7 @@ class Events:
     label: np.ndarray
     process: np.ndarray
     feature_names: tuple[str, ...]
+    target: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)

@@ -62,7 +62,7 @@ def prepare_data(jobs: list[Job], store: RunStore) -> None:
     seen = set()
     for job in jobs:
         cfg = DataConfig.model_validate(job.config["data"])
-        key = (job.data_path, cfg.synthetic.model_dump_json())
+        key = (cfg.source, job.data_path, cfg.synthetic.model_dump_json())
         if key not in seen:
             seen.add(key)
             ensure_file(cfg, job.data_path, store.cache_dir)

@@ -8,7 +8,7 @@ from typing import Any
 from expmatrix.matrix import Matrix
 from expmatrix.report.build import build_report, write_report
 from expmatrix.report.formats import FORMATS
-from expmatrix.report.settings import ReportSettings
+from expmatrix.report.settings import ReportSettings, task_of
 from expmatrix.store import RunStore
 
 
@@ -25,7 +25,7 @@ def make_report(
     """Build the report of `matrix`'s runs, write every format to `out` (default runs/<experiment>);
     returns the text in `fmt` and the folder written."""
     store = RunStore(runs_root, matrix.spec.name)
-    settings = ReportSettings.resolve(matrix.spec.report, spec_file, flags)
+    settings = ReportSettings.resolve(matrix.spec.report, spec_file, flags, task_of(matrix))
     folder = Path(out) if out is not None else store.dir
     title = matrix.spec.name + (f" (profile {profile})" if profile else "")
     report, results = build_report(matrix, store, settings, folder if plots else None, title)

@@ -79,16 +79,22 @@ class Numbers:
     varied: list[str]  # factors with more than one level
 
 
+# Per task: the curve drawn from the test predictions (function, file stem prefix), and the learning-curve metric.
+CURVES = {"classification": (plots.roc_plot, "roc"), "direction": (plots.angular_error_plot, "angular_error")}
+LEARNING = {"classification": ("val_auroc", "val AUROC"), "direction": ("val_angle_median", "val median angle [rad]")}
+
+
 def make_plots(n: Numbers, s: ReportSettings, store: RunStore, out: Path) -> list[Path]:
-    """Effects, heatmaps, ROC of the top cells and of each factor's levels (others at the best cell),
-    learning curves of the top cells."""
+    """Effects, heatmaps, ROC (classification) or angular-error distributions (directions) of the top
+    cells and of each factor's levels (others at the best cell), learning curves of the top cells."""
     results, stats, effects, inters, factors, varied = n.results, n.stats, n.effects, n.inters, n.factors, n.varied
+    curve, prefix = CURVES[s.task]
     top = [dict(zip(factors, r, strict=True)) for r in stats.head(s.top_k).select(factors).iter_rows()]
     best = top[0]
     steps = [lambda: plots.effects_plot(effects, s.metric, out)] if varied else []
     steps += [lambda i=i: plots.heatmap(i, s.metric, out) for i in inters]
     preds = {cell_label(c, factors): [read_predictions(store, j) for j in _jobs_of(results, c)] for c in top}
-    steps.append(lambda: plots.roc_plot(preds, f"top {len(top)} cells by {s.metric}", out, "roc_cells"))
+    steps.append(lambda: curve(preds, f"top {len(top)} cells by {s.metric}", out, f"{prefix}_cells"))
     for f in varied:
         fixed = {g: v for g, v in best.items() if g != f}
         curves = {
@@ -97,9 +103,9 @@ def make_plots(n: Numbers, s: ReportSettings, store: RunStore, out: Path) -> lis
         }
         curves = {k: v for k, v in curves.items() if v}
         title = f"{f} levels; fixed: {cell_label(fixed, list(fixed))}"
-        steps.append(lambda c=curves, t=title, f=f: plots.roc_plot(c, t, out, f"roc_{f}"))
+        steps.append(lambda c=curves, t=title, f=f: curve(c, t, out, f"{prefix}_{f}"))
     hist = {cell_label(c, factors): [read_history(store, j) for j in _jobs_of(results, c)] for c in top}
-    steps.append(lambda: plots.learning_curves(hist, out))
+    steps.append(lambda: plots.learning_curves(hist, out, *LEARNING[s.task]))
     return [step() for step in tqdm(steps, desc="plots", leave=False)]
 
 

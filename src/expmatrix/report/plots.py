@@ -1,5 +1,6 @@
 """Report plots (matplotlib, no pyplot state): each is written as PNG and PDF, the PNG path returned.
 
+Direction jobs get the cumulative distribution of the angular error instead of ROC curves.
 ROC curves use the HEP form: background rejection 1/eps_B (log) against signal efficiency eps_S,
 mean over seeds with a min-max band; points the test set cannot resolve (fewer than one
 background event passing) are left out, as in the metrics.
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from expmatrix.training.metrics import roc_curve_of, roc_envelope
 
 EFF_GRID = np.linspace(0.02, 1.0, 99)  # signal efficiencies the seeds' curves are averaged at
+ANGLE_GRID = np.linspace(0.0, np.pi, 181)  # angular errors (rad) the seeds' distributions are averaged at
 
 
 def save(fig: Figure, out: Path, stem: str) -> Path:
@@ -102,19 +104,40 @@ def heatmap(inter: pl.DataFrame, metric: str, out: Path) -> Path:
     return save(fig, out, f"heatmap_{factor}__{by}")
 
 
-def learning_curves(histories: dict[str, list[pl.DataFrame]], out: Path) -> Path:
-    """Loss (train dashed, val solid) and val AUROC per epoch; mean and min-max band over seeds."""
+def angular_error_plot(curves: dict[str, list[pl.DataFrame]], title: str, out: Path, stem: str) -> Path:
+    """Cumulative distribution of the test angular error, one curve per label (mean and min-max band
+    over its seeds), the median in the legend; radians below, degrees on top."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    for label, preds in curves.items():
+        errors = [np.sort(p["angular_error"].to_numpy()) for p in preds]
+        cdfs = [np.searchsorted(e, ANGLE_GRID, side="right") / len(e) for e in errors]
+        median = np.mean([np.median(e) for e in errors])
+        _band(ax, ANGLE_GRID, cdfs, f"{label} (median {median:.3f})")
+    ax.axvline(np.pi / 2, color="0.6", lw=0.8, ls=":")  # the median error of a random (isotropic) guess
+    ax.set(xlim=(0, np.pi), ylim=(0, 1), xlabel="angular error [rad]", ylabel="fraction of test events below")
+    ax.secondary_xaxis("top", functions=(np.degrees, np.radians)).set_xlabel("angular error [deg]")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return save(fig, out, stem)
+
+
+def learning_curves(
+    histories: dict[str, list[pl.DataFrame]], out: Path, metric: str = "val_auroc", label: str = "val AUROC"
+) -> Path:
+    """Loss (train dashed, val solid) and a validation metric per epoch; mean and min-max band over seeds."""
     fig = Figure(figsize=(10, 4))
     loss_ax, auc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for label, runs in histories.items():
+    for name, runs in histories.items():
         epochs = min(h.height for h in runs)
         x = np.arange(1, epochs + 1)
-        _band(loss_ax, x, [h["val_loss"].to_numpy()[:epochs] for h in runs], label)
+        _band(loss_ax, x, [h["val_loss"].to_numpy()[:epochs] for h in runs], name)
         color = loss_ax.lines[-1].get_color()
         loss_ax.plot(x, np.mean([h["train_loss"].to_numpy()[:epochs] for h in runs], axis=0), "--", color=color)
-        _band(auc_ax, x, [h["val_auroc"].to_numpy()[:epochs] for h in runs], label)
+        _band(auc_ax, x, [h[metric].to_numpy()[:epochs] for h in runs], name)
     loss_ax.set(xlabel="epoch", ylabel="loss (val solid, train dashed)")
-    auc_ax.set(xlabel="epoch", ylabel="val AUROC")
+    auc_ax.set(xlabel="epoch", ylabel=label)
     for ax in (loss_ax, auc_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)

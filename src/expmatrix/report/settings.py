@@ -11,15 +11,48 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from expmatrix.data import SOURCE_TASKS
+from expmatrix.matrix import Matrix
 from expmatrix.spec import ReportConfig, SpecError, describe_errors, load_yaml
+
+# What a report compares when no layer names its metrics: the ReportConfig defaults (classification), or:
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "direction": {
+        "metric": "test.angular_error_median",
+        "metrics": [
+            "test.angular_error_median",
+            "test.angular_error_mean",
+            "test.angular_error_68",
+            "test.zenith_error_median",
+            "test.azimuth_error_median",
+        ],
+    },
+}
+
+
+def task_of(matrix: Matrix) -> str:
+    """The task of the matrix's jobs (the data source decides it); one report compares one task."""
+    tasks = {SOURCE_TASKS[job.config["data"]["source"]] for job in matrix.jobs}
+    if len(tasks) > 1:
+        raise SpecError(f"{matrix.path}: the jobs mix tasks {sorted(tasks)}: one report compares one task")
+    return tasks.pop() if tasks else "classification"
 
 
 class ReportSettings(ReportConfig):
     """A resolved `ReportConfig` with the questions the report asks of it."""
 
+    task: str = "classification"  # from the experiment's data source, not a setting: picks defaults and plots
+
     @classmethod
-    def resolve(cls, base: ReportConfig, spec_file: str | Path | None = None, flags: dict[str, Any] | None = None):
-        """`base` (the experiment's section) <- `spec_file` (reports/*.yaml) <- `flags` (None: not given)."""
+    def resolve(
+        cls,
+        base: ReportConfig,
+        spec_file: str | Path | None = None,
+        flags: dict[str, Any] | None = None,
+        task: str = "classification",
+    ):
+        """`base` (the experiment's section) <- `spec_file` (reports/*.yaml) <- `flags` (None: not given);
+        the metrics no layer sets come from the task's defaults."""
         layers = [("report", base.model_dump(exclude_unset=True))]
         if spec_file is not None:
             raw = load_yaml(Path(spec_file))
@@ -27,7 +60,7 @@ class ReportSettings(ReportConfig):
                 raise SpecError(f"{spec_file}: expected a mapping of report settings, got {type(raw).__name__}")
             layers.append((str(spec_file), raw))
         layers.append(("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
-        merged: dict[str, Any] = {}
+        merged: dict[str, Any] = dict(TASK_DEFAULTS.get(task, {}), task=task)
         for where, values in layers:
             try:
                 ReportConfig.model_validate(values)

@@ -10,19 +10,18 @@ import numpy as np
 import polars as pl
 import torch
 
-from expmatrix.data import load_splits
+from expmatrix.data import n_outputs
 from expmatrix.matrix import Job
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import trainable_params
 from expmatrix.provenance import code_version
 from expmatrix.spec import JobConfig, RunConfig
-from expmatrix.stages import fitted_tokenizer
+from expmatrix.stages import fitted_tokenizer, job_splits
 from expmatrix.store import Heartbeat, RunStore, write_json
+from expmatrix.training.directions import evaluate_directions
 from expmatrix.training.metrics import binary_metrics
 from expmatrix.training.tracking import Tracker, open_tracker
 from expmatrix.training.trainer import Preempted, Trainer, to_device
-
-N_CLASSES = 2  # binary: background 0, the declared signal 1
 
 
 class ClaimLost(RuntimeError):
@@ -40,18 +39,18 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
     cfg = JobConfig.model_validate(job.config)
     tracker = tracker or Tracker(store.path(job.id, "metrics.jsonl"))
     seed_everything(cfg.seed)
-    splits = load_splits(cfg.data, job.data_path, store.cache_dir)
+    splits = job_splits(cfg, job.data_path, store.cache_dir)
     tokenizer = fitted_tokenizer(cfg, job.data_path, store, splits["train"])
     write_json(store.path(job.id, "tokenizer.json"), tokenizer.state_dict())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokens = {s: to_device(tokenizer.transform(ev), device) for s, ev in splits.items()}
-    labels = {s: torch.from_numpy(ev.label).to(device) for s, ev in splits.items()}
+    # class labels, or the regression target (the direction) where the source has one
+    labels = {s: torch.from_numpy(ev.label if ev.target is None else ev.target).to(device) for s, ev in splits.items()}
 
-    if cfg.train.loss != "cross_entropy":
-        raise ValueError(f"train.loss={cfg.train.loss} needs regression targets; fourtops data is classification")
     seq_len = tokens["train"]["mask"].shape[1]
-    size = solve_size(tokenizer, cfg.model, N_CLASSES, seq_len)
-    model = build_model(tokenizer, cfg.model, size, N_CLASSES, seq_len).to(device)
+    outputs = n_outputs(cfg.data)  # 2 class logits, or a 3-vector: the loss gives them their meaning
+    size = solve_size(tokenizer, cfg.model, outputs, seq_len)
+    model = build_model(tokenizer, cfg.model, size, outputs, seq_len).to(device)
     trainer = Trainer(model, cfg.train, device, len(labels["train"]), cfg.seed)
 
     def log_epochs(history: list[dict]) -> None:
@@ -67,12 +66,15 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
         log_epochs,
     )
     evaluated = history[trainer.best["epoch"] - 1 if trainer.best else -1]
-    scores = trainer.predict(tokens["test"])[:, 1]
-    pl.DataFrame({"score": scores, "label": splits["test"].label, "process": splits["test"].process}).write_parquet(
-        store.path(job.id, "predictions.parquet")
-    )
+    test, predictions = splits["test"], store.path(job.id, "predictions.parquet")
+    if test.target is not None:
+        test_metrics = evaluate_directions(trainer, tokens["test"], test.target, predictions)
+    else:
+        scores = trainer.predict(tokens["test"])[:, 1]
+        pl.DataFrame({"score": scores, "label": test.label, "process": test.process}).write_parquet(predictions)
+        test_metrics = binary_metrics(scores, test.label)
     metrics = {
-        "test": binary_metrics(scores, splits["test"].label),
+        "test": test_metrics,
         "val": {k: v for k, v in evaluated.items() if k.startswith("val_")},
         **trainer.summary(),  # evaluated_weights last|best (best_epoch), ema, precision, compiled
         "epochs": len(history),

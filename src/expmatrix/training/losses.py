@@ -107,8 +107,13 @@ class VonMisesFisher(Cosine):
 
     NOTE: the concentration is the output's norm (no extra unit), clamped below at 1e-4."""
 
+    @staticmethod
+    def kappa(out: torch.Tensor) -> torch.Tensor:
+        """(N, p) outputs -> (N,) concentrations."""
+        return out.float().norm(dim=-1).clamp_min(1e-4)
+
     def per_event(self, out, target):
-        kappa = out.norm(dim=-1).clamp_min(1e-4)
+        kappa = self.kappa(out)
         return -log_vmf_normalizer(kappa, out.shape[-1]) - (out * target).sum(-1)
 
 
@@ -122,6 +127,10 @@ def make_loss(cfg: TrainConfig) -> Loss:
 
 
 def angular_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(N, p), (N, p) -> (N,) angle in radians between predicted and true directions."""
-    cos = F.cosine_similarity(pred.double(), target.double(), dim=-1)
-    return torch.arccos(cos.clamp(-1.0, 1.0))
+    """(N, 3), (N, 3) -> (N,) angle in radians between predicted and true directions (any norms).
+
+    atan2(|a x b|, a . b) keeps full precision at small angles, where arccos(cos) loses half the digits.
+    A zero prediction has no direction: its angle is pi/2 (what a random guess gives on average)."""
+    a, b = pred.double(), target.double()
+    angle = torch.atan2(torch.linalg.cross(a, b).norm(dim=-1), (a * b).sum(-1))
+    return torch.where((a.norm(dim=-1) > 0) & (b.norm(dim=-1) > 0), angle, math.pi / 2)

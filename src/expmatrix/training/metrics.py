@@ -16,11 +16,13 @@ SIG_EFFICIENCIES = (30, 50)  # eps_S in percent for bkg_rej_at_sig_eff_<E>
 PARTIAL_AUROC_MAX_FPR = 0.1  # partial AUROC over eps_B in [0, 0.1], McClish-standardized (0.5 random, 1 perfect)
 ECE_BINS = 15  # equal-width score bins of the expected calibration error
 LOWER_IS_BETTER = frozenset({"brier", "ece", "loss", "train_loss", "val_loss", "train_seconds"})
+LOWER_IS_BETTER_PREFIXES = ("angular_error", "zenith_error", "azimuth_error", "val_angle")  # angles (rad)
 
 
 def higher_is_better(metric: str) -> bool:
     """Direction of a metric by its name, with or without a `test.`/`val.` prefix."""
-    return metric.rsplit(".", 1)[-1] not in LOWER_IS_BETTER
+    name = metric.rsplit(".", 1)[-1]
+    return name not in LOWER_IS_BETTER and not name.startswith(LOWER_IS_BETTER_PREFIXES)
 
 
 def roc_envelope(x: np.ndarray, y: np.ndarray, best: str) -> tuple[np.ndarray, np.ndarray]:

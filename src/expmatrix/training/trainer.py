@@ -34,7 +34,7 @@ from expmatrix.training.checkpoint import (
     set_rng_state,
 )
 from expmatrix.training.ema import EMA
-from expmatrix.training.losses import Cosine, Loss, angular_error, make_loss
+from expmatrix.training.losses import Loss, angular_error, make_loss
 from expmatrix.training.metrics import binary_metrics
 
 STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGUSR1") if hasattr(signal, s))
@@ -281,8 +281,10 @@ class Trainer:
             metrics |= {f"val_{k}": v for k, v in scores.items()}
         elif self.loss.classification:
             metrics["val_accuracy"] = (pred.argmax(1) == yv).double().mean().item()
-        elif isinstance(self.loss, Cosine):  # directions: cosine and vMF
-            metrics["val_angle"] = angular_error(pred, yv).mean().item()
+        else:  # directions: the angle (rad) between the predicted and the true vector
+            angle = angular_error(pred, yv)
+            metrics["val_angle"] = angle.mean().item()
+            metrics["val_angle_median"] = angle.quantile(0.5).item()
         return metrics
 
     def _use_evaluated_weights(self) -> None:
