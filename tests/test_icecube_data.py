@@ -11,6 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import REPO
+from pydantic import ValidationError
 
 from expmatrix.cli import main
 from expmatrix.data import DataError, data_selection, synthetic_path
@@ -196,10 +197,31 @@ def test_the_source_decides_the_task_and_its_settings(tmp_path, changes, message
         build_matrix(_experiment(tmp_path, **changes))
 
 
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"fit_on": "background"}, r"tokenizer\.fit_on\n.*has no effect on data\.source icecube: every event is"),
+        ({"per_object_type": True}, r"tokenizer\.per_object_type\n.*no effect on data\.source icecube: every pulse"),
+    ],
+)
+def test_binning_settings_about_types_and_classes_are_inert_on_pulses(setting, message):
+    tokenizer = {"kind": "binned", "name": "b", "rules": {"time": "quantile", "charge": "quantile", "z": "quantile"}}
+    job = {"data": {"source": "icecube"}, "tokenizer": tokenizer, "train": {"loss": "vmf"}}
+    JobConfig.model_validate(job)  # the plain binned preset is fine on pulses
+    with pytest.raises(ValidationError, match=message):
+        JobConfig.model_validate(job | {"tokenizer": tokenizer | setting})
+
+
+def test_an_object_type_embedding_on_pulses_is_rejected_where_it_is_set(tmp_path):
+    with pytest.raises(SpecError, match=r"ice\.yaml: base\.tokenizer\.object_type: has no effect on data\.source"):
+        build_matrix(_experiment(tmp_path, **{"base.tokenizer.object_type": True}))
+
 def test_a_fourtops_tokenizer_on_pulses_is_an_error_before_anything_runs():
     matrix = build_matrix(EXPERIMENT, "quick")  # the first cell: direct_icecube
     cfg = JobConfig.model_validate(matrix.jobs[0].config)
-    four = JobConfig.model_validate({**matrix.jobs[0].config, "tokenizer": {"kind": "direct", "name": "direct"}})
+    fourtops_direct = {"kind": "direct", "name": "direct", "object_type": False}
+    four = JobConfig.model_validate({**matrix.jobs[0].config, "tokenizer": fourtops_direct})
     assert tokenizer_for(cfg).features == ("time", "charge", "x", "y", "z") and not tokenizer_for(cfg).use_met
     with pytest.raises(SpecError, match=r"tokenizer 'direct' declares features \['E', 'pT', 'eta', 'phi', 'MET', 'M"):
         tokenizer_for(four)

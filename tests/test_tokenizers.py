@@ -286,3 +286,10 @@ def test_chunks_on_several_threads_give_the_single_thread_tokens_and_counts():
     outside = real & ((cont[..., 0] < train_pt.min()) | (cont[..., 0] > train_pt.max()))
     assert counts1["pT"] == outside.sum() > 100  # fitted on halved values: many real pT lie above the range
     assert (one[:, 2:][torch.from_numpy(~real)] == 0).all()
+
+
+def test_exact_quantiles_with_more_than_255_bracket_boundaries():
+    v = np.random.default_rng(5).normal(size=1_000_000).astype(np.float32)
+    qs = np.arange(1, 140) / 140  # 139 brackets, 278 boundaries: codes beyond uint8
+    chunks = lambda: [v]  # noqa: E731
+    assert exact_quantiles_stream(qs, chunks, expected=1)[0].tolist() == np.quantile(v.astype(np.float64), qs).tolist()

@@ -129,6 +129,19 @@ def test_integer_icecube_rules_on_a_hand_made_table():
         tok.transform(bad)
 
 
+
+def test_integer_icecube_xyz_codes_positions_in_10_m_bins():
+    names = ("time", "charge", "x", "y", "z", "auxiliary")
+    tok = build_tokenizer(preset("integer_icecube_xyz", ICECUBE), names, use_met=False)
+    train = np.stack([np.arange(64.0), np.arange(1, 65.0), *np.zeros((4, 64))], -1)[None]
+    tok.fit(make_events(np.ones((1, 64), int), train, features=names))
+    # round((v + 600) / 10): -562.5 -> 4 (3.75), 541.3 -> 114, -500 -> 10, 0 -> 60; 610 -> 121: clipped to 120
+    rows = [[1e4, 1, -562.5, 541.3, -500, 0], [1e4 + 5, 1, 0, 0, 610, 1]]
+    out = tok.transform(make_events([[1, 1]], [rows], features=names))["codes"][0]
+    assert out[:, 2:5].tolist() == [[2 + 4, 2 + 114, 2 + 10], [2 + 60, 2 + 60, 2 + 120]]
+    assert tok.out_of_range == {"time": 0, "x": 0, "y": 0, "z": 1, "charge": 0}
+    assert tok.part_vocabs == [2002, 34, 123, 123, 123, 4]
+
 def test_integer_rule_errors():
     cfg = IntegerTokenizerConfig.model_validate(
         {"kind": "integer", "name": "i", "rules": {"pT": {"kind": "round", "codes": 4}, "MET": {"kind": "round",

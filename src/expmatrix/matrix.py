@@ -210,11 +210,18 @@ class Presets:
 
 
 def _origin(layers: list[Layer], key: str) -> str:
-    """Where `key` (or the section holding it) was set, e.g. 'base.train.epoch' or 'profiles.quick: train.epochs'."""
-    for where, over in reversed(layers):
-        if any(k == key or key.startswith(k + ".") or k.startswith(key + ".") for k in over):
-            return where + key
-    return key
+    """Where `key` (or the section holding it) was set, e.g. 'base.train.epoch' or 'profiles.quick: train.epochs'.
+
+    The most specific setting wins (`tokenizer.object_type` in base over the factor's `tokenizer: NAME`),
+    then the last layer."""
+    found, depth = None, 0
+    for where, over in layers:
+        for k in over:
+            if k == key or key.startswith(k + ".") or k.startswith(key + "."):
+                d = min(k.count("."), key.count(".")) + 1
+                if d >= depth:
+                    found, depth = where, d
+    return key if found is None else found + key
 
 
 def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> dict[str, Any]:

@@ -416,8 +416,28 @@ class JobConfig(Strict):
             msg = f"{loss} needs class labels; data.source {source} is direction regression: use one of " + ", ".join(
                 REGRESSION_LOSSES
             )
-        error = InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=("train", "loss"), input=loss)
-        raise ValidationError.from_exception_data(type(self).__name__, [error])
+        raise self._error(("train", "loss"), loss, msg)
+
+    @model_validator(mode="after")
+    def _tokenizer_fits_the_source(self) -> JobConfig:
+        """Pulses have one object type and no background class: settings about those would do nothing."""
+        if SOURCE_TASKS[self.data.source] == "classification":
+            return self
+        tok, source = vars(self.tokenizer), self.data.source  # vars: not a read of the inert check
+        inert = {
+            "fit_on": (tok.get("fit_on") == "background", "every event is fitted on: there is no background class"),
+            "per_object_type": (tok.get("per_object_type") is True, "every pulse has the same object type"),
+            "object_type": (tok.get("object_type") is True, "every pulse has the same object type: set it false"),
+        }
+        for key, (bad, why) in inert.items():
+            if bad:
+                raise self._error(("tokenizer", key), tok[key], f"has no effect on data.source {source}: {why}")
+        return self
+
+    def _error(self, loc: tuple[str, ...], value: Any, msg: str) -> ValidationError:
+        """A validation error at `loc` (so that it is reported at the key where the value was set)."""
+        error = InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=loc, input=value)
+        return ValidationError.from_exception_data(type(self).__name__, [error])
 
 
 # ---------------------------------------------------------------- experiment

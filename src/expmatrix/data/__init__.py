@@ -6,10 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import h5py
-
 from expmatrix.data.events import Events
-from expmatrix.data.fourtops import DataError, dataset, read_split
+from expmatrix.data.fourtops import DataError, dataset, open_h5, read_split
 from expmatrix.data.icecube import read_pulses
 from expmatrix.data.icecube_synthetic import write_icecube
 from expmatrix.data.layout import SPLITS
@@ -74,7 +72,7 @@ def _fraction(path: Path, train_key: str, max_events: int | None) -> float:
     """The share of every split to read so that the training split has at most `max_events` events."""
     if max_events is None:
         return 1.0
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         return min(1.0, max_events / len(dataset(f, path, train_key)))
 
 

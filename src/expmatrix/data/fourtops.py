@@ -18,6 +18,13 @@ class DataError(ValueError):
     """A data file that does not hold what the job expects."""
 
 
+def open_h5(path: Path) -> h5py.File:
+    """The data file, read-only; a missing one is a `DataError` naming it."""
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    return h5py.File(path, "r")
+
+
 def dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
     if key not in f:
         raise DataError(f"{path}: dataset {key!r} not found; the file holds {sorted(f.keys())}")
@@ -60,9 +67,7 @@ def read_split(
     events of other processes are dropped.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: data file not found")
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         x_ds, y_ds = dataset(f, path, x_key), dataset(f, path, y_key)
         if x_ds.ndim != 2 or x_ds.shape[1] != N_COLUMNS:
             raise DataError(

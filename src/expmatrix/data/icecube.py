@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from expmatrix.data.events import Events
-from expmatrix.data.fourtops import DataError, dataset
+from expmatrix.data.fourtops import DataError, dataset, open_h5
 
 PULSE_FEATURES = ("time", "charge", "x", "y", "z", "sensor_id", "auxiliary")  # the generator's column order
 UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored direction
@@ -42,6 +42,7 @@ def feature_names(ds: h5py.Dataset, path: Path) -> list[str]:
     if "features" not in ds.attrs:
         raise DataError(f"{path}: dataset {ds.name.lstrip('/')!r} has no `features` attribute naming its columns")
     raw = ds.attrs["features"]
+    raw = raw.decode() if isinstance(raw, bytes) else raw  # a JSON string stored as bytes
     names = json.loads(raw) if isinstance(raw, str) else [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
     if len(names) != ds.shape[-1]:
         raise DataError(f"{path}: dataset {ds.name.lstrip('/')!r} has {ds.shape[-1]} columns but names {names}")
@@ -84,9 +85,7 @@ def read_pulses(path: str | Path, split: str, features: tuple[str, ...], fractio
     """One split as `Events`: pulses as objects (id 1, 0 = empty slot), the columns named in `features`,
     the direction as `target`. ``fraction`` < 1 reads only the first rows (the file is already shuffled)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: data file not found")
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         pulses, n_ds, dir_ds = _checked_datasets(f, path, split)
         names = feature_names(pulses, path)
         missing = [x for x in features if x not in names]

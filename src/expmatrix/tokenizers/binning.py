@@ -1,4 +1,4 @@
-"""Per-feature bins (numpy only), shared by the joint and the factorized binned tokenizers.
+"""Per-feature bins (numpy, on torch's thread count), shared by the joint and the factorized binned tokenizers.
 
 A feature's bin *code* runs 0..n-1 (the bin number minus one):
 

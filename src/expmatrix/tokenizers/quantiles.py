@@ -75,12 +75,12 @@ class QuantileSketch:
         for s in range(0, len(values), CHUNK):
             v = values[s : s + CHUNK]
             g = ge[: len(v)]
-            code = np.zeros(len(v), np.uint8)  # how many boundaries are <= v
+            code = np.zeros(len(v), np.uint8 if len(b) < 256 else np.uint16)  # how many boundaries are <= v
             for j, x in enumerate(b):
                 np.greater_equal(v, x, out=g)
                 self._at_least[j] += np.count_nonzero(g)
                 code += g
-            inside = (code & 1).view(bool)  # odd code: inside a bracket
+            inside = (code & 1) != 0  # odd code: inside a bracket
             self._inside.append((v[inside].astype(np.float32), code[inside]))
         self._seen += len(values)
 

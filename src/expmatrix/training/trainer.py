@@ -284,7 +284,7 @@ class Trainer:
         else:  # directions: the angle (rad) between the predicted and the true vector
             angle = angular_error(pred, yv)
             metrics["val_angle"] = angle.mean().item()
-            metrics["val_angle_median"] = angle.quantile(0.5).item()
+            metrics["val_angle_median"] = float(np.median(angle.float().cpu().numpy()))  # torch.quantile caps at 2^24
         return metrics
 
     def _use_evaluated_weights(self) -> None:
