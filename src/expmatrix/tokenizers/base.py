@@ -18,6 +18,7 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.tokenizers.errors import TokenizerError
+from expmatrix.tokenizers.parallel import chunks, parallel_map
 
 Tokens = dict[str, torch.Tensor]  # every tensor has the events on dim 0; "mask" is (N, T) bool, True = real
 
@@ -59,7 +60,10 @@ class Tokenizer(ABC):
 def check_object_ids(events: Events, n_types: int) -> None:
     """Object-type ids must be integers in 0..n_types (0 = empty slot)."""
     ids = events.ids
-    if ids.size and (ids.min() < 0 or ids.max() > n_types):
+    if not ids.size:
+        return
+    low, high = zip(*parallel_map(lambda s: (ids[s].min(), ids[s].max()), chunks(len(ids), 1 << 15)), strict=True)
+    if min(low) < 0 or max(high) > n_types:
         bad = (ids < 0) | (ids > n_types)
         raise TokenizerError(f"object-type ids outside 0..{n_types}: {np.unique(events.ids[bad])[:10].tolist()}")
 
