@@ -275,3 +275,24 @@ def test_data_synth_writes_the_icecube_layout(tmp_path):
     assert result.exit_code == 0 and "200 events" in result.output
     events = read_pulses(out, "test", PULSE_FEATURES)
     assert len(events) == 20 and events.cont.shape[1:] == (MAX_PULSES, 7)
+
+
+def test_data_explore_on_pulses_gives_the_numbers_phase_1_asks_for(pulse_file, tmp_path):
+    from expmatrix.data.explore import explore
+    from expmatrix.tokenizers import load_preset
+
+    preset = load_preset("integer_icecube", str(REPO / "tokenizers" / "icecube"))
+    e = explore(pulse_file, split="val", max_events=None, plots=tmp_path / "h", tokenizer=preset)
+    with h5py.File(pulse_file) as f:
+        n, pulses = f["n_pulses_val"][:], f["pulses_val"][:]
+    real = np.arange(pulses.shape[1]) < n[:, None]
+    stats = {row[0]: row for row in e.stats}
+    assert list(stats) == [*PULSE_FEATURES, "time_after_first"] and e.rows == len(n)
+    assert all(row[1] == real.sum() and row[-1] == 0 for row in e.stats)  # real pulses only, none invalid
+    first = np.where(real, pulses[..., 0], np.inf).min(axis=1, keepdims=True)
+    assert stats["time_after_first"][2:4] == [0, (pulses[..., 0] - first)[real].max()]
+    assert e.types[0][1] == pytest.approx(n.mean()) and e.types[2][1] == (n == pulses.shape[1]).sum()
+    assert [row[:2] for row in e.vocab] == [["time", 2002], ["charge", 34], ["sensor_id", 5162], ["auxiliary", 4]]
+    assert sorted(p.name for p in e.plots) == sorted(f"{f}.png" for f in stats)
+    out = CliRunner().invoke(main, ["data", "explore", str(pulse_file), "--split", "test", "--format", "markdown"])
+    assert out.exit_code == 0 and "| time_after_first |" in out.output and "events at the cap" in out.output

@@ -345,7 +345,7 @@ def data_explore(file, split, keys, max_events, unit, plots, tokenizer, presets,
     names = _dataset_keys(keys)
     config = load_preset(tokenizer, presets) if tokenizer else None
     result = explore(file, names[f"x_{split}"], names[f"y_{split}"], unit=unit, max_events=max_events or None,
-                     plots=plots, tokenizer=config, cont_features=VECT_FEATURES[vect])  # fmt: skip
+                     plots=plots, tokenizer=config, cont_features=VECT_FEATURES[vect], split=split)  # fmt: skip
     click.echo(render(result, fmt))
 
 
