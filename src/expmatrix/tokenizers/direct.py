@@ -97,15 +97,18 @@ class DirectTokenizer(Tokenizer):
             self.center[f], self.factor[f] = fit_constants(y[valid & real], t.fit, f)
 
     def _encode(self, events: Events, names: tuple[str, ...]) -> np.ndarray:
-        cols, flags = [], []
-        for f in names:
+        """(..., values of `names` [, then their validity flags +1/-1]) float32, 0 at empty slots."""
+        out = None
+        for k, f in enumerate(names):
             y, valid, real = self._pre(events, f)
+            if out is None:  # written column by column: no stacked float64 copy
+                out = np.empty((*y.shape, len(names) * (1 + (self.sentinel is not None))), np.float32)
             x = apply(y, self.transforms[f], self.center[f], self.factor[f])
             if self.sentinel is not None:
                 x = np.where(valid, x, self.sentinel)
-                flags.append(np.where(valid, 1.0, -1.0) * real)
-            cols.append(x * real)
-        return np.stack(cols + flags, axis=-1).astype(np.float32)
+                out[..., len(names) + k] = np.where(valid, 1.0, -1.0) * real
+            out[..., k] = x * real
+        return out
 
     def transform(self, events: Events) -> Tokens:
         if len(self.center) != len(self.transforms):
