@@ -161,3 +161,12 @@ def test_report_of_a_regression_matrix(trained):
     delta = effects.filter(pl.col("level") == "max")["delta"][0]
     assert delta == pytest.approx(values["max"] - values["cls"], abs=1e-12)
     assert not math.isnan(delta)
+
+
+def test_resolution_per_zenith_is_the_median_error_in_each_cos_zenith_bin():
+    from expmatrix.report.plots import median_by_bin
+
+    cos_zenith, error = np.array([-1.0, -0.95, 0.5, 1.0]), np.array([1.0, 3.0, 2.0, 5.0])
+    assert median_by_bin(cos_zenith, error, np.array([-1.0, 0.0, 1.0])).tolist() == [2.0, 3.5]  # the last bin closed
+    out = median_by_bin(cos_zenith, error, np.array([-1.0, 0.0, 0.4, 1.0]))
+    assert out[0] == 2.0 and np.isnan(out[1]) and out[2] == 3.5  # an empty bin is a gap, not a zero

@@ -19,6 +19,7 @@ from expmatrix.training.metrics import roc_curve_of, roc_envelope
 
 EFF_GRID = np.linspace(0.02, 1.0, 99)  # signal efficiencies the seeds' curves are averaged at
 ANGLE_GRID = np.linspace(0.0, np.pi, 181)  # angular errors (rad) the seeds' distributions are averaged at
+COS_ZENITH = np.linspace(-1.0, 1.0, 11)  # bins of the resolution-per-direction panel
 
 
 def save(fig: Figure, out: Path, stem: str) -> Path:
@@ -104,21 +105,35 @@ def heatmap(inter: pl.DataFrame, metric: str, out: Path) -> Path:
     return save(fig, out, f"heatmap_{factor}__{by}")
 
 
+def median_by_bin(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Median of `y` in each bin of `x` ([edges[i], edges[i+1]), the last bin closed); NaN where empty."""
+    k = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    return np.array([np.median(y[k == i]) if (k == i).any() else np.nan for i in range(len(edges) - 1)])
+
+
 def angular_error_plot(curves: dict[str, list[pl.DataFrame]], title: str, out: Path, stem: str) -> Path:
-    """Cumulative distribution of the test angular error, one curve per label (mean and min-max band
-    over its seeds), the median in the legend; radians below, degrees on top."""
-    fig = Figure(figsize=(6, 4.5))
-    ax = fig.add_subplot()
+    """Left: the cumulative distribution of the test angular error, one curve per label (mean and
+    min-max band over its seeds), the median in the legend; radians below, degrees on top. Right:
+    the median angular error against the cosine of the true zenith (the resolution per direction)."""
+    fig = Figure(figsize=(11, 4.5))
+    ax, zen_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    centers = (COS_ZENITH[:-1] + COS_ZENITH[1:]) / 2
     for label, preds in curves.items():
         errors = [np.sort(p["angular_error"].to_numpy()) for p in preds]
         cdfs = [np.searchsorted(e, ANGLE_GRID, side="right") / len(e) for e in errors]
         median = np.mean([np.median(e) for e in errors])
         _band(ax, ANGLE_GRID, cdfs, f"{label} (median {median:.3f})")
+        by_zenith = [median_by_bin(p["true_z"].to_numpy(), p["angular_error"].to_numpy(), COS_ZENITH) for p in preds]
+        _band(zen_ax, centers, by_zenith, label)
     ax.axvline(np.pi / 2, color="0.6", lw=0.8, ls=":")  # the median error of a random (isotropic) guess
     ax.set(xlim=(0, np.pi), ylim=(0, 1), xlabel="angular error [rad]", ylabel="fraction of test events below")
     ax.secondary_xaxis("top", functions=(np.degrees, np.radians)).set_xlabel("angular error [deg]")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
+    zen_ax.set(xlim=(-1, 1), ylim=(0, None), xlabel="cos(true zenith)   (+1: from above)",
+               ylabel="median angular error [rad]")  # fmt: skip
+    zen_ax.secondary_yaxis("right", functions=(np.degrees, np.radians)).set_ylabel("[deg]")
+    fig.suptitle(title, fontsize=9)
+    for a in (ax, zen_ax):
+        a.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return save(fig, out, stem)
 
