@@ -26,6 +26,7 @@ import numpy as np
 
 from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5
+from expmatrix.data.layout import SPLITS
 
 PULSE_FEATURES = ("time", "charge", "x", "y", "z", "sensor_id", "auxiliary")  # the generator's column order
 UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored direction
@@ -111,3 +112,47 @@ def read_pulses(path: str | Path, split: str, features: tuple[str, ...], fractio
         feature_names=tuple(features),
         target=direction,
     )
+
+
+class PulseWriter:
+    """Appends events to a file in this layout, split by split; the file appears (atomically) on a clean exit.
+
+    ``with PulseWriter(path, max_pulses) as w: w.append("train", pulses, n_pulses, direction)`` with
+    pulses (m, P, 7) in `PULSE_FEATURES` order, n_pulses (m,), direction (m, 3) unit vectors.
+    """
+
+    def __init__(self, path: str | Path, max_pulses: int, attrs: dict | None = None):
+        self.path, self.p, self.attrs = Path(path), max_pulses, attrs or {}
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp{np.random.default_rng().integers(1 << 30)}")
+
+    def __enter__(self) -> PulseWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = h5py.File(self.tmp, "w")
+        f, p, k = self.f, self.p, len(PULSE_FEATURES)
+        for split in SPLITS:
+            shape = {"maxshape": (None, p, k), "chunks": (256, p, k), "compression": "gzip", "compression_opts": 1}
+            ds = f.create_dataset(f"pulses_{split}", (0, p, k), np.float32, **shape)
+            ds.attrs["features"] = json.dumps(list(PULSE_FEATURES))
+            f.create_dataset(f"n_pulses_{split}", (0,), np.int32, maxshape=(None,), chunks=(65536,))
+            f.create_dataset(f"direction_{split}", (0, 3), np.float32, maxshape=(None, 3), chunks=(65536, 3))
+            for angle in ("zenith", "azimuth"):
+                f.create_dataset(f"{angle}_{split}", (0,), np.float32, maxshape=(None,), chunks=(65536,))
+        return self
+
+    def append(self, split: str, pulses: np.ndarray, n_pulses: np.ndarray, direction: np.ndarray) -> None:
+        zenith, azimuth = zenith_azimuth(direction.astype(np.float64))
+        columns = {"pulses": pulses, "n_pulses": n_pulses, "direction": direction, "zenith": zenith,
+                   "azimuth": azimuth}  # fmt: skip
+        for name, values in columns.items():
+            ds = self.f[f"{name}_{split}"]
+            start = len(ds)
+            ds.resize(start + len(values), axis=0)
+            ds[start:] = values
+
+    def __exit__(self, kind, error, tb) -> None:
+        self.f.attrs.update(self.attrs)
+        self.f.close()
+        if kind is None:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)  # nothing half-written is left behind

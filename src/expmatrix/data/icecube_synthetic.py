@@ -24,14 +24,12 @@ cap of 128, about 15 are noise; 2000 events take about 2 s.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from expmatrix.data.icecube import PULSE_FEATURES, zenith_azimuth
+from expmatrix.data.icecube import PulseWriter
 from expmatrix.data.layout import SPLITS
 
 N_STRINGS, DOMS = 86, 60
@@ -141,22 +139,12 @@ def generate(events: int, seed: int, max_pulses: int = MAX_PULSES) -> tuple[np.n
 
 def write_icecube(path: str | Path, events: int, seed: int, max_pulses: int = MAX_PULSES) -> Path:
     """Write a synthetic `icecube` pulse file (80/10/10 splits) atomically; returns the path."""
-    path = Path(path)
     pulses, n, direction = generate(events, seed, max_pulses)
     n_train, n_val = int(0.8 * events), int(0.1 * events)
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, events)}
-    zenith, azimuth = zenith_azimuth(direction)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{np.random.default_rng().integers(1 << 30)}")
-    with h5py.File(tmp, "w") as f:
+    attrs = {"generator": "expmatrix.data.icecube_synthetic", "events": events, "seed": seed}
+    with PulseWriter(path, max_pulses, attrs) as out:
         for split in SPLITS:
             rows = slice(*bounds[split])
-            ds = f.create_dataset(f"pulses_{split}", data=pulses[rows], compression="gzip", compression_opts=1)
-            ds.attrs["features"] = json.dumps(list(PULSE_FEATURES))
-            f.create_dataset(f"n_pulses_{split}", data=n[rows])
-            f.create_dataset(f"direction_{split}", data=direction[rows].astype(np.float32))
-            f.create_dataset(f"zenith_{split}", data=zenith[rows].astype(np.float32))
-            f.create_dataset(f"azimuth_{split}", data=azimuth[rows].astype(np.float32))
-        f.attrs.update({"generator": "expmatrix.data.icecube_synthetic", "events": events, "seed": seed})
-    tmp.replace(path)
-    return path
+            out.append(split, pulses[rows], n[rows], direction[rows].astype(np.float32))
+    return Path(path)

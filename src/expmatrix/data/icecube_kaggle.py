@@ -1,0 +1,150 @@
+"""`expmatrix data icecube-kaggle`: the public IceCube Kaggle data ("Neutrinos in Deep Ice") in the
+`icecube` pulse layout (see `icecube.py`), so that real events run through `data.path`.
+
+Input, as Kaggle ships it:
+
+* ``train_meta.parquet``: ``batch_id``, ``event_id``, ``first_pulse_index``, ``last_pulse_index``
+  (rows of the event in its batch file, inclusive), ``azimuth``, ``zenith`` (rad; the direction the
+  neutrino came from, ``(cos az sin zen, sin az sin zen, cos zen)``: the convention of this layout).
+* ``train/batch_<n>.parquet``: one row per pulse: ``event_id``, ``time`` [ns], ``sensor_id``,
+  ``charge`` [p.e.], ``auxiliary`` (bool).
+* ``sensor_geometry.csv``: ``sensor_id``, ``x``, ``y``, ``z`` [m] of the 5160 sensors.
+
+Per event at most ``max_pulses`` pulses are kept: the non-auxiliary ones first (they made the
+trigger), then the auxiliary ones, each by time; the kept pulses are written in time order and the
+events that lost pulses are counted. Each event goes to train/val/test at random (``fractions``,
+seeded per batch: the same inputs give the same file). Batches are converted one at a time, in
+chunks of events, so memory stays bounded whatever the number of batches.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from expmatrix.data.fourtops import DataError
+from expmatrix.data.icecube import PULSE_FEATURES, PulseWriter
+from expmatrix.data.layout import SPLITS
+
+META_COLUMNS = ("batch_id", "event_id", "first_pulse_index", "last_pulse_index", "azimuth", "zenith")
+PULSE_COLUMNS = ("event_id", "time", "sensor_id", "charge", "auxiliary")
+CHUNK_EVENTS = 20_000
+
+
+def _read(path: Path, columns: tuple[str, ...], what: str) -> pl.DataFrame:
+    """The columns of a parquet or CSV file; a missing file or column is a `DataError` naming it."""
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found")
+    df = pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: {what} has no columns {missing}; it holds {df.columns}")
+    return df.select(columns)
+
+
+def read_geometry(path: Path) -> np.ndarray:
+    """(n_sensors, 3) float32 x, y, z by sensor_id (which must be 0..n-1, each once)."""
+    geo = _read(path, ("sensor_id", "x", "y", "z"), "sensor geometry").sort("sensor_id")
+    ids = geo["sensor_id"].to_numpy()
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise DataError(f"{path}: sensor_id must run 0..{len(ids) - 1}, each once")
+    return geo.select("x", "y", "z").to_numpy().astype(np.float32)
+
+
+def batch_id(path: Path) -> int:
+    match = re.fullmatch(r"batch_(\d+)\.parquet", path.name)
+    if match is None:
+        raise DataError(f"{path}: expected a Kaggle batch file named batch_<n>.parquet")
+    return int(match.group(1))
+
+
+def directions(azimuth: np.ndarray, zenith: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 unit vectors the particles came from."""
+    sz = np.sin(zenith)
+    return np.stack([np.cos(azimuth) * sz, np.sin(azimuth) * sz, np.cos(zenith)], axis=1).astype(np.float32)
+
+
+def event_pulses(rows: dict[str, np.ndarray], counts: np.ndarray, geometry: np.ndarray, p: int) -> np.ndarray:
+    """(m, p, 7) pulses of m events whose pulse columns `rows` hold `counts` rows each, one event after
+    the other: the kept pulses, in time order."""
+    event = np.repeat(np.arange(len(counts)), counts)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    time, aux = rows["time"].astype(np.float64), rows["auxiliary"].astype(bool)
+    order = np.lexsort((time, aux, event))  # per event: non-auxiliary first, then by time
+    keep = order[np.arange(len(order)) - start[event[order]] < p]
+    keep = keep[np.lexsort((time[keep], event[keep]))]  # the kept pulses of each event in time order
+    slot = np.arange(len(keep)) - np.concatenate([[0], np.cumsum(np.minimum(counts, p))[:-1]])[event[keep]]
+    sensor = rows["sensor_id"][keep]
+    if sensor.min() < 0 or sensor.max() >= len(geometry):
+        raise DataError(f"sensor_id outside 0..{len(geometry) - 1} (the geometry's sensors)")
+    columns = {"time": time[keep], "charge": rows["charge"][keep], "sensor_id": sensor, "auxiliary": aux[keep]}
+    columns |= dict(zip("xyz", geometry[sensor].T, strict=True))
+    out = np.zeros((len(counts), p, len(PULSE_FEATURES)), np.float32)
+    for k, name in enumerate(PULSE_FEATURES):
+        out[event[keep], slot, k] = columns[name]
+    return out
+
+
+def rows_match(row_event: np.ndarray, event: np.ndarray, first: np.ndarray, last: np.ndarray) -> bool:
+    """Each event's first and last rows are its own, and the rows just outside them are not."""
+    n = len(row_event)
+    if not ((first <= last).all() and first.min() >= 0 and last.max() < n):
+        return False
+    own = (row_event[first] == event).all() and (row_event[last] == event).all()
+    before, after = first > 0, last < n - 1
+    return bool(own and (row_event[first[before] - 1] != event[before]).all()
+                and (row_event[last[after] + 1] != event[after]).all())  # fmt: skip
+
+
+def row_indices(first: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The rows first[i] .. first[i] + counts[i] - 1 of every event, one event after the other."""
+    before = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.arange(int(counts.sum())) + np.repeat(first - before, counts)
+
+
+def convert_kaggle(
+    meta: str | Path,
+    geometry: str | Path,
+    batches: list[str | Path],
+    out: str | Path,
+    max_pulses: int = 128,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> dict:
+    """Write the events of `batches` to `out`; returns events per split and the events that lost pulses."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise DataError(f"fractions must be three shares of train, val, test summing to 1, got {list(fractions)}")
+    geo = read_geometry(Path(geometry))
+    paths = [Path(b) for b in batches]
+    ids = [batch_id(b) for b in paths]
+    meta_df = _read(Path(meta), META_COLUMNS, "event meta file").filter(pl.col("batch_id").is_in(ids))
+    report = {"events": dict.fromkeys(SPLITS, 0), "truncated": 0, "max_pulses": max_pulses}
+    attrs = {"source": "IceCube Kaggle", "batches": ids, "seed": seed, "max_pulses": max_pulses}
+    with PulseWriter(out, max_pulses, attrs) as writer:
+        for path, b in zip(paths, ids, strict=True):
+            events = meta_df.filter(pl.col("batch_id") == b).sort("first_pulse_index")
+            if not len(events):
+                raise DataError(f"{meta}: no events of batch {b} ({path.name})")
+            pulses = {c: v.to_numpy() for c, v in _read(path, PULSE_COLUMNS, "pulse batch").to_dict().items()}
+            first, last = events["first_pulse_index"].to_numpy(), events["last_pulse_index"].to_numpy()
+            if not rows_match(pulses["event_id"], events["event_id"].to_numpy(), first, last):
+                raise DataError(f"{path}: its rows do not match the pulse indices of batch {b} in {meta}")
+            rng = np.random.default_rng([seed, b])
+            split = np.searchsorted(np.cumsum(fractions)[:-1], rng.random(len(events)), side="right")
+            direction = directions(events["azimuth"].to_numpy(), events["zenith"].to_numpy())
+            for s in tqdm(range(0, len(events), CHUNK_EVENTS), desc=f"batch {b}", leave=False):
+                e = slice(s, s + CHUNK_EVENTS)
+                counts = last[e] - first[e] + 1
+                idx = row_indices(first[e], counts)
+                block = event_pulses({c: v[idx] for c, v in pulses.items()}, counts, geo, max_pulses)
+                report["truncated"] += int((counts > max_pulses).sum())
+                for k, name in enumerate(SPLITS):
+                    sel = np.flatnonzero(split[e] == k)
+                    if len(sel):
+                        writer.append(name, block[sel], np.minimum(counts[sel], max_pulses), direction[e][sel])
+                        report["events"][name] += len(sel)
+    return report
