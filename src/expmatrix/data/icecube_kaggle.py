@@ -35,15 +35,19 @@ PULSE_COLUMNS = ("event_id", "time", "sensor_id", "charge", "auxiliary")
 CHUNK_EVENTS = 20_000
 
 
-def _read(path: Path, columns: tuple[str, ...], what: str) -> pl.DataFrame:
-    """The columns of a parquet or CSV file; a missing file or column is a `DataError` naming it."""
+def _read(path: Path, columns: tuple[str, ...], what: str, where: pl.Expr | None = None) -> pl.DataFrame:
+    """The columns (and rows `where`) of a parquet or CSV file, scanned lazily: of Kaggle's 131M-event
+    meta file only the row groups of the chosen batches are read. A missing file or column is a
+    `DataError` naming it."""
     if not path.exists():
         raise DataError(f"{path}: {what} not found")
-    df = pl.read_csv(path) if path.suffix == ".csv" else pl.read_parquet(path)
-    missing = [c for c in columns if c not in df.columns]
+    frame = pl.scan_csv(path) if path.suffix == ".csv" else pl.scan_parquet(path)
+    names = frame.collect_schema().names()
+    missing = [c for c in columns if c not in names]
     if missing:
-        raise DataError(f"{path}: {what} has no columns {missing}; it holds {df.columns}")
-    return df.select(columns)
+        raise DataError(f"{path}: {what} has no columns {missing}; it holds {names}")
+    frame = frame.select(columns)
+    return (frame if where is None else frame.filter(where)).collect()
 
 
 def read_geometry(path: Path) -> np.ndarray:
@@ -121,7 +125,7 @@ def convert_kaggle(
     geo = read_geometry(Path(geometry))
     paths = [Path(b) for b in batches]
     ids = [batch_id(b) for b in paths]
-    meta_df = _read(Path(meta), META_COLUMNS, "event meta file").filter(pl.col("batch_id").is_in(ids))
+    meta_df = _read(Path(meta), META_COLUMNS, "event meta file", pl.col("batch_id").is_in(ids))
     report = {"events": dict.fromkeys(SPLITS, 0), "truncated": 0, "max_pulses": max_pulses}
     attrs = {"source": "IceCube Kaggle", "batches": ids, "seed": seed, "max_pulses": max_pulses}
     with PulseWriter(out, max_pulses, attrs) as writer:
