@@ -57,16 +57,18 @@ def test_events_keep_their_trigger_pulses_first_in_time_order_with_positions_and
     report = convert_kaggle(meta, geometry, batches, out, max_pulses=4, fractions=(1.0, 0.0, 0.0))
     assert report == {"events": {"train": 3, "val": 0, "test": 0}, "truncated": 1, "max_pulses": 4}
     ev = read_pulses(out, "train", PULSE_FEATURES)
+    n = ev.real.sum(1).tolist()
+    assert sorted(n[:2]) == [2, 4] and n[2] == 3  # batch 1's events (in random order), then batch 7's
+    e11, e12, e70 = n.index(4), n.index(2), 2
     col = {f: ev.cont[..., k] for k, f in enumerate(PULSE_FEATURES)}
     # event 11: the 3 non-auxiliary pulses (t 40, 30, 20) and the earliest auxiliary one (t 5), in time order
-    assert col["time"][0].tolist() == [5, 20, 30, 40] and col["auxiliary"][0].tolist() == [1, 0, 0, 0]
-    assert col["sensor_id"][0].tolist() == [5, 4, 3, 1] and col["charge"][0].tolist() == [6, 5, 4, 2]
+    assert col["time"][e11].tolist() == [5, 20, 30, 40] and col["auxiliary"][e11].tolist() == [1, 0, 0, 0]
+    assert col["sensor_id"][e11].tolist() == [5, 4, 3, 1] and col["charge"][e11].tolist() == [6, 5, 4, 2]
     pos = sensor_positions()
-    assert np.array_equal(np.stack([col[c][0] for c in "xyz"], -1), pos[[5, 4, 3, 1]].astype(np.float32))
-    assert col["time"][1, :2].tolist() == [3, 7] and ev.real.sum(1).tolist() == [4, 2, 3]
-    assert col["sensor_id"][2, :3].tolist() == [12, 11, 10]  # batch 7 sorted by time
+    assert np.array_equal(np.stack([col[c][e11] for c in "xyz"], -1), pos[[5, 4, 3, 1]].astype(np.float32))
+    assert col["time"][e12, :2].tolist() == [3, 7] and col["sensor_id"][e70, :3].tolist() == [12, 11, 10]
     # azimuth 0, zenith pi/2 -> +x; azimuth pi/2 -> +y; zenith 0 -> +z (where the neutrino came from)
-    np.testing.assert_allclose(ev.target, [[1, 0, 0], [0, 1, 0], [0, 0, 1]], atol=1e-7)
+    np.testing.assert_allclose(ev.target[[e11, e12, e70]], [[1, 0, 0], [0, 1, 0], [0, 0, 1]], atol=1e-7)
 
 
 def test_splits_are_random_per_event_and_reproducible(kaggle, tmp_path):
@@ -115,6 +117,10 @@ def test_the_cli_converts_and_the_file_explores(kaggle, tmp_path):
     assert explored.exit_code == 0 and "pulses per event (mean)" in explored.output
     bad = CliRunner().invoke(main, [*args, "--fractions", "0.5,0.1"])
     assert bad.exit_code == 1 and "fractions must be three shares" in bad.output
+    bad = CliRunner().invoke(main, [*args, "--fractions", "0.8,x,0.1"])
+    assert bad.exit_code == 2 and "'0.8,x,0.1': expected three numbers" in bad.output
+    empty = CliRunner().invoke(main, ["data", "explore", str(out), "--split", "val"])
+    assert empty.exit_code == 1 and "split val holds no events" in empty.output
 
 
 def test_a_meta_file_with_some_events_of_a_batch_converts_those_events(kaggle, tmp_path):
@@ -123,3 +129,27 @@ def test_a_meta_file_with_some_events_of_a_batch_converts_those_events(kaggle, t
     convert_kaggle(meta, geometry, batches, tmp_path / "some.h5", fractions=(1.0, 0.0, 0.0))
     ev = read_pulses(tmp_path / "some.h5", "train", ("time", "sensor_id"))
     assert ev.cont[0, :2].tolist() == [[3, 60], [7, 5159]] and ev.real.sum(1).tolist() == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"first_pulse_index": [0, 2, 0], "last_pulse_index": [5, 2, 2]}, r"rows do not match the pulse indices"),
+        ({"azimuth": [0.0, np.nan, 1.0]}, r"batch 1 has events with NaN/inf azimuth or zenith"),
+    ],
+)
+def test_overlapping_events_and_nan_angles_are_rejected(kaggle, tmp_path, change, message):
+    meta, geometry, batches = kaggle
+    pl.DataFrame(META | change).write_parquet(meta)
+    with pytest.raises(DataError, match=message):
+        convert_kaggle(meta, geometry, batches, tmp_path / "out.h5")
+
+
+def test_a_batch_given_twice_and_nan_pulses_are_rejected(kaggle, tmp_path):
+    meta, geometry, batches = kaggle
+    with pytest.raises(DataError, match=r"batches \[1\] are given more than once"):
+        convert_kaggle(meta, geometry, [batches[0], *batches], tmp_path / "out.h5")
+    pl.DataFrame(PULSES[1] | {"charge": [1.0, np.nan, 3.0, 4.0, 5.0, 6.0, 0.5, 0.25]}).write_parquet(batches[0])
+    with pytest.raises(DataError, match=r"batch_1\.parquet: columns \['charge'\] hold nulls or NaN/inf"):
+        convert_kaggle(meta, geometry, batches, tmp_path / "out.h5")
+    assert not list(tmp_path.glob("*out.h5*"))

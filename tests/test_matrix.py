@@ -180,3 +180,9 @@ def test_renaming_a_preset_keeps_job_ids(tmp_path):
     assert "resolve to the same config" in _error(
         tmp_path, presets=str(presets), factors={"tokenizer": ["direct", "continuous"]}
     )  # two names for one tokenizer would train one model twice
+
+
+def test_an_empty_section_in_a_profile_keeps_what_base_set(tmp_path):
+    exp = write_experiment(tmp_path, profiles={"q": {"train": {}, "model.layers": 3}})
+    config = build_matrix(exp, "q").jobs[0].config
+    assert config["train"]["epochs"] == 1 and config["train"]["lr"] == 1e-3 and config["model"]["layers"] == 3

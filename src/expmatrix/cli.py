@@ -259,15 +259,19 @@ def synth(source: str, out: str, events: int, seed: int) -> None:
 @click.argument("geometry", type=click.Path(dir_okay=False))
 @click.argument("batches", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .h5 file to write.")
-@click.option("--max-pulses", type=int, default=128, show_default=True, help="Pulses kept per event.")
+@click.option("--max-pulses", type=click.IntRange(min=1), default=128, show_default=True, help="Pulses kept per event.")
 @click.option("--fractions", default="0.8,0.1,0.1", show_default=True, help="Shares of train,val,test.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Of the split of the events.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Of the split of the events.")
 @friendly
 def icecube_kaggle(meta, geometry, batches, out, max_pulses, fractions, seed) -> None:
     """The IceCube Kaggle data (META parquet, GEOMETRY csv, BATCH parquets) in the `icecube` pulse layout."""
     from expmatrix.data.icecube_kaggle import convert_kaggle
 
-    shares = tuple(float(x) for x in fractions.split(","))
+    try:
+        shares = tuple(float(x) for x in fractions.split(","))
+    except ValueError:
+        message = f"{fractions!r}: expected three numbers, e.g. 0.8,0.1,0.1"
+        raise click.BadParameter(message, param_hint="--fractions") from None
     r = convert_kaggle(meta, geometry, list(batches), out, max_pulses, shares, seed)
     events = ", ".join(f"{k} {v}" for k, v in r["events"].items())
     click.echo(f"wrote {out}: {events} events; {r['truncated']} had more than {max_pulses} pulses (trimmed)")

@@ -88,6 +88,8 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
         d = d.setdefault(p, {})
         if not isinstance(d, dict):
             raise SpecError(f"{key}: {p!r} is not a section")
+    if value == {} and isinstance(d.get(last), dict):
+        return  # an empty section adds nothing (it must not wipe what a lower layer set)
     d[last] = copy.deepcopy(value) if isinstance(value, dict | list) else value
 
 

@@ -151,6 +151,8 @@ def explore_pulses(
     with open_h5(path) as f:
         names = feature_names(dataset(f, path, f"pulses_{split}"), path)
         n_events = len(dataset(f, path, f"n_pulses_{split}"))
+    if not n_events:
+        raise DataError(f"{path}: split {split} holds no events")
     fraction = 1.0 if not max_events else min(1.0, max_events / n_events)
     events = read_pulses(path, split, tuple(names), fraction)
     real = events.real

@@ -19,6 +19,7 @@ Direction: ``(sin zen cos az, sin zen sin az, cos zen)``; the particle travels a
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import h5py
@@ -122,12 +123,22 @@ class PulseWriter:
     """
 
     def __init__(self, path: str | Path, max_pulses: int, attrs: dict | None = None):
+        if max_pulses < 1:
+            raise DataError(f"{path}: max_pulses must be >= 1, got {max_pulses}")
         self.path, self.p, self.attrs = Path(path), max_pulses, attrs or {}
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{np.random.default_rng().integers(1 << 30)}")
 
     def __enter__(self) -> PulseWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.f = h5py.File(self.tmp, "w")
+        try:
+            self._create()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _create(self) -> None:
         f, p, k = self.f, self.p, len(PULSE_FEATURES)
         for split in SPLITS:
             shape = {"maxshape": (None, p, k), "chunks": (256, p, k), "compression": "gzip", "compression_opts": 1}
@@ -137,7 +148,6 @@ class PulseWriter:
             f.create_dataset(f"direction_{split}", (0, 3), np.float32, maxshape=(None, 3), chunks=(65536, 3))
             for angle in ("zenith", "azimuth"):
                 f.create_dataset(f"{angle}_{split}", (0,), np.float32, maxshape=(None,), chunks=(65536,))
-        return self
 
     def append(self, split: str, pulses: np.ndarray, n_pulses: np.ndarray, direction: np.ndarray) -> None:
         zenith, azimuth = zenith_azimuth(direction.astype(np.float64))

@@ -13,8 +13,10 @@ Input, as Kaggle ships it:
 Per event at most ``max_pulses`` pulses are kept: the non-auxiliary ones first (they made the
 trigger), then the auxiliary ones, each by time; the kept pulses are written in time order and the
 events that lost pulses are counted. Each event goes to train/val/test at random (``fractions``,
-seeded per batch: the same inputs give the same file). Batches are converted one at a time, in
-chunks of events, so memory stays bounded whatever the number of batches.
+seeded per batch: the same inputs give the same file), and a batch's events are written in random
+order (readers take the first rows as a sample); batches follow each other in the order given.
+Batches are converted one at a time, in chunks of events, so memory stays bounded whatever the
+number of batches.
 """
 
 from __future__ import annotations
@@ -94,9 +96,10 @@ def event_pulses(rows: dict[str, np.ndarray], counts: np.ndarray, geometry: np.n
 
 
 def rows_match(row_event: np.ndarray, event: np.ndarray, first: np.ndarray, last: np.ndarray) -> bool:
-    """Each event's first and last rows are its own, and the rows just outside them are not."""
+    """Each event's first and last rows are its own, the rows just outside them are not, and no two
+    events share a row (`first` sorted)."""
     n = len(row_event)
-    if not ((first <= last).all() and first.min() >= 0 and last.max() < n):
+    if not ((first <= last).all() and first.min() >= 0 and last.max() < n and (first[1:] > last[:-1]).all()):
         return False
     own = (row_event[first] == event).all() and (row_event[last] == event).all()
     before, after = first > 0, last < n - 1
@@ -120,11 +123,15 @@ def convert_kaggle(
     seed: int = 0,
 ) -> dict:
     """Write the events of `batches` to `out`; returns events per split and the events that lost pulses."""
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
+    if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise DataError(f"fractions must be three shares of train, val, test summing to 1, got {list(fractions)}")
+    if max_pulses < 1 or seed < 0:
+        raise DataError(f"max_pulses must be >= 1 and seed >= 0, got {max_pulses} and {seed}")
     geo = read_geometry(Path(geometry))
     paths = [Path(b) for b in batches]
     ids = [batch_id(b) for b in paths]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"batches {sorted(b for b in set(ids) if ids.count(b) > 1)} are given more than once")
     meta_df = _read(Path(meta), META_COLUMNS, "event meta file", pl.col("batch_id").is_in(ids))
     report = {"events": dict.fromkeys(SPLITS, 0), "truncated": 0, "max_pulses": max_pulses}
     attrs = {"source": "IceCube Kaggle", "batches": ids, "seed": seed, "max_pulses": max_pulses}
@@ -133,13 +140,22 @@ def convert_kaggle(
             events = meta_df.filter(pl.col("batch_id") == b).sort("first_pulse_index")
             if not len(events):
                 raise DataError(f"{meta}: no events of batch {b} ({path.name})")
-            pulses = {c: v.to_numpy() for c, v in _read(path, PULSE_COLUMNS, "pulse batch").to_dict().items()}
+            frame = _read(path, PULSE_COLUMNS, "pulse batch")
+            bad = [c for c in PULSE_COLUMNS if frame[c].null_count() or (frame[c].dtype.is_float() and
+                                                                         not frame[c].is_finite().all())]  # fmt: skip
+            if bad:
+                raise DataError(f"{path}: columns {bad} hold nulls or NaN/inf")
+            pulses = {c: frame[c].to_numpy() for c in PULSE_COLUMNS}
             first, last = events["first_pulse_index"].to_numpy(), events["last_pulse_index"].to_numpy()
             if not rows_match(pulses["event_id"], events["event_id"].to_numpy(), first, last):
                 raise DataError(f"{path}: its rows do not match the pulse indices of batch {b} in {meta}")
+            direction = directions(events["azimuth"].to_numpy(), events["zenith"].to_numpy())
+            if not np.isfinite(direction).all():
+                raise DataError(f"{meta}: batch {b} has events with NaN/inf azimuth or zenith")
             rng = np.random.default_rng([seed, b])
             split = np.searchsorted(np.cumsum(fractions)[:-1], rng.random(len(events)), side="right")
-            direction = directions(events["azimuth"].to_numpy(), events["zenith"].to_numpy())
+            order = rng.permutation(len(events))  # the events of a batch in random order: `max_events` reads a sample
+            first, last, split, direction = first[order], last[order], split[order], direction[order]
             for s in tqdm(range(0, len(events), CHUNK_EVENTS), desc=f"batch {b}", leave=False):
                 e = slice(s, s + CHUNK_EVENTS)
                 counts = last[e] - first[e] + 1
