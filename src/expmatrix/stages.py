@@ -14,15 +14,15 @@ from expmatrix.data import Events, data_selection, file_identity, load_pulse_spl
 from expmatrix.data.icecube import PULSE_FEATURES
 from expmatrix.data.layout import CONT_NAMES
 from expmatrix.matrix import Job, short_hash
-from expmatrix.spec import DirectTokenizerConfig, JobConfig, SpecError
+from expmatrix.spec import JobConfig, SpecError
 from expmatrix.store import RunStore, read_json, write_json
-from expmatrix.tokenizers import Tokenizer, build_tokenizer
+from expmatrix.tokenizers import Tokenizer, build_tokenizer, declared_features
 
 
 def pulse_features(cfg: JobConfig) -> tuple[str, ...]:
     """The pulse columns the tokenizer preset declares (its transforms or rules), in the file layout's order."""
     tok = cfg.tokenizer
-    declared = list(tok.transforms if isinstance(tok, DirectTokenizerConfig) else tok.rules)
+    declared = declared_features(tok)
     unknown = [f for f in declared if f not in PULSE_FEATURES]
     if unknown:
         raise SpecError(

@@ -25,7 +25,7 @@ from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5, split_columns
 from expmatrix.data.icecube import feature_names, read_pulses
 from expmatrix.data.layout import CONT_NAMES, GLOBAL_NAMES, N_COLUMNS, OBJECT_TYPES
-from expmatrix.tokenizers import build_tokenizer
+from expmatrix.tokenizers import build_tokenizer, declared_features
 
 ENERGIES = ("E", "pT", "MET", "charge")  # positive: <= 0 is invalid (a log is taken); log-scale histograms
 TIME_AFTER_FIRST = "time_after_first"
@@ -172,7 +172,7 @@ def explore_pulses(
     if plots is not None:
         result.plots = _histograms(cols, Path(plots))
     if tokenizer is not None:
-        declared = tokenizer.transforms if tokenizer.kind == "direct" else tokenizer.rules
+        declared = declared_features(tokenizer)
         missing = [f for f in declared if f not in names]
         if missing:
             raise DataError(f"{path}: tokenizer {tokenizer.name!r} declares {missing}; the pulses hold {names}")

@@ -36,6 +36,11 @@ def build_tokenizer(config, features: tuple[str, ...], use_met: bool) -> Tokeniz
     return REGISTRY[type(config)](config, features, use_met)
 
 
+def declared_features(config) -> list[str]:
+    """The features a preset has a transform or rule for, in its order."""
+    return list(config.transforms if config.kind == "direct" else config.rules)
+
+
 def load_preset(name_or_path: str, folder: str | Path = "tokenizers"):
     """A validated tokenizer config from a preset name (in `folder`) or a .yaml path; errors name file and key."""
     is_file = str(name_or_path).endswith((".yaml", ".yml"))
@@ -53,4 +58,4 @@ def load_preset(name_or_path: str, folder: str | Path = "tokenizers"):
         raise SpecError(f"{path}: {key}: {msg}") from None
 
 
-__all__ = ["Tokenizer", "TokenizerError", "Tokens", "build_tokenizer", "load_preset"]
+__all__ = ["Tokenizer", "TokenizerError", "Tokens", "build_tokenizer", "declared_features", "load_preset"]
