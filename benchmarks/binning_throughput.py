@@ -8,7 +8,8 @@ objects' (pT, eta) and transforming every slot's (pT, eta) (the issue's referenc
 our tokens, which also bin phi and add the type and the MET tokens); with its default
 ``subsample=200_000`` (approximate edges) and with ``subsample=None`` (exact, like ours); and on
 the three features our tokens bin (pT, eta, phi). scikit-learn runs on one thread (it has no
-other); ours on 1 thread and on `--threads` (numpy releases the GIL: chunks run in parallel).
+other); ours on 1 thread and on `--threads` (the compiled kernels of `tokenizers/native.c` and numpy
+release the GIL: chunks run in parallel), and its numpy fallback path (no C compiler) on 1 thread.
 Best of `--repeat` runs.
 
     python benchmarks/binning_throughput.py [--events 1000000] [--repeat 3] [--threads 2]
@@ -32,7 +33,7 @@ from expmatrix.data.events import Events  # noqa: E402
 from expmatrix.data.fourtops import split_columns  # noqa: E402
 from expmatrix.data.synthetic import generate  # noqa: E402
 from expmatrix.spec import BinnedTokenizerConfig  # noqa: E402
-from expmatrix.tokenizers import build_tokenizer  # noqa: E402
+from expmatrix.tokenizers import build_tokenizer, native  # noqa: E402
 
 
 def best(fn, repeat: int) -> float:
@@ -62,9 +63,13 @@ def main() -> None:
     tok = build_tokenizer(BinnedTokenizerConfig(kind="binned", name="binned_ambre5"), events.feature_names, True)
 
     rows = []
-    for n in sorted({1, args.threads}):
-        torch.set_num_threads(n)
-        rows.append((f"ours, exact edges, {n} thread{'s' * (n > 1)}", best(lambda: tok.fit(events), args.repeat),
+    for path, threads in [("compiled", n) for n in sorted({1, args.threads})] + [("numpy", 1)]:
+        os.environ["EXPMATRIX_NATIVE"] = "1" if path == "compiled" else "0"
+        native.lib.cache_clear()
+        if path == "compiled" and native.lib() is None:
+            raise SystemExit("the binning kernels did not compile (see the warning above)")
+        torch.set_num_threads(threads)
+        rows.append((f"ours {path}, {threads} thread{'s' * (threads > 1)}", best(lambda: tok.fit(events), args.repeat),
                      best(lambda: tok.transform(events), args.repeat)))  # fmt: skip
     for sub, fx, ax, what in ((200_000, fit_x, all_x, "pT,eta"), (None, fit_x, all_x, "pT,eta"),
                               (None, fit_x3, all_x3, "pT,eta,phi")):  # fmt: skip

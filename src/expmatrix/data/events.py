@@ -35,3 +35,8 @@ class Events:
     def real(self) -> np.ndarray:
         """(N, O) bool: slots that hold an object."""
         return self.ids > 0
+
+    def rows(self, s: slice) -> Events:
+        """The events in `s` (views, not copies)."""
+        return Events(self.ids[s], self.cont[s], None if self.globals_ is None else self.globals_[s], self.label[s],
+                      self.process[s], self.feature_names, None if self.target is None else self.target[s])  # fmt: skip

@@ -68,13 +68,17 @@ def check_object_ids(events: Events, n_types: int) -> None:
         raise TokenizerError(f"object-type ids outside 0..{n_types}: {np.unique(events.ids[bad])[:10].tolist()}")
 
 
-def check_events(events: Events, features: tuple[str, ...], use_met: bool, n_types: int = N_OBJECT_TYPES) -> None:
-    """The events carry the features (and globals) the tokenizer was built for, and valid object-type ids."""
+def check_events(
+    events: Events, features: tuple[str, ...], use_met: bool, n_types: int = N_OBJECT_TYPES, ids: bool = True
+) -> None:
+    """The events carry the features (and globals) the tokenizer was built for, and valid object-type ids
+    (`ids=False`: the caller's kernel checks them)."""
     if tuple(events.feature_names) != tuple(features):
         raise TokenizerError(f"events carry features {events.feature_names}; the tokenizer was built for {features}")
     if use_met and events.globals_ is None:
         raise TokenizerError("the tokenizer uses MET but the events carry no globals")
-    check_object_ids(events, n_types)
+    if ids:
+        check_object_ids(events, n_types)
 
 
 def feature_values(events: Events, f: str, features: tuple[str, ...], globals_: tuple[str, ...]):

@@ -31,7 +31,15 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.spec import BinnedTokenizerConfig, BinningFields
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens, check_events, missing_features
+from expmatrix.tokenizers import native
+from expmatrix.tokenizers.base import (
+    Tokenizer,
+    TokenizerError,
+    Tokens,
+    check_events,
+    check_object_ids,
+    missing_features,
+)
 from expmatrix.tokenizers.binning import Binner, BinRule
 from expmatrix.tokenizers.parallel import chunks, parallel_map
 
@@ -58,10 +66,33 @@ class BinnedBase(Tokenizer):
         self.n = [self.binner.rules[f].bins for f in features]  # bins per object feature
         self.n_particle_tokens = N_OBJECT_TYPES * int(np.prod(self.n))
 
-    def _check(self, events: Events, need_fit: bool = True) -> None:
+    def _check(self, events: Events, need_fit: bool = True, ids: bool = True) -> None:
         if need_fit and not self.binner.fitted:
             raise TokenizerError("transform before fit")
-        check_events(events, self.features, self.use_met)
+        check_events(events, self.features, self.use_met, ids=ids)
+
+    def _kernel(self, events: Events) -> tuple[Any, np.ndarray, np.ndarray] | None:
+        """The compiled kernels and C-ordered ids and features, when they can bin these events (else numpy)."""
+        so = native.lib()
+        if so is None or events.ids.dtype != np.int64 or events.cont.dtype != np.float32:
+            return None
+        if len(self.features) > native.MAX_FEATURES:
+            return None
+        return so, np.ascontiguousarray(events.ids), np.ascontiguousarray(events.cont)
+
+    def _run_kernel(self, events: Events, call: Callable[[slice, int], int]) -> None:
+        """`call(chunk, counts)` on chunks of events on parallel threads: it returns the chunk's invalid ids and
+        writes its out-of-range and NaN/inf counts (features, 2) at address `counts`; the counts are added
+        to the binner's, invalid ids raise."""
+        parts = chunks(len(events), CHUNK_EVENTS)
+        counts = np.zeros((len(parts), len(self.features), 2), np.int64)
+        at = native.rows(counts)
+        bad = parallel_map(lambda i: call(parts[i], at(i)), range(len(parts)))
+        if min(bad, default=0) < 0:
+            raise MemoryError("the binning kernel could not allocate its buffers")
+        if any(bad):
+            check_object_ids(events, N_OBJECT_TYPES)  # raises, naming them
+        self.binner.add_counts(counts.sum(axis=0))
 
     def fit(self, events: Events) -> None:
         self._check(events, need_fit=False)
@@ -132,19 +163,29 @@ class BinnedTokenizer(BinnedBase):
 
     def _tokens(self, events: Events, globals_first: bool) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (N, G + O) and the mask of real tokens, chunks of events on parallel threads."""
-        self._check(events)
+        kernel = self._kernel(events) if self.token_dtype is np.int32 else None
+        self._check(events, ids=kernel is None)
         self.out_of_range = self.binner.reset_counts()
         n, g, o = len(events), len(self.globals), events.ids.shape[1]
-        out, mask = np.empty((n, g + o), self.token_dtype), np.ones((n, g + o), bool)
-        obj = slice(g, None) if globals_first else slice(0, o)
-
-        def chunk(s: slice) -> None:
-            self.object_tokens(events.ids[s], events.cont[s], out[s, obj], mask[s, obj])
-
-        parallel_map(chunk, chunks(n, CHUNK_EVENTS))
+        out, mask = np.empty((n, g + o), self.token_dtype), np.empty((n, g + o), bool)
+        obj, glob = (slice(g, None), slice(0, g)) if globals_first else (slice(0, o), slice(o, None))
+        # MET and MET-phi tokens (N, G), 876.. and 881.. for the 4-vector
+        met = np.zeros((n, g), self.token_dtype)
         for k, code in enumerate(self.global_codes(events)):
-            out[:, k if globals_first else o + k] = code
-            out[:, k if globals_first else o + k] += self.global_offsets[k] + 1
+            met[:, k] = code
+            met[:, k] += self.global_offsets[k] + 1
+        if kernel is None:
+            out[:, glob], mask[:, glob] = met, True
+            parallel_map(lambda s: self.object_tokens(events.ids[s], events.cont[s], out[s, obj], mask[s, obj]),
+                         chunks(n, CHUNK_EVENTS))  # fmt: skip
+        else:  # the kernel writes every column, row by row
+            so, ids, cont = kernel
+            table, _edges = self.binner.native_table(self.radix[1:])
+            at_ids, at_cont, at_out, at_mask, at_met = map(native.rows, (ids, cont, out, mask, met))
+            self._run_kernel(events, lambda s, counts: so.joint_tokens(
+                s.stop - s.start, o, at_ids(s.start), at_cont(s.start), cont.shape[2], len(self.features), table,
+                self.radix[0], at_out(s.start), at_mask(s.start), g + o, obj.start, at_met(s.start), g, glob.start,
+                counts))  # fmt: skip
         return out, mask
 
     def transform(self, events: Events) -> Tokens:

@@ -14,12 +14,16 @@ A feature's bin *code* runs 0..n-1 (the bin number minus one):
 
 Values outside the fitted range (quantile: below the training minimum or above its maximum;
 fixed: outside the range) are counted per feature in ``out_of_range`` by every `codes` call.
+
+The object slots are binned by the fused kernels of `native.c` when they compile (`native_table`,
+`gather`); the numpy functions here are the reference and the fallback, with the same results.
 """
 
 from __future__ import annotations
 
+import ctypes
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +31,9 @@ import numpy as np
 
 from expmatrix.data.events import Events
 from expmatrix.data.layout import N_OBJECT_TYPES
+from expmatrix.tokenizers import native
 from expmatrix.tokenizers.errors import TokenizerError
-from expmatrix.tokenizers.parallel import parallel_map
+from expmatrix.tokenizers.parallel import chunks, parallel_map, threads
 from expmatrix.tokenizers.quantiles import QuantileSketch
 
 
@@ -84,11 +89,32 @@ def count_real(mask: np.ndarray, real: np.ndarray | None) -> int:
 
 def check_finite(values: np.ndarray, real: np.ndarray | None, name: str) -> None:
     """NaN/inf in real entries cannot be binned (they would silently fall into bin 1)."""
-    if np.isfinite(np.add.reduce(values, axis=None)):
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = np.add.reduce(values, axis=None)
+    if np.isfinite(total):
         return  # the common case, in one pass (an overflow to inf only costs the exact check below)
     bad = ~np.isfinite(values) if real is None else ~np.isfinite(values) & real
     if bad.any():
         raise TokenizerError(f"feature {name}: {int(bad.sum())} NaN/inf values cannot be binned")
+
+
+def gather(events: Events, cols: list[int], chosen: np.ndarray | None, kind: int | None) -> list[np.ndarray]:
+    """Feature columns `cols` of the real objects (of type `kind`; of the `chosen` events), in slot order."""
+    so, ids, cont = native.lib(), events.ids, events.cont
+    if so is None or ids.dtype != np.int64 or cont.dtype != np.float32:
+        take = events.real if chosen is None else events.real & chosen[:, None]
+        take = take if kind is None else take & (ids == kind)
+        return [cont[:, :, c][take] for c in cols]
+    ids, cont = np.ascontiguousarray(ids), np.ascontiguousarray(cont)
+    sel = None if chosen is None else np.ascontiguousarray(chosen, dtype=np.uint8)
+    outs = [np.empty(ids.size, np.float32) for _ in cols]  # pages past the written ones are never touched
+    col = np.asarray(cols, np.int32)  # named: a temporary would be freed before the call reads it
+    to = (ctypes.c_void_p * len(cols))(*[o.ctypes.data for o in outs])
+    n = so.gather(*ids.shape, ids.ctypes.data, cont.ctypes.data, cont.shape[2], len(cols), col.ctypes.data,
+                  native.address(sel), kind or 0, to)  # fmt: skip
+    if n < 0:
+        raise MemoryError("the gather kernel could not allocate its buffer")
+    return [o[:n] for o in outs]
 
 
 def feed(sketches: dict, chunk: dict, method: Callable) -> None:
@@ -117,19 +143,16 @@ class Binner:
         return set(self.edges) == set(self.quantile)
 
     # ---------------------------------------------------------------- fit
-    def _fit_values(self, events: Events, f: str, chosen: np.ndarray, kind: int | None, real) -> np.ndarray:
-        """The training entries quantile edges of `f` come from (type `kind`, or all types if None)."""
-        if f in self.globals:
-            return events.globals_[chosen, self.globals.index(f)]
-        take = real & chosen[:, None]
-        if kind is not None:
-            take &= events.ids == kind
-        v = events.cont[:, :, self.objects.index(f)][take]
-        check_finite(v, None, f)
-        return v
+    def _fit_values(self, events: Events, targets: list[tuple[str, int | None]], chosen, kind) -> list[np.ndarray]:
+        """The training entries the edges of `targets` (object features of type `kind`) come from, in one pass."""
+        values = gather(events, [self.objects.index(f) for f, _ in targets], chosen, kind)
+        for (f, _), v in zip(targets, values, strict=True):
+            check_finite(v, None, f)
+        return values
 
-    def _chosen(self, events: Events) -> np.ndarray:
-        return events.label == 0 if self.fit_on == "background" else np.ones(len(events), dtype=bool)
+    def _chosen(self, events: Events) -> np.ndarray | None:
+        """The events edges are fitted on (None: all)."""
+        return events.label == 0 if self.fit_on == "background" else None
 
     def _targets(self) -> list[tuple[str, int | None]]:
         per_type = [(f, t) for f in self.quantile if f in self.objects for t in range(1, N_OBJECT_TYPES + 1)]
@@ -137,13 +160,24 @@ class Binner:
 
     def _chunk_values(self, events: Events) -> tuple[int, dict[tuple[str, int | None], np.ndarray]]:
         """(chosen events, the values of every edge set to fit) of one chunk."""
-        chosen, real, targets = self._chosen(events), events.real, self._targets()
-        values = parallel_map(lambda t: self._fit_values(events, t[0], chosen, t[1], real), targets)
-        return int(chosen.sum()), dict(zip(targets, values, strict=True))
+        chosen, targets = self._chosen(events), self._targets()
+        values = {t: events.globals_[:, self.globals.index(t[0])] for t in targets if t[0] in self.globals}
+        if chosen is not None:
+            values = {t: v[chosen] for t, v in values.items()}
+        by_kind: dict[int | None, list] = {}
+        for t in targets:
+            if t[0] in self.objects:
+                by_kind.setdefault(t[1], []).append(t)
+        found = parallel_map(lambda ts: self._fit_values(events, ts, chosen, ts[0][1]), list(by_kind.values()))
+        for ts, vs in zip(by_kind.values(), found, strict=True):
+            values.update(zip(ts, vs, strict=True))
+        return len(events) if chosen is None else int(chosen.sum()), values
 
     def fit(self, events: Events) -> None:
-        values = self._chunk_values(events)  # extracted once, read by both passes
-        self._fit_from(lambda: [values], events.ids.size)
+        """Exact edges; the values are extracted once (a part per thread), and read by both passes."""
+        parts = chunks(len(events), -(-len(events) // threads()) or 1)
+        values = parallel_map(lambda s: self._chunk_values(events.rows(s)), parts)
+        self._fit_from(lambda: values, events.ids.size)
 
     def fit_stream(self, chunks: Callable[[], Iterable[Events]], expected: int) -> None:
         """Fit from `chunks()` (called at least twice); exact, memory-bounded."""
@@ -212,7 +246,9 @@ class Binner:
             v = np.where(real, v, np.float32(lo))
             mn, mx = v.min(), v.max()
         if rule.kind == "cyclic":
-            return quantile_codes(wrap(v, rule) if mn < lo or mx >= np.float32(hi) else v, width_edges(rule))
+            if mn < lo or mx >= np.float32(hi):  # only values outside are wrapped (float32(-pi) stays in bin 1)
+                v = np.where((v < lo) | (v >= np.float32(hi)), wrap(v, rule), v)
+            return quantile_codes(v, width_edges(rule))
         above = np.greater if rule.kind == "quantile" else np.greater_equal
         n = (count_real(v < lo, real) if mn < lo else 0) + (count_real(above(v, hi), real) if above(mx, hi) else 0)
         if n:
@@ -225,6 +261,31 @@ class Binner:
             sel = ids == kind
             out[sel] = quantile_codes(v[sel], self._edges(f, kind))
         return out
+
+    def native_table(self, radix: Sequence[int]) -> tuple[ctypes.Array, list[np.ndarray]]:
+        """The object features as `native.Feature`s (code place values `radix`), and the edge arrays they point to."""
+        table, keep = (native.Feature * len(self.objects))(), []
+        for k, (f, r) in enumerate(zip(self.objects, radix, strict=True)):
+            rule = self.rules[f]
+            lo, hi = self._bounds(f)
+            if rule.kind == "quantile":  # per object type (row 0, empty slots: the pooled edges)
+                edges = np.stack([self._edges(f, t) for t in range(native.N_TYPES)])
+            else:
+                edges = np.tile(width_edges(rule), (native.N_TYPES, 1))
+            keep.append(edges := np.ascontiguousarray(edges, dtype=np.float32))
+            table[k] = native.Feature(col=k, cyclic=rule.kind == "cyclic", upper_out=rule.kind == "quantile",
+                                      n_edges=edges.shape[1], per_type=isinstance(self.edges.get(f), dict), lo=lo,
+                                      hi=hi, low=rule.low,
+                                      period=rule.bins * rule.width, radix=r, edges=edges.ctypes.data)  # fmt: skip
+        return table, keep
+
+    def add_counts(self, counts: np.ndarray) -> None:
+        """Add a kernel's (objects, 2) counts of out-of-range and of NaN/inf real values; NaN/inf is an error."""
+        for f, (outside, bad) in zip(self.objects, counts.tolist(), strict=True):
+            if bad:
+                raise TokenizerError(f"feature {f}: {bad} NaN/inf values cannot be binned")
+            if self.rules[f].kind != "cyclic":
+                self.out_of_range[f] += outside
 
     def reset_counts(self) -> dict[str, int]:
         """Start counting out-of-range entries afresh (every feature at 0); the dict that will hold them."""

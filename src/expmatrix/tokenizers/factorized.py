@@ -15,6 +15,7 @@ from torch import nn
 from expmatrix.data.events import Events
 from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.spec import FactorizedTokenizerConfig
+from expmatrix.tokenizers import native
 from expmatrix.tokenizers.base import Tokens, sequence_mask
 from expmatrix.tokenizers.binned import BinnedBase
 from expmatrix.tokenizers.embeddings import TableEmbedding
@@ -28,13 +29,22 @@ class FactorizedTokenizer(BinnedBase):
         self.global_vocabs = [self.binner.rules[f].bins + 1 for f in self.globals]
 
     def transform(self, events: Events) -> Tokens:
-        self._check(events)
+        kernel = self._kernel(events)
+        self._check(events, ids=kernel is None)
         self.out_of_range = self.binner.reset_counts()
-        real = events.real
-        codes = [events.ids] + [
-            (c.astype(np.int64) + 1) * real for c in self.object_codes(events.ids, events.cont, real)
-        ]
-        out = {"codes": torch.from_numpy(np.stack(codes, axis=-1)), "mask": sequence_mask(events, len(self.globals))}
+        if kernel is None:
+            real = events.real
+            bins = [(c.astype(np.int64) + 1) * real for c in self.object_codes(events.ids, events.cont, real)]
+            codes = np.stack([events.ids, *bins], axis=-1)
+        else:
+            so, ids, cont = kernel
+            table, _edges = self.binner.native_table([0] * len(self.features))
+            codes = np.empty((*ids.shape, 1 + len(self.features)), np.int64)
+            at_ids, at_cont, at_codes = map(native.rows, (ids, cont, codes))
+            self._run_kernel(events, lambda s, counts: so.factorized_codes(
+                s.stop - s.start, ids.shape[1], at_ids(s.start), at_cont(s.start), cont.shape[2],
+                len(self.features), table, at_codes(s.start), counts))  # fmt: skip
+        out = {"codes": torch.from_numpy(codes), "mask": sequence_mask(events, len(self.globals))}
         if self.globals:
             out["g"] = torch.from_numpy(np.stack([c.astype(np.int64) + 1 for c in self.global_codes(events)], axis=1))
         return out

@@ -1,0 +1,194 @@
+"""The compiled binning kernels (native.c) against the numpy reference path: the same edges, tokens,
+codes, counts and errors on adversarial tables; the compile cache and the numpy fallback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import make_events
+
+from expmatrix.spec import BinnedTokenizerConfig, FactorizedTokenizerConfig
+from expmatrix.tokenizers import TokenizerError, build_tokenizer, native
+from expmatrix.tokenizers.binned import CHUNK_EVENTS
+from expmatrix.tokenizers.quantiles import QuantileSketch
+
+CYCLIC = {"kind": "cyclic", "range": [-np.pi, np.pi], "width": 2 * np.pi / 5}
+RULES = {"E": "quantile", "pT": "quantile", "eta": "quantile", "phi": CYCLIC, "MET": "quantile", "MET_phi": CYCLIC}
+CONFIGS = {  # name -> (kind, config fields, features, MET)
+    "ambre 4-vector + MET": ("binned", {}, ("pT", "eta", "phi"), True),
+    "5-vector, no MET": ("binned", {}, ("E", "pT", "eta", "phi"), False),
+    "per object type, background": ("binned", {"per_object_type": True, "fit_on": "background"}, ("pT", "eta", "phi"), True),  # noqa: E501
+    "fixed eta, 20 pT bins": ("binned", {"rules": {**RULES, "pT": {"kind": "quantile", "bins": 20},
+                                         "eta": {"kind": "fixed", "range": [-2.5, 2.5], "bins": 7}}},
+                              ("pT", "eta", "phi"), True),  # fmt: skip
+    "factorized": ("factorized", {}, ("pT", "eta", "phi"), True),
+    "factorized per type": ("factorized", {"per_object_type": True}, ("E", "pT", "eta", "phi"), True),
+}
+
+
+def config(kind: str, fields: dict):
+    cls = BinnedTokenizerConfig if kind == "binned" else FactorizedTokenizerConfig
+    return cls.model_validate({"kind": kind, "name": "t", "n_bins": 5, "rules": RULES, **fields})
+
+
+def adversarial_events(n: int, features: tuple[str, ...], seed: int, edges: dict | None = None):
+    """Every type and empty slots holding NaN, inf and junk; phi at +-pi, float32(-pi) and beyond; values
+    far outside the training range (float32(-3pi) wraps onto float32(pi): the last edge case of `wrap`); with
+    `edges`, real values exactly on fitted edges."""
+    rng = np.random.default_rng(seed)
+    o = 9
+    ids = rng.integers(0, 8, (n, o))
+    cols = {"E": rng.exponential(120, (n, o)), "pT": rng.exponential(50, (n, o)), "eta": rng.normal(0, 1.6, (n, o)),
+            "phi": rng.uniform(-np.pi, np.pi, (n, o))}  # fmt: skip
+    special = {"phi": [-np.pi, np.pi, np.float32(-np.pi), np.float32(np.pi), -4.0, 7.5, 12.0, -3 * np.pi],
+               "eta": [-9.0, 9.0, -2.5, 2.5]}  # fmt: skip
+    for f, values in special.items():
+        cols[f].flat[::7] = rng.choice(np.float32(values), cols[f].flat[::7].size)
+    cols["pT"].flat[::11] *= 30  # beyond the training maximum
+    if edges:
+        for f, e in edges.items():
+            if f in cols:
+                flat = np.ravel(list(e.values()) if isinstance(e, dict) else e)
+                cols[f].flat[::5] = rng.choice(flat, cols[f].size)[::5]
+    cont = np.stack([cols[f] for f in features], -1)
+    junk = rng.choice([np.nan, np.inf, -np.inf, 1e30, 0.0], (n, o, len(features)))
+    cont = np.where((ids == 0)[..., None], junk, cont)
+    met = np.stack([rng.exponential(80, n), rng.uniform(-4, 4, n)], 1)
+    return make_events(ids, cont, met, label=rng.integers(0, 2, n), features=features)
+
+
+def both_paths(monkeypatch, run):
+    """run() with the compiled kernels, then with numpy alone."""
+    assert native.lib() is not None
+    compiled = run()
+    with monkeypatch.context() as m:
+        m.setattr(native, "lib", lambda: None)
+        reference = run()
+    return compiled, reference
+
+
+def test_the_kernels_compile_here():
+    if not shutil.which(os.environ.get("CC") or "cc"):
+        pytest.skip("no C compiler: the numpy path runs (tested below)")
+    assert native.lib() is not None  # a CI machine with a compiler must run the fast path
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_kernels_give_the_numpy_edges_tokens_and_counts(monkeypatch, name):
+    kind, fields, features, met = CONFIGS[name]
+    train = adversarial_events(3000, features, seed=1)
+    train.cont[train.ids > 0] = np.nan_to_num(train.cont[train.ids > 0])  # training values are finite
+
+    def run():
+        tok = build_tokenizer(config(kind, fields), features, use_met=met)
+        tok.fit(train)
+        test = adversarial_events(2 * CHUNK_EVENTS + 101, features, seed=2, edges=tok.binner.edges)
+        test.cont[test.ids > 0] = np.nan_to_num(test.cont[test.ids > 0])
+        out = {k: v.numpy() for k, v in tok.transform(test).items()}
+        if kind == "binned":
+            out["thesis"] = tok.thesis_rows(test)
+        return tok.state_dict(), out, dict(tok.out_of_range)
+
+    (state, out, counts), (state_np, out_np, counts_np) = both_paths(monkeypatch, run)
+    assert state == state_np
+    assert out.keys() == out_np.keys()
+    for key in out:
+        np.testing.assert_array_equal(out[key], out_np[key], err_msg=key)
+    assert counts == counts_np and counts["pT"] > 0  # values beyond the training range are counted
+    if "phi" in features:  # float32(-pi) is in range: the first phi bin on both paths, in any chunk
+        assert counts.get("phi") is None
+
+
+def test_float32_minus_pi_stays_in_the_first_phi_bin_whatever_else_the_chunk_holds(monkeypatch):
+    """The numpy path used to wrap every phi of a chunk that held one out-of-range value: float32(-pi),
+    in range, then wrapped to the last bin, so its bin depended on its neighbours."""
+    tok = build_tokenizer(config("binned", {}), ("pT", "eta", "phi"), use_met=False)
+    tok.fit(adversarial_events(500, ("pT", "eta", "phi"), seed=3, edges=None))
+    alone = make_events([[1, 1]], [[[20, 0, np.float32(-np.pi)], [20, 0, 0.5]]])
+    beside_outlier = make_events([[1, 1]], [[[20, 0, np.float32(-np.pi)], [20, 0, 7.0]]])
+
+    def phi_bins():
+        return [tok.decode(tok.transform(ev)["tokens"].numpy())["phi"][0, 0] for ev in (alone, beside_outlier)]
+
+    compiled, reference = both_paths(monkeypatch, phi_bins)
+    assert compiled == reference == [1, 1]
+
+
+@pytest.mark.parametrize("kind", ["binned", "factorized"])
+def test_kernel_errors_are_the_numpy_errors(monkeypatch, kind):
+    tok = build_tokenizer(config(kind, {}), ("pT", "eta", "phi"), use_met=True)
+    tok.fit(adversarial_events(500, ("pT", "eta", "phi"), seed=4))
+    ok = [[[30, 0.1, 0.2], [40, np.nan, 0.0]]]
+    nan_real = make_events([[1, 2]], ok, [[50, 0.0]])
+    bad_id = make_events([[1, 9]], [[[30, 0.1, 0.2], [40, 0.5, 0.0]]], [[50, 0.0]])
+
+    def errors():
+        messages = []
+        for ev in (nan_real, bad_id):
+            with pytest.raises(TokenizerError) as e:
+                tok.transform(ev)
+            messages.append(str(e.value))
+        return messages
+
+    compiled, reference = both_paths(monkeypatch, errors)
+    assert compiled == reference
+    assert compiled == ["feature eta: 1 NaN/inf values cannot be binned", "object-type ids outside 0..7: [9]"]
+
+
+def test_bracket_counts_equal_the_numpy_counts(monkeypatch):
+    rng = np.random.default_rng(6)
+    v = np.concatenate([rng.normal(size=300_000), [np.inf, -np.inf, np.nan], np.zeros(1000)]).astype(np.float32)
+    qs = np.array([0.1, 0.5, 0.5001, 0.9])  # two close quantiles share a bracket
+
+    def count():
+        sk = QuantileSketch(qs, len(v))
+        sk.add_sample(v)
+        sk.start_counting()
+        for part in np.array_split(v, 3):
+            sk.add_count(part)
+        inside = np.concatenate([x for x, _ in sk._inside])
+        return sk._at_least.tolist(), inside.tolist(), sk.result().tolist()
+
+    compiled, reference = both_paths(monkeypatch, count)
+    assert compiled == reference
+
+
+def test_no_compiler_falls_back_to_numpy_with_a_warning(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("EXPMATRIX_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    native.lib.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert native.lib() is None
+        assert "falls back to numpy" in caplog.text and "no-such-cc" in caplog.text
+        assert list((tmp_path / "native").glob("*")) == []  # nothing half-written left behind
+        native.lib.cache_clear()
+        monkeypatch.setenv("CC", "false")  # a compiler that fails
+        assert native.lib() is None and list((tmp_path / "native").glob("*")) == []
+        native.lib.cache_clear()
+        monkeypatch.setenv("EXPMATRIX_NATIVE", "0")
+        monkeypatch.delenv("CC")
+        assert native.lib() is None  # switched off
+    finally:
+        native.lib.cache_clear()
+
+
+def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("EXPMATRIX_CACHE", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    native.lib.cache_clear()
+    try:
+        assert native.lib() is not None
+        built = list((tmp_path / "native").glob("*"))
+        assert len(built) == 1 and built[0].name.startswith("binning-") and built[0].suffix == ".so"
+        stamp = built[0].stat().st_mtime_ns
+        native.lib.cache_clear()
+        assert native.lib() is not None and built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+    finally:
+        native.lib.cache_clear()
