@@ -18,15 +18,15 @@ from expmatrix.tokenizers.quantiles import QuantileSketch
 
 CYCLIC = {"kind": "cyclic", "range": [-np.pi, np.pi], "width": 2 * np.pi / 5}
 RULES = {"E": "quantile", "pT": "quantile", "eta": "quantile", "phi": CYCLIC, "MET": "quantile", "MET_phi": CYCLIC}
+FIXED = {**RULES, "pT": {"kind": "quantile", "bins": 20}, "eta": {"kind": "fixed", "range": [-2.5, 2.5], "bins": 7}}
+FOUR, FIVE = ("pT", "eta", "phi"), ("E", "pT", "eta", "phi")
 CONFIGS = {  # name -> (kind, config fields, features, MET)
-    "ambre 4-vector + MET": ("binned", {}, ("pT", "eta", "phi"), True),
-    "5-vector, no MET": ("binned", {}, ("E", "pT", "eta", "phi"), False),
-    "per object type, background": ("binned", {"per_object_type": True, "fit_on": "background"}, ("pT", "eta", "phi"), True),  # noqa: E501
-    "fixed eta, 20 pT bins": ("binned", {"rules": {**RULES, "pT": {"kind": "quantile", "bins": 20},
-                                         "eta": {"kind": "fixed", "range": [-2.5, 2.5], "bins": 7}}},
-                              ("pT", "eta", "phi"), True),  # fmt: skip
-    "factorized": ("factorized", {}, ("pT", "eta", "phi"), True),
-    "factorized per type": ("factorized", {"per_object_type": True}, ("E", "pT", "eta", "phi"), True),
+    "ambre 4-vector + MET": ("binned", {}, FOUR, True),
+    "5-vector, no MET": ("binned", {}, FIVE, False),
+    "per object type, background": ("binned", {"per_object_type": True, "fit_on": "background"}, FOUR, True),
+    "fixed eta, 20 pT bins": ("binned", {"rules": FIXED}, FOUR, True),
+    "factorized": ("factorized", {}, FOUR, True),
+    "factorized per type": ("factorized", {"per_object_type": True}, FIVE, True),
 }
 
 
