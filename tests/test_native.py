@@ -192,3 +192,142 @@ def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
         assert native.lib() is not None and built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
     finally:
         native.lib.cache_clear()
+
+
+@pytest.mark.parametrize("kind", ["binned", "factorized"])
+def test_errors_come_in_the_order_ids_objects_met_on_both_paths(monkeypatch, kind):
+    import torch
+
+    tok = build_tokenizer(config(kind, {}), FOUR, use_met=True)
+    tok.fit(adversarial_events(500, FOUR, seed=7))
+    n = 2 * CHUNK_EVENTS + 5
+    ids, cont = np.ones((n, 2), np.int64), np.full((n, 2, 3), 0.5)
+    cont[[0, CHUNK_EVENTS + 1], 0, 1] = np.nan  # eta in two chunks: counted together
+    cont[2 * CHUNK_EVENTS, 1, 0] = np.inf  # pT in a later chunk: pT comes first, the features in order
+    met = np.tile([[40.0, 0.5]], (n, 1))
+    met[3, 0] = np.nan
+    bad_ids = ids.copy()
+    bad_ids[4, 1] = 9
+    cases = [(bad_ids, cont), (ids, cont), (ids, np.nan_to_num(cont, nan=0.5, posinf=0.5))]
+
+    def messages():
+        out = []
+        for i, c in cases:
+            with pytest.raises(TokenizerError) as e:
+                tok.transform(make_events(i, c, met))
+            out.append(str(e.value))
+        return out
+
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            compiled, reference = both_paths(monkeypatch, messages)
+            assert compiled == reference == [
+                "object-type ids outside 0..7: [9]",
+                "feature pT: 1 NaN/inf values cannot be binned",
+                "feature MET: 1 NaN/inf values cannot be binned",
+            ], threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fit_errors_do_not_depend_on_threads_and_nan_met_is_an_error(monkeypatch):
+    import torch
+
+    train = adversarial_events(1000, FOUR, seed=8)
+    train.cont[0, :, 1] = np.nan  # eta in the first part
+    train.ids[0, 0] = 1
+    train.ids[901, 0] = 1
+    train.cont[901, 0, 0] = np.inf  # pT in the second part (2 threads): pT is still the one named
+    met_nan = adversarial_events(1000, FOUR, seed=8)
+    met_nan.globals_[:300, 0] = np.nan  # once looped for ever: NaN counted, never inside a bracket
+
+    def messages():
+        out = []
+        for events in (train, met_nan):
+            with pytest.raises(TokenizerError) as e:
+                build_tokenizer(config("binned", {}), FOUR, use_met=True).fit(events)
+            out.append(str(e.value))
+        return out
+
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            compiled, reference = both_paths(monkeypatch, messages)
+            nan_pt = int((~np.isfinite(train.cont[..., 0]) & (train.ids > 0)).sum())
+            assert compiled == reference == [
+                f"feature pT: {nan_pt} NaN/inf values cannot be binned",
+                "feature MET: 300 NaN/inf values cannot be binned",
+            ]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_events_without_object_slots(monkeypatch):
+    met = [[10.0, 0.1], [500.0, -3.0]]
+    empty = make_events(np.zeros((2, 0), np.int64), np.zeros((2, 0, 3)), met)
+
+    def run():
+        tok = build_tokenizer(config("binned", {}), FOUR, use_met=True)
+        with pytest.raises(TokenizerError, match="no real training entries"):
+            tok.fit(empty)
+        tok.fit(adversarial_events(500, FOUR, seed=9))
+        return tok.transform(empty)["tokens"].tolist(), tok.transform(empty)["mask"].tolist()
+
+    compiled, reference = both_paths(monkeypatch, run)
+    # MET 10 and 500: the first and last bins (876, 880); MET-phi 0.1 and -3.0: bins 3 and 1 (883, 881)
+    assert compiled == reference == ([[876, 883], [880, 881]], [[True, True]] * 2)
+
+
+def test_first_use_from_many_threads_builds_once(monkeypatch, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    log = tmp_path / "calls"
+    wrapper = tmp_path / "cc-logged"
+    wrapper.write_text(f'#!/bin/sh\necho x >> {log}\nexec cc "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("EXPMATRIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", f"{wrapper} -g0")  # a compiler with arguments, as make's CC may be
+    native.lib.cache_clear()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            libs = list(pool.map(lambda _: native.lib(), range(8)))
+        assert all(so is not None for so in libs)
+        assert log.read_text().count("x") == 1
+        assert [p.suffix for p in (tmp_path / "cache" / "native").iterdir()] == [".so"]  # no temporary left
+    finally:
+        native.lib.cache_clear()
+
+
+def test_broken_builds_and_damaged_files_fall_back_or_rebuild(monkeypatch, tmp_path, caplog):
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EXPMATRIX_CACHE", str(cache))
+    silent = tmp_path / "cc-silent"  # exits 0 and writes nothing
+    silent.write_text("#!/bin/sh\nexit 0\n")
+    hangs = tmp_path / "cc-hangs"
+    hangs.write_text("#!/bin/sh\nsleep 30\n")
+    for script in (silent, hangs):
+        script.chmod(0o755)
+    monkeypatch.setattr(native, "BUILD_TIMEOUT", 1)
+    try:
+        for cc, said in ((silent, "wrote no library"), (hangs, "took more than 1 s")):
+            native.lib.cache_clear()
+            monkeypatch.setenv("CC", str(cc))
+            with caplog.at_level(logging.WARNING):
+                assert native.lib() is None
+            assert said in caplog.text
+            assert list((cache / "native").iterdir()) == []  # nothing a later run would trust
+        monkeypatch.delenv("CC")
+        monkeypatch.setattr(native, "BUILD_TIMEOUT", 300)
+        native.lib.cache_clear()
+        built = native.library_path()
+        built.write_bytes(b"truncated")  # e.g. by a full disk elsewhere: built afresh, not trusted
+        assert native.lib() is not None and built.stat().st_size > 1000 and built.stat().st_mode & 0o044
+    finally:
+        native.lib.cache_clear()

@@ -40,7 +40,7 @@ from expmatrix.tokenizers.base import (
     check_object_ids,
     missing_features,
 )
-from expmatrix.tokenizers.binning import Binner, BinRule
+from expmatrix.tokenizers.binning import Binner, BinRule, check_finite
 from expmatrix.tokenizers.parallel import chunks, parallel_map
 
 CHUNK_EVENTS = 8192  # events tokenized at once: their columns stay in cache
@@ -76,7 +76,7 @@ class BinnedBase(Tokenizer):
         so = native.lib()
         if so is None or events.ids.dtype != np.int64 or events.cont.dtype != np.float32:
             return None
-        if len(self.features) > native.MAX_FEATURES:
+        if len(self.features) > native.MAX_FEATURES or not events.ids.shape[1]:
             return None
         return so, np.ascontiguousarray(events.ids), np.ascontiguousarray(events.cont)
 
@@ -169,12 +169,16 @@ class BinnedTokenizer(BinnedBase):
         n, g, o = len(events), len(self.globals), events.ids.shape[1]
         out, mask = np.empty((n, g + o), self.token_dtype), np.empty((n, g + o), bool)
         obj, glob = (slice(g, None), slice(0, g)) if globals_first else (slice(0, o), slice(o, None))
-        # MET and MET-phi tokens (N, G), 876.. and 881.. for the 4-vector
-        met = np.zeros((n, g), self.token_dtype)
-        for k, code in enumerate(self.global_codes(events)):
-            met[:, k] = code
-            met[:, k] += self.global_offsets[k] + 1
+        met, met_error = np.zeros((n, g), self.token_dtype), None  # (N, G): 876.. and 881.. for the 4-vector
+        try:
+            for k, code in enumerate(self.global_codes(events)):
+                met[:, k] = code
+                met[:, k] += self.global_offsets[k] + 1
+        except TokenizerError as e:  # raised after the objects' errors, in the order of the factorized tokenizer
+            met_error = e
         if kernel is None:
+            for k, f in enumerate(self.features):  # NaN/inf counted over all chunks, as the kernels count them
+                check_finite(events.cont[:, :, k], events.real, f)
             out[:, glob], mask[:, glob] = met, True
             parallel_map(lambda s: self.object_tokens(events.ids[s], events.cont[s], out[s, obj], mask[s, obj]),
                          chunks(n, CHUNK_EVENTS))  # fmt: skip
@@ -186,6 +190,8 @@ class BinnedTokenizer(BinnedBase):
                 s.stop - s.start, o, at_ids(s.start), at_cont(s.start), cont.shape[2], len(self.features), table,
                 self.radix[0], at_out(s.start), at_mask(s.start), g + o, obj.start, at_met(s.start), g, glob.start,
                 counts))  # fmt: skip
+        if met_error:
+            raise met_error
         return out, mask
 
     def transform(self, events: Events) -> Tokens:

@@ -87,34 +87,39 @@ def count_real(mask: np.ndarray, real: np.ndarray | None) -> int:
     return int(np.count_nonzero(mask if real is None else mask & real))
 
 
-def check_finite(values: np.ndarray, real: np.ndarray | None, name: str) -> None:
-    """NaN/inf in real entries cannot be binned (they would silently fall into bin 1)."""
+def count_nonfinite(values: np.ndarray, real: np.ndarray | None = None) -> int:
+    """NaN/inf among the real entries of `values` (all of them when `real` is None)."""
     with np.errstate(invalid="ignore", over="ignore"):
         total = np.add.reduce(values, axis=None)
     if np.isfinite(total):
-        return  # the common case, in one pass (an overflow to inf only costs the exact check below)
-    bad = ~np.isfinite(values) if real is None else ~np.isfinite(values) & real
-    if bad.any():
-        raise TokenizerError(f"feature {name}: {int(bad.sum())} NaN/inf values cannot be binned")
+        return 0  # the common case, in one pass (an overflow to inf only costs the exact count below)
+    bad = ~np.isfinite(values)
+    return int(np.count_nonzero(bad if real is None else bad & real))
+
+
+def check_finite(values: np.ndarray, real: np.ndarray | None, name: str) -> None:
+    """NaN/inf in real entries cannot be binned (they would silently fall into bin 1)."""
+    if bad := count_nonfinite(values, real):
+        raise TokenizerError(f"feature {name}: {bad} NaN/inf values cannot be binned")
 
 
 def gather(events: Events, cols: list[int], chosen: np.ndarray | None, kind: int | None) -> list[np.ndarray]:
     """Feature columns `cols` of the real objects (of type `kind`; of the `chosen` events), in slot order."""
     so, ids, cont = native.lib(), events.ids, events.cont
-    if so is None or ids.dtype != np.int64 or cont.dtype != np.float32:
+    if so is None or ids.dtype != np.int64 or cont.dtype != np.float32 or not ids.size:
         take = events.real if chosen is None else events.real & chosen[:, None]
         take = take if kind is None else take & (ids == kind)
         return [cont[:, :, c][take] for c in cols]
     ids, cont = np.ascontiguousarray(ids), np.ascontiguousarray(cont)
     sel = None if chosen is None else np.ascontiguousarray(chosen, dtype=np.uint8)
-    outs = [np.empty(ids.size, np.float32) for _ in cols]  # pages past the written ones are never touched
     col = np.asarray(cols, np.int32)  # named: a temporary would be freed before the call reads it
-    to = (ctypes.c_void_p * len(cols))(*[o.ctypes.data for o in outs])
-    n = so.gather(*ids.shape, ids.ctypes.data, cont.ctypes.data, cont.shape[2], len(cols), col.ctypes.data,
-                  native.address(sel), kind or 0, to)  # fmt: skip
-    if n < 0:
+    args = (*ids.shape, ids.ctypes.data, cont.ctypes.data, cont.shape[2], len(cols), col.ctypes.data,
+            native.address(sel), kind or 0)  # fmt: skip
+    n = so.gather(*args, None)  # counted first: exact allocations, also where memory is not overcommitted
+    outs = [np.empty(max(n, 0), np.float32) for _ in cols]
+    if n < 0 or so.gather(*args, (ctypes.c_void_p * len(cols))(*[o.ctypes.data for o in outs])) != n:
         raise MemoryError("the gather kernel could not allocate its buffer")
-    return [o[:n] for o in outs]
+    return outs
 
 
 def feed(sketches: dict, chunk: dict, method: Callable) -> None:
@@ -143,12 +148,12 @@ class Binner:
         return set(self.edges) == set(self.quantile)
 
     # ---------------------------------------------------------------- fit
-    def _fit_values(self, events: Events, targets: list[tuple[str, int | None]], chosen, kind) -> list[np.ndarray]:
-        """The training entries the edges of `targets` (object features of type `kind`) come from, in one pass."""
-        values = gather(events, [self.objects.index(f) for f, _ in targets], chosen, kind)
-        for (f, _), v in zip(targets, values, strict=True):
-            check_finite(v, None, f)
-        return values
+    def _check_values(self, chunks: list[dict]) -> None:
+        """NaN/inf among the values edges are fitted on is an error naming the feature: the first feature in
+        order, its values in all `chunks` counted (the per-type values are among the pooled ones)."""
+        for f in self.quantile:
+            if bad := sum(count_nonfinite(c[f, None]) for c in chunks):
+                raise TokenizerError(f"feature {f}: {bad} NaN/inf values cannot be binned")
 
     def _chosen(self, events: Events) -> np.ndarray | None:
         """The events edges are fitted on (None: all)."""
@@ -168,7 +173,8 @@ class Binner:
         for t in targets:
             if t[0] in self.objects:
                 by_kind.setdefault(t[1], []).append(t)
-        found = parallel_map(lambda ts: self._fit_values(events, ts, chosen, ts[0][1]), list(by_kind.values()))
+        cols = {k: [self.objects.index(f) for f, _ in ts] for k, ts in by_kind.items()}  # one pass per type
+        found = parallel_map(lambda k: gather(events, cols[k], chosen, k), list(by_kind))
         for ts, vs in zip(by_kind.values(), found, strict=True):
             values.update(zip(ts, vs, strict=True))
         return len(events) if chosen is None else int(chosen.sum()), values
@@ -177,11 +183,18 @@ class Binner:
         """Exact edges; the values are extracted once (a part per thread), and read by both passes."""
         parts = chunks(len(events), -(-len(events) // threads()) or 1)
         values = parallel_map(lambda s: self._chunk_values(events.rows(s)), parts)
+        self._check_values([chunk for _, chunk in values])
         self._fit_from(lambda: values, events.ids.size)
 
     def fit_stream(self, chunks: Callable[[], Iterable[Events]], expected: int) -> None:
         """Fit from `chunks()` (called at least twice); exact, memory-bounded."""
-        self._fit_from(lambda: (self._chunk_values(ev) for ev in chunks()), expected)
+
+        def checked(events: Events) -> tuple[int, dict]:
+            values = self._chunk_values(events)
+            self._check_values([values[1]])
+            return values
+
+        self._fit_from(lambda: (checked(ev) for ev in chunks()), expected)
 
     def _fit_from(self, values: Callable[[], Iterable[tuple[int, dict]]], expected: int) -> None:
         """Two passes (see `quantiles.py`) over the per-chunk values; a missed bracket costs one more pass."""

@@ -88,7 +88,12 @@ VECTOR_CLONES static int64_t bin_slots(int64_t rows, int64_t slots, const int64_
                                        const int32_t *restrict glob, int64_t n_glob, int64_t glob_col,
                                        int64_t *restrict fac, int64_t *counts) {
     if (n_feat > MAX_FEAT || n_cols > MAX_FEAT) return -1;
-    if (slots <= 0) return 0;
+    if (slots <= 0) { /* no objects: the global tokens alone */
+        for (int64_t r = 0; tok && r < rows; ++r)
+            for (int64_t j = 0; j < n_glob; ++j)
+                tok[r * out_stride + glob_col + j] = glob[r * n_glob + j], mask[r * out_stride + glob_col + j] = 1;
+        return 0;
+    }
     int64_t per_block = BLOCK / slots > 0 ? BLOCK / slots : 1, width = per_block * slots, bad_ids = 0;
     int32_t *buf = malloc(sizeof(int32_t) * 3 * width), type_radix = (int32_t)radix0;
     float *col = malloc(sizeof(float) * n_cols * width), padded[MAX_FEAT][8];
@@ -103,11 +108,11 @@ VECTOR_CLONES static int64_t bin_slots(int64_t rows, int64_t slots, const int64_
         int64_t nr = rows - b < per_block ? rows - b : per_block, n = nr * slots;
         const int64_t *t = ids + b * slots;
         int32_t block_bad = 0;
-        for (int64_t i = 0; i < n; ++i) { /* branch-free, in int32: it vectorizes */
-            int32_t ok = (uint64_t)(t[i] - 1) < NT - 1;
+        for (int64_t i = 0; i < n; ++i) { /* branch-free, in int32: it vectorizes; unsigned: no overflow */
+            int32_t ok = (uint64_t)t[i] - 1u < NT - 1;
             block_bad += (t[i] != 0) & !ok;
             real[i] = ok;
-            if (acc) acc[i] = (1 + ((int32_t)t[i] - 1) * type_radix) & -ok;
+            if (acc) acc[i] = (1 + ((int32_t)(t[i] & 7) - 1) * type_radix) & -ok;
         }
         bad_ids += block_bad;
         const float *x = cont + b * slots * n_cols;
@@ -176,11 +181,12 @@ int64_t factorized_codes(int64_t rows, int64_t slots, const int64_t *ids, const 
 }
 
 /* The values of columns cols[0..n_out) at the real slots of the chosen rows (chosen NULL: all rows), of
- * object type `type` (0: any), in order, into outs[c]. Returns how many. A block of rows at a time: the
- * kept slots first (branch-free), then each column. */
+ * object type `type` (0: any), in order, into outs[c] (outs NULL: only count them). Returns how many.
+ * A block of rows at a time: the kept slots first (branch-free), then each column. */
 VECTOR_CLONES int64_t gather(int64_t rows, int64_t slots, const int64_t *restrict ids, const float *restrict cont,
                              int32_t n_cols, int32_t n_out, const int32_t *cols, const uint8_t *chosen, int64_t type,
                              float *const *outs) {
+    if (slots <= 0) return 0;
     int64_t per_block = BLOCK / slots > 0 ? BLOCK / slots : 1, n = 0;
     int32_t *keep = malloc(sizeof(int32_t) * per_block * slots);
     if (!keep) return -1;
@@ -195,7 +201,7 @@ VECTOR_CLONES int64_t gather(int64_t rows, int64_t slots, const int64_t *restric
             }
         }
         const float *x = cont + b * slots * n_cols;
-        for (int32_t c = 0; c < n_out; ++c) {
+        for (int32_t c = 0; outs && c < n_out; ++c) {
             float *o = outs[c] + n;
             const float *xc = x + cols[c];
             for (int64_t j = 0; j < m; ++j) o[j] = xc[(int64_t)keep[j] * n_cols];

@@ -15,10 +15,12 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
+import threading
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -27,7 +29,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_suffix(".c")
+BUILD_TIMEOUT = 300  # seconds a compiler may take before binning falls back to numpy
 FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math"]
+_BUILDING = threading.Lock()
 N_TYPES = 8  # object types 0..7, as NT in native.c
 MAX_FEATURES = 16  # features one kernel call bins, as MAX_FEAT in native.c
 
@@ -59,19 +63,45 @@ def cache_dir() -> Path:
 def build(out: Path) -> None:
     """Compile `native.c` into the shared library `out` (atomically: a temporary file, then a rename)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler = os.environ.get("CC") or "cc"
-    if not shutil.which(compiler):
-        raise OSError(f"no C compiler {compiler!r} on PATH")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so")
-    os.close(fd)
+    for stale in out.parent.glob("*.tmp"):  # left by a build that was killed
+        if time.time() - stale.stat().st_mtime > 3600:
+            stale.unlink(missing_ok=True)
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    if not compiler or not shutil.which(compiler[0]):
+        raise OSError(f"no C compiler {' '.join(compiler)!r} on PATH")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True,
-                       text=True, timeout=120)  # fmt: skip
+        subprocess.run([*compiler, *FLAGS, str(SOURCE), "-o", str(tmp), "-lm"], check=True, capture_output=True,
+                       text=True, timeout=BUILD_TIMEOUT)  # fmt: skip
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise OSError(f"{compiler[0]} wrote no library")
+        tmp.chmod(0o755)  # a cache shared by a group stays loadable by all of it
         os.replace(tmp, out)
     except subprocess.CalledProcessError as e:
-        raise OSError(f"{compiler} failed on {SOURCE}: {e.stderr.strip()[-2000:]}") from e
+        raise OSError(f"{compiler[0]} failed on {SOURCE}: {e.stderr.strip()[-2000:]}") from e
+    except subprocess.TimeoutExpired as e:
+        raise OSError(f"{compiler[0]} took more than {e.timeout:.0f} s on {SOURCE}") from e
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def library_path() -> Path:
+    """Where the library for this source, flags, machine type and C library is cached."""
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    libc = "-".join(platform.libc_ver()) or "libc"  # a newer glibc's symbols do not load on an older one
+    return cache_dir() / f"binning-{key}-{sys.platform}-{platform.machine()}-{libc}.so"
+
+
+def open_library() -> ctypes.CDLL:
+    """The cached library, built first if missing or damaged."""
+    path = library_path()
+    if not path.exists():
+        build(path)
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:  # e.g. truncated by a full disk: build it afresh, once
+        build(path)
+        return ctypes.CDLL(str(path))
 
 
 @cache
@@ -79,12 +109,9 @@ def lib() -> ctypes.CDLL | None:
     """The compiled kernels, or None (no compiler, or EXPMATRIX_NATIVE=0): then numpy bins."""
     if os.environ.get("EXPMATRIX_NATIVE", "1") == "0":
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    path = cache_dir() / f"binning-{key}-{sys.platform}-{platform.machine()}.so"
     try:
-        if not path.exists():
-            build(path)
-        so = ctypes.CDLL(str(path))
+        with _BUILDING:  # a fit's threads ask at once: one builds, the others then load its file
+            so = open_library()
     except OSError as e:
         log.warning("expmatrix: binning falls back to numpy (several times slower): %s", e)
         return None

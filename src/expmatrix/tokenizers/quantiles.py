@@ -20,6 +20,7 @@ from expmatrix.tokenizers import native
 SAMPLE = 200_000  # sample size aimed at: brackets ~1% of the values wide
 Z = 6.0  # bracket half-width in standard deviations of the sample order statistic
 CHUNK = 1 << 16  # values compared at once (stays in cache)
+KERNEL_CHUNK = 1 << 22  # values the compiled kernel counts per call (its buffers: 24 MiB)
 
 
 class QuantileSketch:
@@ -74,13 +75,14 @@ class QuantileSketch:
     def add_count(self, values: np.ndarray) -> None:
         b, so = self._b, native.lib()
         if so is not None and values.dtype == np.float32 and len(b) <= 16:  # the fused kernel, same counts
-            v = np.ascontiguousarray(values)
-            inside, codes = np.empty(len(v), np.float32), np.empty(len(v), np.uint16)  # untouched pages stay free
-            n = so.bracket_count(len(v), v.ctypes.data, len(b), b.ctypes.data, self._at_least.ctypes.data,
-                                 inside.ctypes.data, codes.ctypes.data)  # fmt: skip
-            if n < 0:
-                raise ValueError(f"bracket_count: {len(b)} bounds (at most 16, in pairs)")
-            self._inside.append((inside[:n].copy(), codes[:n].copy()))
+            inside, codes = np.empty(KERNEL_CHUNK, np.float32), np.empty(KERNEL_CHUNK, np.uint16)
+            for s in range(0, len(values), KERNEL_CHUNK):
+                v = np.ascontiguousarray(values[s : s + KERNEL_CHUNK])
+                n = so.bracket_count(len(v), v.ctypes.data, len(b), b.ctypes.data, self._at_least.ctypes.data,
+                                     inside.ctypes.data, codes.ctypes.data)  # fmt: skip
+                if n < 0:
+                    raise ValueError(f"bracket_count: {len(b)} bounds (at most 16, in pairs)")
+                self._inside.append((inside[:n].copy(), codes[:n].copy()))
             self._seen += len(values)
             return
         ge = np.empty(min(len(values), CHUNK), dtype=bool)
@@ -110,6 +112,8 @@ class QuantileSketch:
             below = self._seen - self._at_least[k - 1]  # values under the bracket
             f, c = int(np.floor(r)) - below, int(np.ceil(r)) - below
             if f < 0 or c >= self._at_least[k - 1] - self._at_least[k]:  # outside the bracket
+                if self._b[k - 1] == -np.inf and self._b[k] == np.inf:  # it held every number: NaN was counted
+                    raise ValueError("the values hold NaN: their quantiles are undefined")
                 self._z *= 4  # NOTE: brackets only ever miss by bad luck; wider ones then hold the answer
                 return None
             if k not in brackets:
