@@ -40,7 +40,7 @@ from expmatrix.tokenizers.base import (
     check_object_ids,
     missing_features,
 )
-from expmatrix.tokenizers.binning import Binner, BinRule, check_finite
+from expmatrix.tokenizers.binning import Binner, BinRule, all_finite, check_finite
 from expmatrix.tokenizers.parallel import chunks, parallel_map
 
 CHUNK_EVENTS = 8192  # events tokenized at once: their columns stay in cache
@@ -74,25 +74,26 @@ class BinnedBase(Tokenizer):
     def _kernel(self, events: Events) -> tuple[Any, np.ndarray, np.ndarray] | None:
         """The compiled kernels and C-ordered ids and features, when they can bin these events (else numpy)."""
         so = native.lib()
-        if so is None or events.ids.dtype != np.int64 or events.cont.dtype != np.float32:
+        floats = [events.cont] + ([] if events.globals_ is None else [events.globals_])
+        if so is None or events.ids.dtype != np.int64 or any(a.dtype != np.float32 for a in floats):
             return None
-        if len(self.features) > native.MAX_FEATURES or not events.ids.shape[1]:
+        if len(self.features) > native.MAX_FEATURES:
             return None
         return so, np.ascontiguousarray(events.ids), np.ascontiguousarray(events.cont)
 
-    def _run_kernel(self, events: Events, call: Callable[[slice, int], int]) -> None:
+    def _run_kernel(self, events: Events, names: tuple[str, ...], call: Callable[[slice, int], int]) -> None:
         """`call(chunk, counts)` on chunks of events on parallel threads: it returns the chunk's invalid ids and
-        writes its out-of-range and NaN/inf counts (features, 2) at address `counts`; the counts are added
-        to the binner's, invalid ids raise."""
+        writes the out-of-range and NaN/inf counts (len(names), 2) of features `names` at address `counts`;
+        invalid ids raise, then NaN/inf (the features in order), else the counts are added to the binner's."""
         parts = chunks(len(events), CHUNK_EVENTS)
-        counts = np.zeros((len(parts), len(self.features), 2), np.int64)
+        counts = np.zeros((len(parts), len(names), 2), np.int64)
         at = native.rows(counts)
         bad = parallel_map(lambda i: call(parts[i], at(i)), range(len(parts)))
         if min(bad, default=0) < 0:
             raise MemoryError("the binning kernel could not allocate its buffers")
         if any(bad):
             check_object_ids(events, N_OBJECT_TYPES)  # raises, naming them
-        self.binner.add_counts(counts.sum(axis=0))
+        self.binner.add_counts(names, counts.sum(axis=0))
 
     def fit(self, events: Events) -> None:
         self._check(events, need_fit=False)
@@ -169,30 +170,31 @@ class BinnedTokenizer(BinnedBase):
         n, g, o = len(events), len(self.globals), events.ids.shape[1]
         out, mask = np.empty((n, g + o), self.token_dtype), np.empty((n, g + o), bool)
         obj, glob = (slice(g, None), slice(0, g)) if globals_first else (slice(0, o), slice(o, None))
-        met, met_error = np.zeros((n, g), self.token_dtype), None  # (N, G): 876.. and 881.. for the 4-vector
-        try:
-            for k, code in enumerate(self.global_codes(events)):
-                met[:, k] = code
-                met[:, k] += self.global_offsets[k] + 1
-        except TokenizerError as e:  # raised after the objects' errors, in the order of the factorized tokenizer
-            met_error = e
         if kernel is None:
-            for k, f in enumerate(self.features):  # NaN/inf counted over all chunks, as the kernels count them
-                check_finite(events.cont[:, :, k], events.real, f)
-            out[:, glob], mask[:, glob] = met, True
-            parallel_map(lambda s: self.object_tokens(events.ids[s], events.cont[s], out[s, obj], mask[s, obj]),
-                         chunks(n, CHUNK_EVENTS))  # fmt: skip
-        else:  # the kernel writes every column, row by row
+            self._numpy_tokens(events, out[:, obj], mask[:, obj], out[:, glob], mask[:, glob])
+        else:  # the kernel writes every column, row by row: objects, then MET and MET-phi
             so, ids, cont = kernel
-            table, _edges = self.binner.native_table(self.radix[1:])
+            table, _edges = self.binner.native_table(self.features, self.radix[1:])
+            gtable, _gedges = self.binner.native_table(self.globals, [1] * g, [o + 1 for o in self.global_offsets])
+            met = np.ascontiguousarray(events.globals_ if g else np.zeros((n, 0)), dtype=np.float32)
             at_ids, at_cont, at_out, at_mask, at_met = map(native.rows, (ids, cont, out, mask, met))
-            self._run_kernel(events, lambda s, counts: so.joint_tokens(
+            self._run_kernel(events, self.features + self.globals, lambda s, counts: so.joint_tokens(
                 s.stop - s.start, o, at_ids(s.start), at_cont(s.start), cont.shape[2], len(self.features), table,
-                self.radix[0], at_out(s.start), at_mask(s.start), g + o, obj.start, at_met(s.start), g, glob.start,
-                counts))  # fmt: skip
-        if met_error:
-            raise met_error
+                self.radix[0], at_out(s.start), at_mask(s.start), g + o, obj.start, at_met(s.start), g, gtable,
+                glob.start, counts))  # fmt: skip
         return out, mask
+
+    def _numpy_tokens(self, events: Events, out: np.ndarray, mask: np.ndarray, met: np.ndarray, met_mask) -> None:
+        """The reference path: object tokens by chunks, then MET and MET-phi (errors in the kernel's order)."""
+        if not all_finite(events.cont):  # NaN/inf counted over all chunks, as the kernels count them
+            for k, f in enumerate(self.features):
+                check_finite(events.cont[:, :, k], events.real, f)
+        parallel_map(lambda s: self.object_tokens(events.ids[s], events.cont[s], out[s], mask[s]),
+                     chunks(len(events), CHUNK_EVENTS))  # fmt: skip
+        for k, code in enumerate(self.global_codes(events)):
+            met[:, k] = code
+            met[:, k] += self.global_offsets[k] + 1
+        met_mask[:] = True
 
     def transform(self, events: Events) -> Tokens:
         tokens, mask = self._tokens(events, globals_first=True)  # the mask is `sequence_mask`'s, made per chunk

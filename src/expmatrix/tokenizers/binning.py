@@ -87,12 +87,16 @@ def count_real(mask: np.ndarray, real: np.ndarray | None) -> int:
     return int(np.count_nonzero(mask if real is None else mask & real))
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN/inf in `values`, in one pass (False may also mean a sum that overflowed: count then)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return bool(np.isfinite(np.add.reduce(values, axis=None)))
+
+
 def count_nonfinite(values: np.ndarray, real: np.ndarray | None = None) -> int:
     """NaN/inf among the real entries of `values` (all of them when `real` is None)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        total = np.add.reduce(values, axis=None)
-    if np.isfinite(total):
-        return 0  # the common case, in one pass (an overflow to inf only costs the exact count below)
+    if all_finite(values):
+        return 0  # the common case, in one pass
     bad = ~np.isfinite(values)
     return int(np.count_nonzero(bad if real is None else bad & real))
 
@@ -275,10 +279,11 @@ class Binner:
             out[sel] = quantile_codes(v[sel], self._edges(f, kind))
         return out
 
-    def native_table(self, radix: Sequence[int]) -> tuple[ctypes.Array, list[np.ndarray]]:
-        """The object features as `native.Feature`s (code place values `radix`), and the edge arrays they point to."""
-        table, keep = (native.Feature * len(self.objects))(), []
-        for k, (f, r) in enumerate(zip(self.objects, radix, strict=True)):
+    def native_table(self, names: Sequence[str], radix: Sequence[int], offsets: Sequence[int] | None = None):
+        """Features `names` (all objects, or all globals) as `native.Feature`s: code place values `radix`,
+        token offsets; and the edge arrays the table points to (keep them alive while it is used)."""
+        table, keep = (native.Feature * len(names))(), []
+        for k, (f, r) in enumerate(zip(names, radix, strict=True)):
             rule = self.rules[f]
             lo, hi = self._bounds(f)
             if rule.kind == "quantile":  # per object type (row 0, empty slots: the pooled edges)
@@ -288,13 +293,14 @@ class Binner:
             keep.append(edges := np.ascontiguousarray(edges, dtype=np.float32))
             table[k] = native.Feature(col=k, cyclic=rule.kind == "cyclic", upper_out=rule.kind == "quantile",
                                       n_edges=edges.shape[1], per_type=isinstance(self.edges.get(f), dict), lo=lo,
-                                      hi=hi, low=rule.low,
-                                      period=rule.bins * rule.width, radix=r, edges=edges.ctypes.data)  # fmt: skip
+                                      hi=hi, low=rule.low, period=rule.bins * rule.width, radix=r,
+                                      offset=offsets[k] if offsets else 0, edges=edges.ctypes.data)  # fmt: skip
         return table, keep
 
-    def add_counts(self, counts: np.ndarray) -> None:
-        """Add a kernel's (objects, 2) counts of out-of-range and of NaN/inf real values; NaN/inf is an error."""
-        for f, (outside, bad) in zip(self.objects, counts.tolist(), strict=True):
+    def add_counts(self, names: Sequence[str], counts: np.ndarray) -> None:
+        """Add a kernel's (features, 2) counts of out-of-range and of NaN/inf real values of `names`; NaN/inf
+        is an error naming the first such feature."""
+        for f, (outside, bad) in zip(names, counts.tolist(), strict=True):
             if bad:
                 raise TokenizerError(f"feature {f}: {bad} NaN/inf values cannot be binned")
             if self.rules[f].kind != "cyclic":

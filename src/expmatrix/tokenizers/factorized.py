@@ -38,10 +38,10 @@ class FactorizedTokenizer(BinnedBase):
             codes = np.stack([events.ids, *bins], axis=-1)
         else:
             so, ids, cont = kernel
-            table, _edges = self.binner.native_table([0] * len(self.features))
+            table, _edges = self.binner.native_table(self.features, [0] * len(self.features))
             codes = np.empty((*ids.shape, 1 + len(self.features)), np.int64)
             at_ids, at_cont, at_codes = map(native.rows, (ids, cont, codes))
-            self._run_kernel(events, lambda s, counts: so.factorized_codes(
+            self._run_kernel(events, self.features, lambda s, counts: so.factorized_codes(
                 s.stop - s.start, ids.shape[1], at_ids(s.start), at_cont(s.start), cont.shape[2],
                 len(self.features), table, at_codes(s.start), counts))  # fmt: skip
         out = {"codes": torch.from_numpy(codes), "mask": sequence_mask(events, len(self.globals))}

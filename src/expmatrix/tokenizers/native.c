@@ -15,6 +15,12 @@
 
 #define NT 8 /* object types 0..7 (0: empty slot) */
 
+#if defined(__GNUC__) /* helpers inlined into each clone, so that they are compiled for its target */
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static inline
+#endif
+
 typedef struct {
     int32_t col;        /* the feature's column in cont */
     int32_t cyclic;     /* wrap values outside [lo, hi) by whole periods before binning */
@@ -23,12 +29,13 @@ typedef struct {
     int32_t per_type;   /* the edges differ per object type */
     float lo, hi;       /* the fitted (quantile) or declared range, as float32 */
     double low, period; /* cyclic: the range's start and length, as numpy's wrap takes them */
-    int64_t radix;      /* the code's place value in a joint token */
-    const float *edges; /* (NT, n_edges): sorted edges per object type */
+    int64_t radix;      /* the code's place value in a joint token (a global's: 1) */
+    int64_t offset;     /* added to a global's token: where its token range starts */
+    const float *edges; /* (NT, n_edges): sorted edges per object type (a global's: row 0) */
 } Feature;
 
 /* binning.wrap: low + (v - low) mod period in float64 (Python's sign rule), to float32, high -> low. */
-static inline float wrap(float v, const Feature *f) {
+INLINE float wrap(float v, const Feature *f) {
     double m = fmod((double)v - f->low, f->period);
     if (m < 0) m += f->period;
     float w = (float)(f->low + m);
@@ -47,7 +54,7 @@ static inline float wrap(float v, const Feature *f) {
 #define BLOCK 2048  /* slots binned at once, whole rows: their columns stay in L1, the loops vectorize */
 
 /* v[c*width + i] = x[i*n_cols + c]: the block's columns, contiguous (called with a constant n_cols) */
-static inline void columns(int64_t n, const float *restrict x, int32_t n_cols, float *restrict v, int64_t width) {
+INLINE void columns(int64_t n, const float *restrict x, int32_t n_cols, float *restrict v, int64_t width) {
     for (int64_t i = 0; i < n; ++i)
         for (int32_t c = 0; c < n_cols; ++c) v[c * width + i] = x[i * n_cols + c];
 }
@@ -55,7 +62,7 @@ static inline void columns(int64_t n, const float *restrict x, int32_t n_cols, f
 /* One feature over a block, in one vectorized loop: the NaN/inf and out-of-range real values are counted,
  * code[i] = edges <= v[i] (k_edges of them, padded with +inf), or with acc, acc[i] += code*radix at real
  * slots. Called with a constant k_edges, so that the edge loop unrolls. */
-static inline void bin_block(int64_t n, const float *restrict v, const int32_t *restrict real, const float *e,
+INLINE void bin_block(int64_t n, const float *restrict v, const int32_t *restrict real, const float *e,
                              int32_t k_edges, float lo, float hi, int32_t upper_out, int32_t count_range,
                              int32_t *restrict code, int32_t *restrict acc, int32_t radix, int64_t *bad,
                              int64_t *outside) {
@@ -74,36 +81,65 @@ static inline void bin_block(int64_t n, const float *restrict v, const int32_t *
     *bad += n_bad, *outside += n_out;
 }
 
+/* One feature over a block of n values v (modified: cyclic ones wrapped): its codes into code, or with acc,
+ * acc[i] += code*radix at real slots; out-of-range and NaN/inf real values counted in counts[0], counts[1].
+ * t: the slots' types (per-type edges), padded: the shared edges padded to 8. */
+INLINE void bin_feature(int64_t n, float *restrict v, const int32_t *restrict real, const int64_t *t,
+                               const Feature *f, const float *padded, int32_t *restrict code, int32_t *restrict acc,
+                               int64_t *counts) {
+    if (f->cyclic) { /* only values outside the range are wrapped (rare: a scalar pass) */
+        int32_t any = 0;
+        for (int64_t i = 0; i < n; ++i) any |= (v[i] < f->lo) | (v[i] >= f->hi);
+        for (int64_t i = 0; any && i < n; ++i)
+            if (v[i] < f->lo || v[i] >= f->hi) v[i] = wrap(v[i], f);
+    }
+    int32_t range = !f->cyclic, radix = (int32_t)f->radix;
+    int64_t *bad = &counts[1], *outside = &counts[0];
+    if (f->per_type || f->n_edges > 8) { /* edges per slot: a scalar loop */
+        bin_block(n, v, real, padded, 0, f->lo, f->hi, f->upper_out, range, code, NULL, 0, bad, outside);
+        for (int64_t i = 0; i < n; ++i) {
+            const float *e = f->edges + (f->per_type && real[i] ? t[i] : 0) * f->n_edges;
+            int32_t c = 0;
+            for (int32_t j = 0; j < f->n_edges; ++j) c += v[i] >= e[j];
+            code[i] = c;
+            if (acc) acc[i] += (c * radix) & -real[i];
+        }
+    } else if (f->n_edges <= 4) {
+        bin_block(n, v, real, padded, 4, f->lo, f->hi, f->upper_out, range, code, acc, radix, bad, outside);
+    } else {
+        bin_block(n, v, real, padded, 8, f->lo, f->hi, f->upper_out, range, code, acc, radix, bad, outside);
+    }
+}
+
 /* Bin codes of every feature at every real slot of rows x slots, a block of rows at a time, feature by
  * feature. Joint (tok not NULL): row r of tok and of mask (both out_stride wide) gets the tokens
  * 1 + (type-1)*radix0 + sum code_k*radix_k (0 at empty slots) and the real-slot mask from column obj_col,
- * and the n_glob global tokens glob[r*n_glob + j] (mask 1) from column glob_col. Factorized (tok NULL):
- * codes [type, code_1 + 1, ...] (0 at empty slots) into fac[(r*slots + s)*(1 + n_feat) + k].
- * counts: (n_feat, 2) out-of-range and non-finite real values. Returns the ids outside 0..NT-1
- * (-1: too many features or columns, or no memory). */
+ * and the tokens offset_j + code_j of the n_glob globals gvals[r*n_glob + j] (mask 1) from glob_col.
+ * Factorized (tok NULL): codes [type, code_1 + 1, ...] (0 at empty slots) into
+ * fac[(r*slots + s)*(1 + n_feat) + k]. counts: (n_feat + n_glob, 2) out-of-range and NaN/inf real
+ * values. Returns the ids outside 0..NT-1 (-1: too many features or columns, or no memory). */
 VECTOR_CLONES static int64_t bin_slots(int64_t rows, int64_t slots, const int64_t *restrict ids,
                                        const float *restrict cont, int32_t n_cols, int32_t n_feat,
                                        const Feature *feat, int64_t radix0, int32_t *restrict tok,
                                        uint8_t *restrict mask, int64_t out_stride, int64_t obj_col,
-                                       const int32_t *restrict glob, int64_t n_glob, int64_t glob_col,
-                                       int64_t *restrict fac, int64_t *counts) {
-    if (n_feat > MAX_FEAT || n_cols > MAX_FEAT) return -1;
-    if (slots <= 0) { /* no objects: the global tokens alone */
-        for (int64_t r = 0; tok && r < rows; ++r)
-            for (int64_t j = 0; j < n_glob; ++j)
-                tok[r * out_stride + glob_col + j] = glob[r * n_glob + j], mask[r * out_stride + glob_col + j] = 1;
-        return 0;
-    }
-    int64_t per_block = BLOCK / slots > 0 ? BLOCK / slots : 1, width = per_block * slots, bad_ids = 0;
-    int32_t *buf = malloc(sizeof(int32_t) * 3 * width), type_radix = (int32_t)radix0;
-    float *col = malloc(sizeof(float) * n_cols * width), padded[MAX_FEAT][8];
+                                       const float *restrict gvals, int32_t n_glob, const Feature *gfeat,
+                                       int64_t glob_col, int64_t *restrict fac, int64_t *counts) {
+    if (n_feat > MAX_FEAT || n_cols > MAX_FEAT || n_glob > MAX_FEAT) return -1;
+    int64_t per_block = slots <= 0 ? BLOCK : BLOCK / slots > 0 ? BLOCK / slots : 1, bad_ids = 0;
+    int64_t width = per_block * (slots > 0 ? slots : 1); /* >= per_block: the globals' buffers too */
+    int32_t *buf = malloc(sizeof(int32_t) * 4 * width), type_radix = (int32_t)radix0;
+    float *col = malloc(sizeof(float) * (n_cols + 1) * width), padded[2 * MAX_FEAT][8];
     if (!buf || !col) {
         free(buf), free(col);
         return -1;
     }
-    int32_t *real = buf, *acc = fac ? NULL : buf + width, *code = buf + 2 * width;
-    for (int32_t k = 0; k < n_feat; ++k) /* shared edges, padded with +inf (v >= inf only for inf: an error) */
-        for (int32_t j = 0; j < 8; ++j) padded[k][j] = j < feat[k].n_edges ? feat[k].edges[j] : INFINITY;
+    int32_t *real = buf, *acc = fac ? NULL : buf + width, *code = buf + 2 * width, *ones = buf + 3 * width;
+    float *gv = col + n_cols * width;
+    for (int64_t i = 0; i < width; ++i) ones[i] = 1;
+    for (int32_t k = 0; k < n_feat + n_glob; ++k) { /* shared edges padded with +inf (v >= inf: inf, an error) */
+        const Feature *f = k < n_feat ? &feat[k] : &gfeat[k - n_feat];
+        for (int32_t j = 0; j < 8; ++j) padded[k][j] = j < f->n_edges ? f->edges[j] : INFINITY;
+    }
     for (int64_t b = 0; b < rows; b += per_block) {
         int64_t nr = rows - b < per_block ? rows - b : per_block, n = nr * slots;
         const int64_t *t = ids + b * slots;
@@ -123,30 +159,7 @@ VECTOR_CLONES static int64_t bin_slots(int64_t rows, int64_t slots, const int64_
         default: columns(n, x, n_cols, col, width);
         }
         for (int32_t k = 0; k < n_feat; ++k) {
-            const Feature *f = &feat[k];
-            float *v = col + f->col * width;
-            int64_t *bad = &counts[2 * k + 1], *outside = &counts[2 * k];
-            if (f->cyclic) { /* only values outside the range are wrapped (rare: a scalar pass) */
-                int32_t any = 0;
-                for (int64_t i = 0; i < n; ++i) any |= (v[i] < f->lo) | (v[i] >= f->hi);
-                for (int64_t i = 0; any && i < n; ++i)
-                    if (v[i] < f->lo || v[i] >= f->hi) v[i] = wrap(v[i], f);
-            }
-            int32_t range = !f->cyclic, radix = (int32_t)f->radix;
-            if (f->per_type || f->n_edges > 8) { /* edges per slot: a scalar loop */
-                bin_block(n, v, real, padded[k], 0, f->lo, f->hi, f->upper_out, range, code, NULL, 0, bad, outside);
-                for (int64_t i = 0; i < n; ++i) {
-                    const float *e = f->edges + (f->per_type && real[i] ? t[i] : 0) * f->n_edges;
-                    int32_t c = 0;
-                    for (int32_t j = 0; j < f->n_edges; ++j) c += v[i] >= e[j];
-                    code[i] = c;
-                    if (acc) acc[i] += (c * radix) & -real[i];
-                }
-            } else if (f->n_edges <= 4) {
-                bin_block(n, v, real, padded[k], 4, f->lo, f->hi, f->upper_out, range, code, acc, radix, bad, outside);
-            } else {
-                bin_block(n, v, real, padded[k], 8, f->lo, f->hi, f->upper_out, range, code, acc, radix, bad, outside);
-            }
+            bin_feature(n, col + feat[k].col * width, real, t, &feat[k], padded[k], code, acc, &counts[2 * k]);
             if (fac)
                 for (int64_t i = 0; i < n; ++i) fac[(b * slots + i) * (1 + n_feat) + k + 1] = (code[i] + 1) & -real[i];
         }
@@ -156,10 +169,17 @@ VECTOR_CLONES static int64_t bin_slots(int64_t rows, int64_t slots, const int64_
                 int64_t *o = fac + (b + r) * slots * (1 + n_feat);
                 for (int64_t s = 0; s < slots; ++s) o[s * (1 + n_feat)] = re[s] ? t[r * slots + s] : 0;
             } else {
-                int32_t *o = tok + (b + r) * out_stride;
-                uint8_t *m = mask + (b + r) * out_stride;
-                for (int64_t s = 0; s < slots; ++s) o[obj_col + s] = acc[r * slots + s], m[obj_col + s] = (uint8_t)re[s];
-                for (int64_t j = 0; j < n_glob; ++j) o[glob_col + j] = glob[(b + r) * n_glob + j], m[glob_col + j] = 1;
+                int32_t *o = tok + (b + r) * out_stride + obj_col;
+                uint8_t *m = mask + (b + r) * out_stride + obj_col;
+                for (int64_t s = 0; s < slots; ++s) o[s] = acc[r * slots + s], m[s] = (uint8_t)re[s];
+            }
+        }
+        for (int32_t j = 0; tok && j < n_glob; ++j) { /* the globals of the block's rows, one token each */
+            for (int64_t r = 0; r < nr; ++r) gv[r] = gvals[(b + r) * n_glob + j];
+            bin_feature(nr, gv, ones, NULL, &gfeat[j], padded[n_feat + j], code, NULL, &counts[2 * (n_feat + j)]);
+            for (int64_t r = 0; r < nr; ++r) {
+                tok[(b + r) * out_stride + glob_col + j] = (int32_t)gfeat[j].offset + code[r];
+                mask[(b + r) * out_stride + glob_col + j] = 1;
             }
         }
     }
@@ -169,15 +189,15 @@ VECTOR_CLONES static int64_t bin_slots(int64_t rows, int64_t slots, const int64_
 
 int64_t joint_tokens(int64_t rows, int64_t slots, const int64_t *ids, const float *cont, int32_t n_cols,
                      int32_t n_feat, const Feature *feat, int64_t radix0, int32_t *tok, uint8_t *mask,
-                     int64_t out_stride, int64_t obj_col, const int32_t *glob, int64_t n_glob, int64_t glob_col,
-                     int64_t *counts) {
-    return bin_slots(rows, slots, ids, cont, n_cols, n_feat, feat, radix0, tok, mask, out_stride, obj_col, glob,
-                     n_glob, glob_col, NULL, counts);
+                     int64_t out_stride, int64_t obj_col, const float *gvals, int32_t n_glob, const Feature *gfeat,
+                     int64_t glob_col, int64_t *counts) {
+    return bin_slots(rows, slots, ids, cont, n_cols, n_feat, feat, radix0, tok, mask, out_stride, obj_col, gvals,
+                     n_glob, gfeat, glob_col, NULL, counts);
 }
 
 int64_t factorized_codes(int64_t rows, int64_t slots, const int64_t *ids, const float *cont, int32_t n_cols,
                          int32_t n_feat, const Feature *feat, int64_t *out, int64_t *counts) {
-    return bin_slots(rows, slots, ids, cont, n_cols, n_feat, feat, 0, NULL, NULL, 0, 0, NULL, 0, 0, out, counts);
+    return bin_slots(rows, slots, ids, cont, n_cols, n_feat, feat, 0, NULL, NULL, 0, 0, NULL, 0, NULL, 0, out, counts);
 }
 
 /* The values of columns cols[0..n_out) at the real slots of the chosen rows (chosen NULL: all rows), of
@@ -217,7 +237,7 @@ VECTOR_CLONES int64_t gather(int64_t rows, int64_t slots, const int64_t *restric
 /* code[i] = bounds <= v[i] for k (constant) bounds, padded with +inf to an even number: the parity, which
  * says inside or outside a bracket, is unchanged (v >= +inf only for +inf, which is >= every bound);
  * above[j] += values >= bound j. */
-static inline void count_codes(int64_t m, const float *restrict v, const float *restrict b, int32_t k,
+INLINE void count_codes(int64_t m, const float *restrict v, const float *restrict b, int32_t k,
                                int32_t *restrict code, int32_t *restrict above) {
     for (int64_t i = 0; i < m; ++i) {
         int32_t c = 0;

@@ -50,6 +50,7 @@ class Feature(ctypes.Structure):
         ("low", ctypes.c_double),
         ("period", ctypes.c_double),
         ("radix", ctypes.c_int64),
+        ("offset", ctypes.c_int64),
         ("edges", ctypes.c_void_p),
     ]
 
@@ -117,7 +118,7 @@ def lib() -> ctypes.CDLL | None:
         return None
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
     feats = ctypes.POINTER(Feature)
-    so.joint_tokens.argtypes = [i64, i64, ptr, ptr, i32, i32, feats, i64, ptr, ptr, i64, i64, ptr, i64, i64, ptr]
+    so.joint_tokens.argtypes = [i64, i64, ptr, ptr, i32, i32, feats, i64, ptr, ptr, i64, i64, ptr, i32, feats, i64, ptr]
     so.factorized_codes.argtypes = [i64, i64, ptr, ptr, i32, i32, feats, ptr, ptr]
     so.gather.argtypes = [i64, i64, ptr, ptr, i32, i32, ptr, ptr, i64, ptr]
     so.bracket_count.argtypes = [i64, ptr, i32, ptr, ptr, ptr, ptr]
