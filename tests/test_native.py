@@ -150,7 +150,7 @@ def test_bracket_counts_equal_the_numpy_counts(monkeypatch):
         sk.start_counting()
         for part in np.array_split(v, 3):
             sk.add_count(part)
-        inside = np.concatenate([x for x, _ in sk._inside])
+        inside = np.concatenate(sk._inside)
         return sk._at_least.tolist(), inside.tolist(), sk.result().tolist()
 
     compiled, reference = both_paths(monkeypatch, count)
@@ -331,3 +331,30 @@ def test_broken_builds_and_damaged_files_fall_back_or_rebuild(monkeypatch, tmp_p
         assert native.lib() is not None and built.stat().st_size > 1000 and built.stat().st_mode & 0o044
     finally:
         native.lib.cache_clear()
+
+
+def test_gather_gives_the_values_their_range_and_nonfinite_count(monkeypatch):
+    from expmatrix.tokenizers.binning import gather
+
+    rng = np.random.default_rng(10)
+    cases = []
+    for n in (1, 7, 8, 9, 17, 300, 5000):  # the 8-wide vector body and the scalar tail both hold the extremes
+        for where in (0, n - 1, n // 2):
+            ids = rng.integers(0, 3, (n, 3))
+            ids[where, 0] = 2
+            cont = rng.normal(size=(n, 3, 2))
+            cont[where, 0] = [-50.0, 50.0]  # the extremes, at the first, last or middle real value
+            cases.append(make_events(ids, cont, features=("pT", "eta")))
+    bad = make_events([[1, 1, 0], [2, 1, 1]], [[[np.nan, 1], [np.inf, 2], [np.nan, 3]], [[1, -np.inf], [2, 0], [0, 1]]],
+                      features=("pT", "eta"))  # fmt: skip
+
+    def run():  # NaN as a string: NaN != NaN
+        return [[(np.where(np.isnan(c.values), "nan", c.values).tolist(), *c[1:]) for c in gather(ev, [0, 1], None, k)]
+                for ev in cases + [bad] for k in (None, 2)]  # fmt: skip
+
+    compiled, reference = both_paths(monkeypatch, run)
+    assert [[c[:2] for c in r] for r in compiled] == [[c[:2] for c in r] for r in reference]  # values, NaN/inf counts
+    for r in compiled[:-2]:
+        (pt, lo, hi), (eta, lo2, hi2) = [(np.float32(c[0]), c[2], c[3]) for c in r]
+        assert (lo, hi, lo2, hi2) == (min(pt), max(pt), min(eta), max(eta)) and lo == -50.0 and hi2 == 50.0
+    assert [c[1] for c in compiled[-2]] == [2, 1]  # pT: NaN and inf of real slots (not the empty one); eta: -inf

@@ -25,7 +25,7 @@ import ctypes
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from expmatrix.tokenizers import native
 from expmatrix.tokenizers.errors import TokenizerError
 from expmatrix.tokenizers.parallel import chunks, parallel_map, threads
 from expmatrix.tokenizers.quantiles import QuantileSketch
+
+COUNT_PIECE = 1 << 20  # values one thread counts at once in the fit's second pass
 
 
 @dataclass(frozen=True)
@@ -107,28 +109,46 @@ def check_finite(values: np.ndarray, real: np.ndarray | None, name: str) -> None
         raise TokenizerError(f"feature {name}: {bad} NaN/inf values cannot be binned")
 
 
-def gather(events: Events, cols: list[int], chosen: np.ndarray | None, kind: int | None) -> list[np.ndarray]:
+class Column(NamedTuple):
+    """Values edges are fitted on, their count of NaN/inf, and their min and max (None: not computed)."""
+
+    values: np.ndarray
+    bad: int
+    lo: float | None = None
+    hi: float | None = None
+
+
+def gather(events: Events, cols: list[int], chosen: np.ndarray | None, kind: int | None) -> list[Column]:
     """Feature columns `cols` of the real objects (of type `kind`; of the `chosen` events), in slot order."""
     so, ids, cont = native.lib(), events.ids, events.cont
     if so is None or ids.dtype != np.int64 or cont.dtype != np.float32 or not ids.size:
         take = events.real if chosen is None else events.real & chosen[:, None]
         take = take if kind is None else take & (ids == kind)
-        return [cont[:, :, c][take] for c in cols]
+        return [Column(v, count_nonfinite(v)) for v in (cont[:, :, c][take] for c in cols)]
     ids, cont = np.ascontiguousarray(ids), np.ascontiguousarray(cont)
     sel = None if chosen is None else np.ascontiguousarray(chosen, dtype=np.uint8)
     col = np.asarray(cols, np.int32)  # named: a temporary would be freed before the call reads it
     args = (*ids.shape, ids.ctypes.data, cont.ctypes.data, cont.shape[2], len(cols), col.ctypes.data,
             native.address(sel), kind or 0)  # fmt: skip
-    n = so.gather(*args, None)  # counted first: exact allocations, also where memory is not overcommitted
+    n = so.gather(*args, None, None, None)  # counted first: exact allocations, also where memory is not overcommitted
     outs = [np.empty(max(n, 0), np.float32) for _ in cols]
-    if n < 0 or so.gather(*args, (ctypes.c_void_p * len(cols))(*[o.ctypes.data for o in outs])) != n:
+    lohi, bad = np.tile(np.float32([np.inf, -np.inf]), (len(cols), 1)), np.zeros(len(cols), np.int64)
+    to = (ctypes.c_void_p * len(cols))(*[o.ctypes.data for o in outs])
+    if n < 0 or so.gather(*args, to, lohi.ctypes.data, bad.ctypes.data) != n:
         raise MemoryError("the gather kernel could not allocate its buffer")
-    return outs
+    bounds = lohi.tolist() if n else [(None, None)] * len(cols)
+    return [Column(o, b, lo, hi) for o, b, (lo, hi) in zip(outs, bad.tolist(), bounds, strict=True)]
 
 
-def feed(sketches: dict, chunk: dict, method: Callable) -> None:
-    """`method(sketch, values)` for every sketch and its values in `chunk`, the sketches on parallel threads."""
-    parallel_map(lambda t: method(sketches[t], chunk[t]), list(sketches))
+def feed(sketches: dict, chunk: dict[Any, Column], method: Callable, piece: int | None = None) -> None:
+    """`method(sketch, column)` for every sketch and its column in `chunk`, on parallel threads; with `piece`,
+    `method(sketch, values)` on pieces of at most that many values (a method that takes any split of the
+    stream, in any order)."""
+    if piece is None:
+        tasks = [(t, chunk[t]) for t in sketches]
+    else:
+        tasks = [(t, chunk[t].values[s]) for t in sketches for s in chunks(len(chunk[t].values), piece)]
+    parallel_map(lambda task: method(sketches[task[0]], task[1]), tasks)
 
 
 class Binner:
@@ -156,7 +176,7 @@ class Binner:
         """NaN/inf among the values edges are fitted on is an error naming the feature: the first feature in
         order, its values in all `chunks` counted (the per-type values are among the pooled ones)."""
         for f in self.quantile:
-            if bad := sum(count_nonfinite(c[f, None]) for c in chunks):
+            if bad := sum(c[f, None].bad for c in chunks):
                 raise TokenizerError(f"feature {f}: {bad} NaN/inf values cannot be binned")
 
     def _chosen(self, events: Events) -> np.ndarray | None:
@@ -167,15 +187,15 @@ class Binner:
         per_type = [(f, t) for f in self.quantile if f in self.objects for t in range(1, N_OBJECT_TYPES + 1)]
         return [(f, None) for f in self.quantile] + (per_type if self.per_type else [])
 
-    def _chunk_values(self, events: Events) -> tuple[int, dict[tuple[str, int | None], np.ndarray]]:
+    def _chunk_values(self, events: Events) -> tuple[int, dict[tuple[str, int | None], Column]]:
         """(chosen events, the values of every edge set to fit) of one chunk."""
         chosen, targets = self._chosen(events), self._targets()
-        values = {t: events.globals_[:, self.globals.index(t[0])] for t in targets if t[0] in self.globals}
-        if chosen is not None:
-            values = {t: v[chosen] for t, v in values.items()}
-        by_kind: dict[int | None, list] = {}
+        values, by_kind = {}, {}
         for t in targets:
-            if t[0] in self.objects:
+            if t[0] in self.globals:
+                v = events.globals_[:, self.globals.index(t[0])]
+                values[t] = Column(v := v if chosen is None else v[chosen], count_nonfinite(v))
+            else:
                 by_kind.setdefault(t[1], []).append(t)
         cols = {k: [self.objects.index(f) for f, _ in ts] for k, ts in by_kind.items()}  # one pass per type
         found = parallel_map(lambda k: gather(events, cols[k], chosen, k), list(by_kind))
@@ -208,16 +228,15 @@ class Binner:
         chosen_events = 0
         for chosen, chunk in values():
             chosen_events += chosen
-            feed(sketches, chunk, QuantileSketch.add_sample)
+            feed(sketches, chunk, lambda sketch, col: sketch.add_sample(col.values, col.lo, col.hi))
         if not chosen_events:
             raise TokenizerError(f"fit_on={self.fit_on}: the training split has no such events")
         # a type with fewer training objects than bins keeps the pooled edges
         pending = {t: sk for t, sk in sketches.items() if sk.n >= (1 if t[1] is None else self.rules[t[0]].bins)}
         while pending:
-            for sk in pending.values():
-                sk.start_counting()
+            parallel_map(QuantileSketch.start_counting, pending.values())  # sorts the samples
             for _, chunk in values():
-                feed(pending, chunk, QuantileSketch.add_count)
+                feed(pending, chunk, QuantileSketch.add_count, piece=COUNT_PIECE)
             results = dict(zip(pending, parallel_map(QuantileSketch.result, pending.values()), strict=True))
             self._store(sketches, {t: r for t, r in results.items() if r is not None})
             pending = {t: sk for t, sk in pending.items() if results[t] is None}

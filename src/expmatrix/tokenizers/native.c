@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define NT 8 /* object types 0..7 (0: empty slot) */
 
@@ -200,12 +201,45 @@ int64_t factorized_codes(int64_t rows, int64_t slots, const int64_t *ids, const 
     return bin_slots(rows, slots, ids, cont, n_cols, n_feat, feat, 0, NULL, NULL, 0, 0, NULL, 0, NULL, 0, out, counts);
 }
 
+/* *bad += NaN/inf among v[0..n); *lo, *hi: lowered/raised to the min and max (NaN skipped), 8 lanes at once
+ * with the compiler's vector extensions (min/max reductions do not vectorize without -ffast-math). */
+INLINE void summarize(int64_t n, const float *restrict v, float *lo, float *hi, int64_t *bad) {
+    float l = *lo, h = *hi;
+    int64_t nb = 0, i = 0;
+#if defined(__GNUC__)
+    typedef float f8 __attribute__((vector_size(32)));
+    typedef int32_t i8 __attribute__((vector_size(32)));
+    f8 vl, vh;
+    i8 vb = {0};
+    for (int j = 0; j < 8; ++j) vl[j] = l, vh[j] = h;
+    for (; i + 8 <= n; i += 8) {
+        f8 x;
+        memcpy(&x, v + i, sizeof x);
+        f8 d = x - x; /* 0 when finite, NaN otherwise */
+        vb -= d != d;
+        i8 lt = x < vl, gt = x > vh;
+        vl = (f8)((lt & (i8)x) | (~lt & (i8)vl));
+        vh = (f8)((gt & (i8)x) | (~gt & (i8)vh));
+    }
+    for (int j = 0; j < 8; ++j) {
+        l = vl[j] < l ? vl[j] : l, h = vh[j] > h ? vh[j] : h;
+        nb += vb[j];
+    }
+#endif
+    for (; i < n; ++i) {
+        nb += !(v[i] - v[i] == 0.0f);
+        l = v[i] < l ? v[i] : l, h = v[i] > h ? v[i] : h;
+    }
+    *lo = l, *hi = h, *bad += nb;
+}
+
 /* The values of columns cols[0..n_out) at the real slots of the chosen rows (chosen NULL: all rows), of
- * object type `type` (0: any), in order, into outs[c] (outs NULL: only count them). Returns how many.
- * A block of rows at a time: the kept slots first (branch-free), then each column. */
+ * object type `type` (0: any), in order, into outs[c] (outs NULL: only count them), with each column's
+ * min and max into lohi[2c], lohi[2c + 1] (start them at +inf, -inf) and NaN/inf count into bad[c].
+ * Returns how many. A block of rows at a time: the kept slots first (branch-free), then each column. */
 VECTOR_CLONES int64_t gather(int64_t rows, int64_t slots, const int64_t *restrict ids, const float *restrict cont,
                              int32_t n_cols, int32_t n_out, const int32_t *cols, const uint8_t *chosen, int64_t type,
-                             float *const *outs) {
+                             float *const *outs, float *lohi, int64_t *bad) {
     if (slots <= 0) return 0;
     int64_t per_block = BLOCK / slots > 0 ? BLOCK / slots : 1, n = 0;
     int32_t *keep = malloc(sizeof(int32_t) * per_block * slots);
@@ -225,6 +259,7 @@ VECTOR_CLONES int64_t gather(int64_t rows, int64_t slots, const int64_t *restric
             float *o = outs[c] + n;
             const float *xc = x + cols[c];
             for (int64_t j = 0; j < m; ++j) o[j] = xc[(int64_t)keep[j] * n_cols];
+            summarize(m, o, &lohi[2 * c], &lohi[2 * c + 1], &bad[c]);
         }
         n += m;
     }
@@ -252,10 +287,10 @@ INLINE void count_codes(int64_t m, const float *restrict v, const float *restric
 }
 
 /* quantiles.QuantileSketch.add_count: at_least[j] += values >= bounds[j] (nb sorted bounds, nb even, at
- * most 16); the values inside a bracket (an odd number of bounds <= v) and that number, appended to
- * inside/codes. Returns how many. */
+ * most 16); the values inside a bracket (an odd number of bounds <= v) appended to inside. Returns how
+ * many. */
 VECTOR_CLONES int64_t bracket_count(int64_t n, const float *restrict v, int32_t nb, const float *bounds,
-                                    int64_t *at_least, float *restrict inside, uint16_t *restrict codes) {
+                                    int64_t *at_least, float *restrict inside) {
     float padded[16];
     int32_t code[COUNT_CHUNK], above[16];
     int64_t n_in = 0;
@@ -270,7 +305,7 @@ VECTOR_CLONES int64_t bracket_count(int64_t n, const float *restrict v, int32_t 
             count_codes(m, x, padded, 16, code, above);
         for (int32_t j = 0; j < nb; ++j) at_least[j] += above[j];
         for (int64_t i = 0; i < m; ++i)
-            if (code[i] & 1) inside[n_in] = x[i], codes[n_in++] = (uint16_t)code[i];
+            if (code[i] & 1) inside[n_in++] = x[i];
     }
     return n_in;
 }

@@ -120,8 +120,8 @@ def lib() -> ctypes.CDLL | None:
     feats = ctypes.POINTER(Feature)
     so.joint_tokens.argtypes = [i64, i64, ptr, ptr, i32, i32, feats, i64, ptr, ptr, i64, i64, ptr, i32, feats, i64, ptr]
     so.factorized_codes.argtypes = [i64, i64, ptr, ptr, i32, i32, feats, ptr, ptr]
-    so.gather.argtypes = [i64, i64, ptr, ptr, i32, i32, ptr, ptr, i64, ptr]
-    so.bracket_count.argtypes = [i64, ptr, i32, ptr, ptr, ptr, ptr]
+    so.gather.argtypes = [i64, i64, ptr, ptr, i32, i32, ptr, ptr, i64, ptr, ptr, ptr]
+    so.bracket_count.argtypes = [i64, ptr, i32, ptr, ptr, ptr]
     for fn in (so.joint_tokens, so.factorized_codes, so.gather, so.bracket_count):
         fn.restype = i64
     return so

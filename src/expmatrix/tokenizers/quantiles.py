@@ -11,6 +11,7 @@ Memory is the sample plus the bracket contents: `data bin` fits files larger tha
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -33,15 +34,17 @@ class QuantileSketch:
         self.lo = self.hi = float("nan")
         self._sample: list[np.ndarray] = []
         self._z = Z
+        self._lock = threading.Lock()
 
     # ---- pass 1
-    def add_sample(self, values: np.ndarray) -> None:
+    def add_sample(self, values: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
+        """The next values of the stream, in order (`lo`, `hi`: their min and max, when known)."""
         start = (-self.n) % self.stride  # continue the stride across chunks
         self._sample.append(np.array(values[start :: self.stride], dtype=np.float32))
         self.n += len(values)
-        if len(values):
-            self.lo = float(np.fmin(self.lo, values.min()))  # NaN only while no value was a number
-            self.hi = float(np.fmax(self.hi, values.max()))
+        if len(values):  # NaN only while no value was a number; + 0.0: -0.0 and 0.0 are one minimum
+            self.lo = float(np.fmin(self.lo, values.min() if lo is None else lo)) + 0.0
+            self.hi = float(np.fmax(self.hi, values.max() if hi is None else hi)) + 0.0
 
     def _brackets(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted float32 boundaries b (group g is [b[2g], b[2g+1])) and the group of each quantile.
@@ -70,63 +73,61 @@ class QuantileSketch:
         self._b, self._group = self._brackets()
         self._seen = 0
         self._at_least = np.zeros(len(self._b), np.int64)  # values >= each boundary
-        self._inside: list[tuple[np.ndarray, np.ndarray]] = []
+        self._inside: list[np.ndarray] = []  # the values inside a bracket
 
     def add_count(self, values: np.ndarray) -> None:
+        """Count `values` (any split of the stream, in any order; thread-safe: pieces may run in parallel)."""
+        at_least, inside = np.zeros(len(self._b), np.int64), []
         b, so = self._b, native.lib()
         if so is not None and values.dtype == np.float32 and len(b) <= 16:  # the fused kernel, same counts
-            inside, codes = np.empty(KERNEL_CHUNK, np.float32), np.empty(KERNEL_CHUNK, np.uint16)
+            buffer = np.empty(min(len(values), KERNEL_CHUNK), np.float32)
             for s in range(0, len(values), KERNEL_CHUNK):
                 v = np.ascontiguousarray(values[s : s + KERNEL_CHUNK])
-                n = so.bracket_count(len(v), v.ctypes.data, len(b), b.ctypes.data, self._at_least.ctypes.data,
-                                     inside.ctypes.data, codes.ctypes.data)  # fmt: skip
+                n = so.bracket_count(len(v), v.ctypes.data, len(b), b.ctypes.data, at_least.ctypes.data,
+                                     buffer.ctypes.data)  # fmt: skip
                 if n < 0:
                     raise ValueError(f"bracket_count: {len(b)} bounds (at most 16, in pairs)")
-                self._inside.append((inside[:n].copy(), codes[:n].copy()))
+                inside.append(buffer[:n].copy())
+        else:
+            ge = np.empty(min(len(values), CHUNK), dtype=bool)
+            for s in range(0, len(values), CHUNK):
+                v = values[s : s + CHUNK]
+                g = ge[: len(v)]
+                code = np.zeros(len(v), np.uint8 if len(b) < 256 else np.uint16)  # how many boundaries are <= v
+                for j, x in enumerate(b):
+                    np.greater_equal(v, x, out=g)
+                    at_least[j] += np.count_nonzero(g)
+                    code += g
+                inside.append(v[(code & 1) != 0])  # odd code: inside a bracket
+        with self._lock:
+            self._at_least += at_least
+            self._inside += inside
             self._seen += len(values)
-            return
-        ge = np.empty(min(len(values), CHUNK), dtype=bool)
-        for s in range(0, len(values), CHUNK):
-            v = values[s : s + CHUNK]
-            g = ge[: len(v)]
-            code = np.zeros(len(v), np.uint8 if len(b) < 256 else np.uint16)  # how many boundaries are <= v
-            for j, x in enumerate(b):
-                np.greater_equal(v, x, out=g)
-                self._at_least[j] += np.count_nonzero(g)
-                code += g
-            inside = (code & 1) != 0  # odd code: inside a bracket
-            self._inside.append((v[inside].astype(np.float32), code[inside]))
-        self._seen += len(values)
 
     def result(self) -> np.ndarray | None:
-        """The exact quantiles, or None when a bracket missed (widen and count again)."""
+        """The exact quantiles, or None when a bracket missed (widen and count again).
+
+        The brackets are disjoint and in order, so the sorted inside values are bracket 0's, then
+        bracket 1's, ...: an order statistic is an index into them (no partition per bracket).
+        """
         if self.n == 0:
             raise ValueError("no values to take quantiles of")
-        vals = np.concatenate([v for v, _ in self._inside]) if self._inside else np.zeros(0, np.float32)
-        codes = np.concatenate([c for _, c in self._inside]) if self._inside else np.zeros(0, np.uint8)
+        vals = np.sort(np.concatenate(self._inside)) if self._inside else np.zeros(0, np.float32)
+        inside = self._at_least[0::2] - self._at_least[1::2]  # values per bracket
+        start = np.cumsum(inside) - inside
         ranks = (self.n - 1) * self.qs
         out = []
-        brackets: dict[int, np.ndarray] = {}  # bracket code -> the values inside it
         for j, r in enumerate(ranks):
-            k = 2 * self._group[j] + 1
-            below = self._seen - self._at_least[k - 1]  # values under the bracket
+            g = self._group[j]
+            below = self._seen - self._at_least[2 * g]  # values under the bracket
             f, c = int(np.floor(r)) - below, int(np.ceil(r)) - below
-            if f < 0 or c >= self._at_least[k - 1] - self._at_least[k]:  # outside the bracket
-                if self._b[k - 1] == -np.inf and self._b[k] == np.inf:  # it held every number: NaN was counted
+            if f < 0 or c >= inside[g]:  # outside the bracket
+                if self._b[2 * g] == -np.inf and self._b[2 * g + 1] == np.inf:  # it held every number: NaN counted
                     raise ValueError("the values hold NaN: their quantiles are undefined")
                 self._z *= 4  # NOTE: brackets only ever miss by bad luck; wider ones then hold the answer
                 return None
-            if k not in brackets:
-                brackets[k] = vals[codes == k]
-            out.append(lerp(*order_statistics(brackets[k], f, c), r - np.floor(r)))
+            out.append(lerp(float(vals[start[g] + f]), float(vals[start[g] + c]), r - np.floor(r)))
         return np.asarray(out)
-
-
-def order_statistics(x: np.ndarray, f: int, c: int) -> tuple[float, float]:
-    """The f-th and the c-th smallest of `x` (c is f or f + 1) by one partial sort: numpy's single-kth
-    partition is vectorized, several times faster than a partition at [f, c] or a full sort."""
-    p = np.partition(x, f)
-    return float(p[f]), float(p[f] if c == f else p[f + 1 :].min())
 
 
 def lerp(a: float, b: float, t: float) -> float:
