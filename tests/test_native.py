@@ -71,6 +71,31 @@ def both_paths(monkeypatch, run):
     return compiled, reference
 
 
+def error_messages(monkeypatch, calls) -> list[str]:
+    """The TokenizerError of each call: the same with the kernels and with numpy, on 1 and on 2 threads."""
+    import torch
+
+    def messages():
+        out = []
+        for call in calls:
+            with pytest.raises(TokenizerError) as e:
+                call()
+            out.append(str(e.value))
+        return out
+
+    before, seen = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            compiled, reference = both_paths(monkeypatch, messages)
+            assert compiled == reference, threads
+            seen.append(compiled)
+    finally:
+        torch.set_num_threads(before)
+    assert seen[0] == seen[1]
+    return seen[0]
+
+
 def test_the_kernels_compile_here():
     if not shutil.which(os.environ.get("CC") or "cc"):
         pytest.skip("no C compiler: the numpy path runs (tested below)")
@@ -120,23 +145,14 @@ def test_float32_minus_pi_stays_in_the_first_phi_bin_whatever_else_the_chunk_hol
 
 @pytest.mark.parametrize("kind", ["binned", "factorized"])
 def test_kernel_errors_are_the_numpy_errors(monkeypatch, kind):
-    tok = build_tokenizer(config(kind, {}), ("pT", "eta", "phi"), use_met=True)
-    tok.fit(adversarial_events(500, ("pT", "eta", "phi"), seed=4))
-    ok = [[[30, 0.1, 0.2], [40, np.nan, 0.0]]]
-    nan_real = make_events([[1, 2]], ok, [[50, 0.0]])
+    tok = build_tokenizer(config(kind, {}), FOUR, use_met=True)
+    tok.fit(adversarial_events(500, FOUR, seed=4))
+    nan_real = make_events([[1, 2]], [[[30, 0.1, 0.2], [40, np.nan, 0.0]]], [[50, 0.0]])
     bad_id = make_events([[1, 9]], [[[30, 0.1, 0.2], [40, 0.5, 0.0]]], [[50, 0.0]])
-
-    def errors():
-        messages = []
-        for ev in (nan_real, bad_id):
-            with pytest.raises(TokenizerError) as e:
-                tok.transform(ev)
-            messages.append(str(e.value))
-        return messages
-
-    compiled, reference = both_paths(monkeypatch, errors)
-    assert compiled == reference
-    assert compiled == ["feature eta: 1 NaN/inf values cannot be binned", "object-type ids outside 0..7: [9]"]
+    assert error_messages(monkeypatch, [lambda ev=ev: tok.transform(ev) for ev in (nan_real, bad_id)]) == [
+        "feature eta: 1 NaN/inf values cannot be binned",
+        "object-type ids outside 0..7: [9]",
+    ]
 
 
 def test_bracket_counts_equal_the_numpy_counts(monkeypatch):
@@ -196,8 +212,6 @@ def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("kind", ["binned", "factorized"])
 def test_errors_come_in_the_order_ids_objects_met_on_both_paths(monkeypatch, kind):
-    import torch
-
     tok = build_tokenizer(config(kind, {}), FOUR, use_met=True)
     tok.fit(adversarial_events(500, FOUR, seed=7))
     n = 2 * CHUNK_EVENTS + 5
@@ -209,32 +223,14 @@ def test_errors_come_in_the_order_ids_objects_met_on_both_paths(monkeypatch, kin
     bad_ids = ids.copy()
     bad_ids[4, 1] = 9
     cases = [(bad_ids, cont), (ids, cont), (ids, np.nan_to_num(cont, nan=0.5, posinf=0.5))]
-
-    def messages():
-        out = []
-        for i, c in cases:
-            with pytest.raises(TokenizerError) as e:
-                tok.transform(make_events(i, c, met))
-            out.append(str(e.value))
-        return out
-
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            compiled, reference = both_paths(monkeypatch, messages)
-            assert compiled == reference == [
-                "object-type ids outside 0..7: [9]",
-                "feature pT: 1 NaN/inf values cannot be binned",
-                "feature MET: 1 NaN/inf values cannot be binned",
-            ], threads
-    finally:
-        torch.set_num_threads(before)
+    assert error_messages(monkeypatch, [lambda i=i, c=c: tok.transform(make_events(i, c, met)) for i, c in cases]) == [
+        "object-type ids outside 0..7: [9]",
+        "feature pT: 1 NaN/inf values cannot be binned",
+        "feature MET: 1 NaN/inf values cannot be binned",
+    ]
 
 
 def test_fit_errors_do_not_depend_on_threads_and_nan_met_is_an_error(monkeypatch):
-    import torch
-
     train = adversarial_events(1000, FOUR, seed=8)
     train.cont[0, :, 1] = np.nan  # eta in the first part
     train.ids[0, 0] = 1
@@ -242,27 +238,12 @@ def test_fit_errors_do_not_depend_on_threads_and_nan_met_is_an_error(monkeypatch
     train.cont[901, 0, 0] = np.inf  # pT in the second part (2 threads): pT is still the one named
     met_nan = adversarial_events(1000, FOUR, seed=8)
     met_nan.globals_[:300, 0] = np.nan  # once looped for ever: NaN counted, never inside a bracket
-
-    def messages():
-        out = []
-        for events in (train, met_nan):
-            with pytest.raises(TokenizerError) as e:
-                build_tokenizer(config("binned", {}), FOUR, use_met=True).fit(events)
-            out.append(str(e.value))
-        return out
-
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            compiled, reference = both_paths(monkeypatch, messages)
-            nan_pt = int((~np.isfinite(train.cont[..., 0]) & (train.ids > 0)).sum())
-            assert compiled == reference == [
-                f"feature pT: {nan_pt} NaN/inf values cannot be binned",
-                "feature MET: 300 NaN/inf values cannot be binned",
-            ]
-    finally:
-        torch.set_num_threads(before)
+    fits = [lambda ev=ev: build_tokenizer(config("binned", {}), FOUR, use_met=True).fit(ev) for ev in (train, met_nan)]
+    nan_pt = int((~np.isfinite(train.cont[..., 0]) & (train.ids > 0)).sum())
+    assert error_messages(monkeypatch, fits) == [
+        f"feature pT: {nan_pt} NaN/inf values cannot be binned",
+        "feature MET: 300 NaN/inf values cannot be binned",
+    ]
 
 
 def test_events_without_object_slots(monkeypatch):
