@@ -339,3 +339,19 @@ def test_gather_gives_the_values_their_range_and_nonfinite_count(monkeypatch):
         (pt, lo, hi), (eta, lo2, hi2) = [(np.float32(c[0]), c[2], c[3]) for c in r]
         assert (lo, hi, lo2, hi2) == (min(pt), max(pt), min(eta), max(eta)) and lo == -50.0 and hi2 == 50.0
     assert [c[1] for c in compiled[-2]] == [2, 1]  # pT: NaN and inf of real slots (not the empty one); eta: -inf
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_exact_quantiles_refuse_values_that_are_not_finite(monkeypatch, bad):
+    """A bracket never holds NaN or +inf: once NaN gave finite wrong quantiles and +inf a misleading error."""
+    from expmatrix.tokenizers.quantiles import exact_quantiles
+
+    v = np.random.default_rng(11).normal(size=1_000_000).astype(np.float32)
+    v[::1000] = bad
+
+    def run():
+        with pytest.raises(ValueError, match="exact quantiles need finite values"):
+            exact_quantiles(v, np.arange(1, 5) / 5)
+        return True
+
+    assert both_paths(monkeypatch, run) == (True, True)

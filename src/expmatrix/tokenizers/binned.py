@@ -40,8 +40,9 @@ from expmatrix.tokenizers.base import (
     check_object_ids,
     missing_features,
 )
-from expmatrix.tokenizers.binning import Binner, BinRule, all_finite, check_finite
+from expmatrix.tokenizers.binning import Binner, BinRule, check_finite
 from expmatrix.tokenizers.parallel import chunks, parallel_map
+from expmatrix.tokenizers.quantiles import all_finite
 
 CHUNK_EVENTS = 8192  # events tokenized at once: their columns stay in cache
 

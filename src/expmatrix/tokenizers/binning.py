@@ -34,7 +34,7 @@ from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.tokenizers import native
 from expmatrix.tokenizers.errors import TokenizerError
 from expmatrix.tokenizers.parallel import chunks, parallel_map, threads
-from expmatrix.tokenizers.quantiles import QuantileSketch
+from expmatrix.tokenizers.quantiles import QuantileSketch, all_finite
 
 COUNT_PIECE = 1 << 20  # values one thread counts at once in the fit's second pass
 
@@ -87,12 +87,6 @@ def wrap(values: np.ndarray, rule: BinRule) -> np.ndarray:
 def count_real(mask: np.ndarray, real: np.ndarray | None) -> int:
     """Entries of `mask` that are real (all of them when `real` is None)."""
     return int(np.count_nonzero(mask if real is None else mask & real))
-
-
-def all_finite(values: np.ndarray) -> bool:
-    """No NaN/inf in `values`, in one pass (False may also mean a sum that overflowed: count then)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return bool(np.isfinite(np.add.reduce(values, axis=None)))
 
 
 def count_nonfinite(values: np.ndarray, real: np.ndarray | None = None) -> int:

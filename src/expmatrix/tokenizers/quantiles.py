@@ -122,8 +122,8 @@ class QuantileSketch:
             below = self._seen - self._at_least[2 * g]  # values under the bracket
             f, c = int(np.floor(r)) - below, int(np.ceil(r)) - below
             if f < 0 or c >= inside[g]:  # outside the bracket
-                if self._b[2 * g] == -np.inf and self._b[2 * g + 1] == np.inf:  # it held every number: NaN counted
-                    raise ValueError("the values hold NaN: their quantiles are undefined")
+                if self._b[2 * g] == -np.inf and self._b[2 * g + 1] == np.inf:  # it held every number: NaN or inf
+                    raise ValueError("NaN or inf among the values: exact quantiles need finite values")
                 self._z *= 4  # NOTE: brackets only ever miss by bad luck; wider ones then hold the answer
                 return None
             out.append(lerp(float(vals[start[g] + f]), float(vals[start[g] + c]), r - np.floor(r)))
@@ -135,12 +135,21 @@ def lerp(a: float, b: float, t: float) -> float:
     return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """No NaN/inf in `values`, in one pass (False may also mean a sum that overflowed: count then)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return bool(np.isfinite(np.add.reduce(values, axis=None)))
+
+
 def exact_quantiles_stream(
     qs: np.ndarray, chunks: Callable[[], Iterable[np.ndarray]], expected: int
 ) -> tuple[np.ndarray, float, float]:
-    """Quantiles `qs` of all values `chunks()` yields (called twice or more), and their min and max."""
+    """Quantiles `qs` of all values `chunks()` yields (called twice or more), and their min and max.
+    The values must be finite: a bracket never holds NaN or +inf (callers check, and say which feature)."""
     sketch = QuantileSketch(qs, expected)
     for v in chunks():
+        if not all_finite(v) and not np.isfinite(v).all():
+            raise ValueError("exact quantiles need finite values: NaN or inf among them")
         sketch.add_sample(v)
     while True:
         sketch.start_counting()
@@ -152,7 +161,7 @@ def exact_quantiles_stream(
 
 
 def exact_quantiles(values: np.ndarray, qs: np.ndarray) -> np.ndarray:
-    """``np.quantile(values, qs)`` for a 1-D float array, several times faster on millions of values."""
+    """``np.quantile(values, qs)`` for a 1-D array of finite floats, several times faster on millions of values."""
     if len(values) < 4 * SAMPLE:
         return np.quantile(values.astype(np.float64), qs)
     return exact_quantiles_stream(qs, lambda: [values], len(values))[0]
