@@ -77,7 +77,7 @@ class BinnedBase(Tokenizer):
         so = native.lib()
         floats = [events.cont] + ([] if events.globals_ is None else [events.globals_])
         if so is None or events.ids.dtype != np.int64 or any(a.dtype != np.float32 for a in floats):
-            return None
+            return None  # other dtypes would be binned at another precision than the numpy path's
         if len(self.features) > native.MAX_FEATURES:
             return None
         return so, np.ascontiguousarray(events.ids), np.ascontiguousarray(events.cont)
@@ -185,7 +185,8 @@ class BinnedTokenizer(BinnedBase):
                 glob.start, counts))  # fmt: skip
         return out, mask
 
-    def _numpy_tokens(self, events: Events, out: np.ndarray, mask: np.ndarray, met: np.ndarray, met_mask) -> None:
+    def _numpy_tokens(self, events: Events, out: np.ndarray, mask: np.ndarray, met: np.ndarray,
+                      met_mask: np.ndarray) -> None:  # fmt: skip
         """The reference path: object tokens by chunks, then MET and MET-phi (errors in the kernel's order)."""
         if not all_finite(events.cont):  # NaN/inf counted over all chunks, as the kernels count them
             for k, f in enumerate(self.features):
