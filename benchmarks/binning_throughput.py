@@ -29,10 +29,10 @@ import torch  # noqa: E402
 from sklearn.preprocessing import KBinsDiscretizer  # noqa: E402
 
 import expmatrix.data  # noqa: E402, F401
+from expmatrix.config import BinnedTokenizerConfig  # noqa: E402
 from expmatrix.data.events import Events  # noqa: E402
 from expmatrix.data.fourtops import split_columns  # noqa: E402
 from expmatrix.data.synthetic import generate  # noqa: E402
-from expmatrix.spec import BinnedTokenizerConfig  # noqa: E402
 from expmatrix.tokenizers import build_tokenizer, native  # noqa: E402
 
 

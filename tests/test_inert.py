@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from conftest import REPO, write_experiment
 
 from expmatrix.cli import main
+from expmatrix.config import JobConfig, SpecError
 from expmatrix.inert import check_consumed, consumed_keys
 from expmatrix.matrix import build_matrix
-from expmatrix.spec import JobConfig, SpecError
 
 
 def _check(tmp_path, **changes) -> None:

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from conftest import REPO, write_experiment
 
+from expmatrix.config import SpecError
 from expmatrix.matrix import build_matrix
-from expmatrix.spec import SpecError
 
 FLAGSHIP = REPO / "experiments" / "binning_vs_direct.yaml"
 

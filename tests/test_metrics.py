@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from expmatrix.training.metrics import binary_metrics, higher_is_better
+from expmatrix.metrics import binary_metrics, higher_is_better
 
 
 def test_hand_made_scores():

@@ -27,10 +27,10 @@ def friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from expmatrix.config import SpecError
         from expmatrix.data import DataError
         from expmatrix.executors.backend import SchedulerError
         from expmatrix.models.sizing import BudgetError
-        from expmatrix.spec import SpecError
         from expmatrix.tokenizers import TokenizerError
 
         try:
@@ -45,10 +45,6 @@ def _counts(counter) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(counter.items()) if v)
 
 
-def _levels(job) -> str:
-    return " ".join(f"{k}={v}" for k, v in job.levels.items()) + f" seed={job.seed}"
-
-
 def _store(matrix, runs_root: str):
     from expmatrix.store import RunStore
 
@@ -56,7 +52,8 @@ def _store(matrix, runs_root: str):
 
 
 def _matrix(experiment: str, profile: str | None, overrides: tuple[str, ...]):
-    from expmatrix.matrix import build_matrix, parse_set
+    from expmatrix.config import parse_set
+    from expmatrix.matrix import build_matrix
 
     return build_matrix(experiment, profile, parse_set(overrides))
 
@@ -75,9 +72,8 @@ def main() -> None:
 @friendly
 def list_jobs(experiment: str, profile: str | None, overrides: tuple[str, ...], runs_root: str) -> None:
     """Print the jobs of EXPERIMENT: id, factor levels, seed, parameter count, state."""
-    from expmatrix.data import n_outputs
+    from expmatrix.config import JobConfig, n_outputs
     from expmatrix.models.sizing import solve_size
-    from expmatrix.spec import JobConfig
     from expmatrix.stages import tokenizer_for
     from expmatrix.store import RunStore
 
@@ -171,7 +167,7 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
         click.echo(f"left alone: {_counts(skipped)}")
     failed = [j for j in matrix.jobs if store.state(j.id) == "failed"]
     for job in failed[:10]:
-        click.echo(f"  failed {job.id} {_levels(job)}: {store.status(job.id).get('error')}")
+        click.echo(f"  failed {job.id} {job.describe()}: {store.status(job.id).get('error')}")
     click.echo(f"run directory: {store.dir}" + ("; see `expmatrix status`" if failed else ""))
     if states["failed"]:
         sys.exit(1)
@@ -220,7 +216,7 @@ def train(job_file: str, threads: int | None) -> None:
     Exit status: 0 done, 1 failed, 75 preempted (checkpointed on SIGTERM/SIGUSR1; run again to resume)."""
     import yaml
 
-    from expmatrix.matrix import Job
+    from expmatrix.config import Job
     from expmatrix.store import RunStore
     from expmatrix.training.job import run_job
 
@@ -232,7 +228,7 @@ def train(job_file: str, threads: int | None) -> None:
     if state == "failed":
         raise click.ClickException(store.status(job.id).get("error", "failed"))
     if state == "preempted":  # checkpointed on a signal: run it again to resume (a batch script requeues)
-        from expmatrix.executors.cluster import PREEMPTED_EXIT
+        from expmatrix.states import PREEMPTED_EXIT
 
         sys.exit(PREEMPTED_EXIT)
 
@@ -285,7 +281,7 @@ def _dataset_keys(pairs: tuple[str, ...]) -> dict[str, str]:
     """`--keys y_train=Y_train` -> every dataset name; an unknown name is an error listing the valid ones."""
     from pydantic import ValidationError
 
-    from expmatrix.spec import KeysConfig, SpecError
+    from expmatrix.config import KeysConfig, SpecError
 
     try:
         return KeysConfig.model_validate(dict(p.split("=", 1) for p in pairs if "=" in p)).model_dump()
@@ -301,7 +297,6 @@ PRESETS_DIR = click.option(
     "--presets", default="tokenizers", show_default=True, type=click.Path(file_okay=False), help="Preset folder."
 )
 FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
-VECT_FEATURES = {"4": [1, 2, 3], "5": [0, 1, 2, 3]}
 
 
 @data.command("bin")
@@ -317,12 +312,12 @@ VECT_FEATURES = {"4": [1, 2, 3], "5": [0, 1, 2, 3]}
 @friendly
 def data_bin(source, output, tokenizer, presets, vect, unit, background, keys, chunk_rows) -> None:
     """Write the binned data set (thesis layout: X_* as [N, 20] int64, labels, edges as attributes)."""
-    from expmatrix.data.binfile import bin_file
-    from expmatrix.tokenizers import load_preset
+    from expmatrix.config import VECTORS, load_preset
+    from expmatrix.tools.binfile import bin_file
 
     names = _dataset_keys(keys)
     config = load_preset(tokenizer, presets)
-    report = bin_file(source, output, config, cont_features=VECT_FEATURES[vect], keys=names,
+    report = bin_file(source, output, config, cont_features=VECTORS[vect], keys=names,
                       background=_ints(background), unit=unit, rows=chunk_rows)  # fmt: skip
     click.echo(f"wrote {output}: {report['rows']} rows, vocabulary {report['vocab_size']}")
     for split, counts in report["out_of_range"].items():
@@ -341,7 +336,7 @@ def data_bin(source, output, tokenizer, presets, vect, unit, background, keys, c
 @friendly
 def data_compare(ours, theirs, their_keys, our_splits, top, fmt) -> None:
     """Token agreement of OURS (written by `data bin`) with THEIRS: overall, per position and feature."""
-    from expmatrix.data.compare import compare_files, render
+    from expmatrix.tools.compare import compare_files, render
 
     split = lambda text: text.split(",") if text else None  # noqa: E731
     comparison, tok = compare_files(ours, theirs, split(their_keys), split(our_splits))
@@ -362,13 +357,13 @@ def data_compare(ours, theirs, their_keys, our_splits, top, fmt) -> None:
 @friendly
 def data_explore(file, split, keys, max_events, unit, plots, tokenizer, presets, vect, fmt) -> None:
     """Per-feature ranges, quantiles, invalid fractions, histograms of FILE; optionally a tokenizer's vocabulary."""
-    from expmatrix.data.explore import explore, render
-    from expmatrix.tokenizers import load_preset
+    from expmatrix.config import VECTORS, load_preset
+    from expmatrix.tools.explore import explore, render
 
     names = _dataset_keys(keys)
     config = load_preset(tokenizer, presets) if tokenizer else None
     result = explore(file, names[f"x_{split}"], names[f"y_{split}"], unit=unit, max_events=max_events or None,
-                     plots=plots, tokenizer=config, cont_features=VECT_FEATURES[vect], split=split)  # fmt: skip
+                     plots=plots, tokenizer=config, cont_features=VECTORS[vect], split=split)  # fmt: skip
     click.echo(render(result, fmt))
 
 
@@ -397,7 +392,7 @@ def submit(experiment, profile, overrides, runs_root, backend, cluster, hpc_over
 
 
 def _parse_hpc(items: tuple[str, ...], max_concurrent: int | None) -> dict:
-    from expmatrix.matrix import parse_set
+    from expmatrix.config import parse_set
 
     out = parse_set(items)
     if max_concurrent is not None:
@@ -415,8 +410,9 @@ def _parse_hpc(items: tuple[str, ...], max_concurrent: int | None) -> dict:
 @friendly
 def worker(experiment, runs_root, jobs_file, task, threads, stage) -> None:
     """Run one array task of a submitted EXPERIMENT: job N of the list, or the next one not started."""
-    from expmatrix.executors.worker import EXIT_CODES, run_task
-    from expmatrix.spec import load_experiment
+    from expmatrix.config import load_experiment
+    from expmatrix.executors.worker import run_task
+    from expmatrix.states import EXIT_CODES
     from expmatrix.store import RunStore
 
     spec = load_experiment(experiment)

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from expmatrix.data import data_selection, n_outputs
-from expmatrix.matrix import Matrix, short_hash
+from expmatrix.config import JobConfig, SpecError, n_outputs, record_reads, short_hash
+from expmatrix.data import data_selection
+from expmatrix.matrix import Matrix
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.provenance import code_version
-from expmatrix.spec import JobConfig, SpecError, record_reads
 from expmatrix.stages import tokenizer_for
 from expmatrix.store import read_json, write_json
 from expmatrix.training.trainer import Trainer

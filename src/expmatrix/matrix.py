@@ -9,7 +9,6 @@ an error names the layer and key it came from.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -18,38 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from expmatrix.spec import ExperimentSpec, JobConfig, SpecError, describe_errors, load_experiment, load_yaml
+from expmatrix.config import (
+    ExperimentSpec,
+    Job,
+    JobConfig,
+    Presets,
+    SpecError,
+    describe_errors,
+    flatten,
+    load_experiment,
+    set_dotted,
+)
 
 Layer = tuple[str, dict[str, Any]]  # (prefix naming where it came from, flat dotted overrides)
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str  # hash of the resolved config, seed included
-    cell: str  # the same without the seed: groups seeds of one cell
-    levels: dict[str, str]  # factor -> level name
-    seed: int
-    config: dict[str, Any]  # validated JobConfig, as plain data
-    data_path: str  # the data file resolved for this machine ("synthetic" stays symbolic)
-    run: dict[str, Any] = field(default_factory=dict)  # RunConfig: tracking, attempts (not part of the id)
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "cell": self.cell,
-            "levels": self.levels,
-            "seed": self.seed,
-            "data_path": self.data_path,
-            "config": self.config,
-            "run": self.run,
-        }
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Job:
-        return cls(**rec)
 
 
 @dataclass(frozen=True)
@@ -63,45 +45,6 @@ class Matrix:
     @property
     def cells(self) -> dict[str, dict[str, str]]:
         return {j.cell: j.levels for j in self.jobs}
-
-
-def short_hash(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; keys that already hold dots stay dotted."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    for p in parents:
-        d = d.setdefault(p, {})
-        if not isinstance(d, dict):
-            raise SpecError(f"{key}: {p!r} is not a section")
-    if value == {} and isinstance(d.get(last), dict):
-        return  # an empty section adds nothing (it must not wipe what a lower layer set)
-    d[last] = copy.deepcopy(value) if isinstance(value, dict | list) else value
-
-
-def parse_set(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """`--set train.epochs=3` -> {'train.epochs': 3}; values are parsed as YAML."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 ABSENT = "-"  # the level of a `when` factor in the jobs where it does not apply
@@ -182,33 +125,6 @@ def _combos(factors: dict[str, Factor]) -> Iterator[dict[str, tuple[str, dict[st
             if f.when
         ):
             yield chosen
-
-
-class Presets:
-    """Tokenizer presets: `tokenizers/<name>.yaml`, read once each."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self._cache: dict[str, dict[str, Any]] = {}
-
-    def available(self) -> list[str]:
-        return sorted(p.stem for p in self.folder.glob("*.yaml"))
-
-    def path(self, name: str) -> Path:
-        return self.folder / f"{name}.yaml"
-
-    def get(self, name: str, where: str, copied: bool = True) -> dict[str, Any]:
-        if name not in self._cache:
-            if not self.path(name).exists():
-                raise SpecError(
-                    f"{where}: unknown tokenizer preset {name!r} (looked in {self.folder}); available: "
-                    f"{', '.join(self.available()) or 'none'}"
-                )
-            raw = load_yaml(self.path(name))
-            if not isinstance(raw, dict):
-                raise SpecError(f"{self.path(name)}: expected a mapping")
-            self._cache[name] = {"name": name, **raw}
-        return copy.deepcopy(self._cache[name]) if copied else self._cache[name]
 
 
 def _origin(layers: list[Layer], key: str) -> str:

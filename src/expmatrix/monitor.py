@@ -11,7 +11,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from expmatrix.matrix import Job, Matrix
+from expmatrix.config import Job
+from expmatrix.matrix import Matrix
 from expmatrix.provenance import is_stale
 from expmatrix.store import RunStore
 

@@ -10,19 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from expmatrix.data import Events, data_selection, file_identity, load_pulse_splits, load_splits
+from expmatrix.config import DataConfig, Job, JobConfig, SpecError, short_hash
+from expmatrix.config.layout import CONT_NAMES
+from expmatrix.data import Events, data_selection, ensure_file, file_identity, load_pulse_splits, load_splits
 from expmatrix.data.icecube import PULSE_FEATURES
-from expmatrix.data.layout import CONT_NAMES
-from expmatrix.matrix import Job, short_hash
-from expmatrix.spec import JobConfig, SpecError
 from expmatrix.store import RunStore, read_json, write_json
-from expmatrix.tokenizers import Tokenizer, build_tokenizer, declared_features
+from expmatrix.tokenizers import Tokenizer, build_tokenizer
 
 
 def pulse_features(cfg: JobConfig) -> tuple[str, ...]:
     """The pulse columns the tokenizer preset declares (its transforms or rules), in the file layout's order."""
     tok = cfg.tokenizer
-    declared = declared_features(tok)
+    declared = tok.declared_features()
     unknown = [f for f in declared if f not in PULSE_FEATURES]
     if unknown:
         raise SpecError(
@@ -100,3 +99,14 @@ def pending_stages(jobs: list[Job], store: RunStore) -> list[Stage]:
 def run_stage(stage: Stage, store: RunStore) -> None:
     cfg = JobConfig.model_validate(stage.job.config)
     fitted_tokenizer(cfg, stage.job.data_path, store)
+
+
+def prepare_data(jobs: list[Job], store: RunStore) -> None:
+    """Generate shared inputs once, before workers start (no two workers write one file)."""
+    seen = set()
+    for job in jobs:
+        cfg = DataConfig.model_validate(job.config["data"])
+        key = (cfg.source, job.data_path, cfg.synthetic.model_dump_json())
+        if key not in seen:
+            seen.add(key)
+            ensure_file(cfg, job.data_path, store.cache_dir)

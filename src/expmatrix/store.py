@@ -28,6 +28,9 @@ from typing import Any
 
 import yaml
 
+from expmatrix.config import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS
+from expmatrix.states import STATE_FIELDS
+
 
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write to a temp file in the same folder, then rename over `path`: readers see the old or
@@ -73,12 +76,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-HEARTBEAT_SECONDS = 30.0  # how often a running job touches its claim
-STALE_AFTER_SECONDS = 600.0  # a claim not touched for this long is abandoned: another worker may take it
-
-# States a job can be in; `interrupted` and `preempted` resume from the checkpoint on the next run.
-STATES = ("new", "running", "interrupted", "preempted", "failed", "done")
-STATE_FIELDS = {"failed": ("error", "traceback"), "preempted": ("reason", "preempted")}
 
 
 class RunStore:
@@ -113,6 +110,11 @@ class RunStore:
             if claim is None or self._abandoned(claim):
                 return "interrupted"  # its worker died without a word: resumable
         return state
+
+    def state_of(self, job_id: str) -> tuple[str, dict[str, Any]]:
+        """(state, status record) of the job, read once."""
+        status = self.status(job_id)
+        return self.state(job_id, status), status
 
     def set_status(self, job_id: str, state: str, **fields: Any) -> None:
         old = self.status(job_id)

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from expmatrix.config import DataConfig
+from expmatrix.config.layout import SPLITS
 from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5, read_split
 from expmatrix.data.icecube import read_pulses
 from expmatrix.data.icecube_synthetic import write_icecube
-from expmatrix.data.layout import SPLITS
 from expmatrix.data.synthetic import write_fourtops
 
-if TYPE_CHECKING:  # spec imports data.layout: no import cycle at run time
-    from expmatrix.spec import DataConfig
-
-
-# The source decides the task: what the model's outputs mean and which losses apply.
-SOURCE_TASKS = {"fourtops": "classification", "icecube": "direction"}
-N_OUTPUTS = {"classification": 2, "direction": 3}  # binary logits; a 3-vector (unit direction, vMF: norm = kappa)
 WRITERS: dict[str, Callable[[Path, int, int], Path]] = {"fourtops": write_fourtops, "icecube": write_icecube}
-
-
-def n_outputs(cfg: DataConfig) -> int:
-    return N_OUTPUTS[SOURCE_TASKS[cfg.source]]
 
 
 def synthetic_path(cache_dir: Path, cfg: DataConfig) -> Path:
@@ -109,7 +98,6 @@ def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, E
 
 
 __all__ = [
-    "SOURCE_TASKS",
     "WRITERS",
     "DataError",
     "Events",
@@ -118,6 +106,5 @@ __all__ = [
     "file_identity",
     "load_pulse_splits",
     "load_splits",
-    "n_outputs",
     "synthetic_path",
 ]

@@ -7,8 +7,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from expmatrix.config.layout import CONT_NAMES, N_COLUMNS, N_CONT, N_OBJECTS, PROCESSES
 from expmatrix.data.events import Events
-from expmatrix.data.layout import CONT_NAMES, N_COLUMNS, N_CONT, N_OBJECTS, PROCESSES
 
 UNIT_TO_GEV = {"GeV": 1.0, "MeV": 1e-3, "TeV": 1e3}
 ENERGY_FEATURES = (0, 1)  # E and pT carry units; eta and phi do not

@@ -25,9 +25,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from expmatrix.config.layout import SPLITS
 from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5
-from expmatrix.data.layout import SPLITS
 
 PULSE_FEATURES = ("time", "charge", "x", "y", "z", "sensor_id", "auxiliary")  # the generator's column order
 UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored direction

@@ -28,9 +28,9 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from expmatrix.config.layout import SPLITS
 from expmatrix.data.fourtops import DataError
 from expmatrix.data.icecube import PULSE_FEATURES, PulseWriter
-from expmatrix.data.layout import SPLITS
 
 META_COLUMNS = ("batch_id", "event_id", "first_pulse_index", "last_pulse_index", "azimuth", "zenith")
 PULSE_COLUMNS = ("event_id", "time", "sensor_id", "charge", "auxiliary")

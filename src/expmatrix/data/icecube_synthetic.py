@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from expmatrix.config.layout import SPLITS
 from expmatrix.data.icecube import PulseWriter
-from expmatrix.data.layout import SPLITS
 
 N_STRINGS, DOMS = 86, 60
 SPACING = 125.0  # m between neighbouring strings

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from expmatrix.data.layout import DEFAULT_KEYS, N_COLUMNS, N_OBJECTS, SPLITS
+from expmatrix.config.layout import DEFAULT_KEYS, N_COLUMNS, N_OBJECTS, SPLITS
 
 HT_CUT = 400.0  # GeV, applied to jets + leptons
 MAX_JETS, MAX_LEPTONS, MAX_PHOTONS = 13, 4, 1

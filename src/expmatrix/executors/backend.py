@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from expmatrix.executors.cluster import PREEMPTED_EXIT, ClusterSettings
+from expmatrix.config.hpc import ClusterSettings
 from expmatrix.executors.render import render
+from expmatrix.states import PREEMPTED_EXIT
 
 
 class SchedulerError(RuntimeError):

@@ -6,19 +6,16 @@ import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from expmatrix.data import ensure_file
+from expmatrix.config import Job
 from expmatrix.executors.pool import Pool
-from expmatrix.matrix import Job, Matrix
-from expmatrix.spec import DataConfig
-from expmatrix.stages import Stage, pending_stages, run_stage
+from expmatrix.matrix import Matrix
+from expmatrix.stages import Stage, pending_stages, prepare_data, run_stage
+from expmatrix.states import select_jobs
 from expmatrix.store import Periodic, RunStore
 from expmatrix.training.job import run_job
-
-RESUMABLE = ("new", "interrupted", "preempted")
 
 
 def _work(record: dict, root: str, experiment: str, threads: int, stale_after: float) -> str:
@@ -27,45 +24,6 @@ def _work(record: dict, root: str, experiment: str, threads: int, stale_after: f
 
 def _stage(stage: Stage, root: str, experiment: str) -> None:
     run_stage(stage, RunStore(root, experiment))
-
-
-@dataclass
-class Selection:
-    """Which jobs a run trains, and why the others are left alone."""
-
-    todo: list[Job] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
-
-
-def select_jobs(matrix: Matrix, store: RunStore, retry_failed: bool) -> Selection:
-    """New, interrupted and preempted jobs always; failed ones with --retry-failed, until max_attempts."""
-    out = Selection()
-    attempts = matrix.spec.run.max_attempts
-    for job in matrix.jobs:
-        status = store.status(job.id)
-        state = store.state(job.id, status)
-        if state in RESUMABLE:
-            out.todo.append(job)
-        elif state == "failed" and not retry_failed:
-            out.skipped["failed (use --retry-failed)"] += 1
-        elif state == "failed" and status.get("failures", 0) >= attempts:
-            out.skipped[f"failed {attempts} times (run.max_attempts)"] += 1
-        elif state == "failed":
-            out.todo.append(job)
-        else:
-            out.skipped[f"{state} already"] += 1
-    return out
-
-
-def prepare_data(jobs: list[Job], store: RunStore) -> None:
-    """Generate shared inputs once, before workers start (no two workers write one file)."""
-    seen = set()
-    for job in jobs:
-        cfg = DataConfig.model_validate(job.config["data"])
-        key = (cfg.source, job.data_path, cfg.synthetic.model_dump_json())
-        if key not in seen:
-            seen.add(key)
-            ensure_file(cfg, job.data_path, store.cache_dir)
 
 
 class Board:
@@ -84,7 +42,7 @@ class Board:
         self._refresh = Periodic(1.0, self._poll, "progress")
 
     def start(self, job: Job) -> None:
-        self.busy[job.id] = " ".join(f"{k}={v}" for k, v in job.levels.items()) + f" seed={job.seed}"
+        self.busy[job.id] = job.describe()
 
     def finish(self, job: Job, state: str) -> None:
         self.busy.pop(job.id, None)
@@ -128,7 +86,7 @@ def run_local(
 
     Shared stages (tokenizer fits) run first. One worker runs in this process; more run in a
     pool whose dead workers are replaced: their job is marked failed and the others go on."""
-    selection = select_jobs(matrix, store, retry_failed)
+    selection = select_jobs(matrix.jobs, store.state_of, matrix.spec.run.max_attempts, retry_failed)
     todo = selection.todo
     if not todo:
         return Counter(), selection.skipped

@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from expmatrix.spec import SpecError
+from expmatrix.config import SpecError
 
 SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_@%:,./+=-]+$")
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from expmatrix.config import Job, SpecError
+from expmatrix.config.hpc import ClusterSettings, load_settings, read_profile
 from expmatrix.executors.backend import ArrayStage, Backend, Plan, Submitted
-from expmatrix.executors.cluster import ClusterSettings, load_settings, read_profile
 from expmatrix.executors.condor import CondorBackend
-from expmatrix.executors.local import prepare_data, select_jobs
 from expmatrix.executors.slurm import SlurmBackend
-from expmatrix.matrix import Job, Matrix
-from expmatrix.spec import SpecError
-from expmatrix.stages import pending_stages
+from expmatrix.matrix import Matrix
+from expmatrix.stages import pending_stages, prepare_data
+from expmatrix.states import select_jobs
 from expmatrix.store import RunStore, atomic_write
 
 BACKENDS: dict[str, type[Backend]] = {"slurm": SlurmBackend, "condor": CondorBackend}
@@ -111,7 +111,8 @@ def prepare(
 ) -> Prepared:
     """Write the job records, job lists and rendered files of one submission; `data` also generates
     shared inputs (synthetic data) once here, so array tasks never race to write them."""
-    selection = select_jobs(matrix, store, retry_failed)  # the same choice as `expmatrix run`
+    # the same choice as `expmatrix run`
+    selection = select_jobs(matrix.jobs, store.state_of, matrix.spec.run.max_attempts, retry_failed)
     stages = plan_stages(selection.todo, store)
     backend = get_backend(backend_name)
     content = {"stages": stages, "settings": settings.model_dump(), "report": report_args}
@@ -165,8 +166,9 @@ def submit_matrix(
     dry_run: bool,
 ) -> tuple[Prepared, Submitted | None]:
     """What `expmatrix submit` does: prepare the submission, then submit it unless `dry_run`."""
+    from expmatrix.config import parse_set
     from expmatrix.inert import check_consumed
-    from expmatrix.matrix import build_matrix, parse_set
+    from expmatrix.matrix import build_matrix
 
     matrix = build_matrix(experiment, profile, parse_set(overrides))
     store = RunStore(runs_root, matrix.spec.name, matrix.spec.run.stale_after_seconds)

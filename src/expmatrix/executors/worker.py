@@ -20,14 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from expmatrix.executors.cluster import PREEMPTED_EXIT
-from expmatrix.spec import SpecError
+from expmatrix.config import SpecError
+from expmatrix.states import RESUMABLE
 from expmatrix.store import RunStore, atomic_write
 
 TASK_ENV = ("EXPMATRIX_TASK", "SLURM_ARRAY_TASK_ID")
 SCHEDULER_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CONDOR_JOB_ID", "_CONDOR_JOB_AD")
 # lost: another worker took the job over (our heartbeat went stale); it is not a failure of this task
-EXIT_CODES = {"done": 0, "nothing": 0, "lost": 0, "failed": 1, "preempted": PREEMPTED_EXIT}
+
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
@@ -72,8 +72,6 @@ def read_job_list(path: Path) -> list[str]:
 def candidates(job_ids: list[str], task: int, store: RunStore) -> Iterator[str]:
     """The task's own job unless it is done, then the others in ring order that wait to be (re)started:
     new, interrupted or preempted, the same ones `expmatrix run` takes. Claims keep it to one worker."""
-    from expmatrix.executors.local import RESUMABLE  # imports torch: after the signal handlers are in place
-
     if not 0 <= task < len(job_ids):
         raise SpecError(f"task {task} is outside the job list (0..{len(job_ids) - 1})")
     if store.state(job_ids[task]) != "done":
@@ -92,7 +90,7 @@ def log_attempt(store: RunStore, job_id: str, entry: dict) -> None:
 
 def run_one(store: RunStore, job_id: str, task: int, threads: int) -> str:
     """Run one job through `run_job`; an interruption outside the trainer is recorded as preempted."""
-    from expmatrix.matrix import Job
+    from expmatrix.config import Job
     from expmatrix.training.job import run_job
 
     entry = {"task": task, "host": socket.gethostname(), "started": time.time()}
@@ -112,7 +110,7 @@ def run_one(store: RunStore, job_id: str, task: int, threads: int) -> str:
 
 def run_fit(store: RunStore, job_id: str) -> str:
     """A fit-stage task: the shared work (tokenizer fit) that job `job_id` needs, unless it is cached."""
-    from expmatrix.matrix import Job
+    from expmatrix.config import Job
     from expmatrix.stages import pending_stages, run_stage
 
     for stage in pending_stages([Job.from_record(store.read_job(job_id))], store):

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from expmatrix.data.layout import N_GLOBALS, N_OBJECTS
+from expmatrix.config import ModelConfig
+from expmatrix.config.layout import N_GLOBALS, N_OBJECTS
 from expmatrix.models.transformer import Transformer, trainable_params
-from expmatrix.spec import ModelConfig
 from expmatrix.tokenizers import Tokenizer
 
 TOLERANCE = 0.02  # the budget a job must land within, as a fraction of the target

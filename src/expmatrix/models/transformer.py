@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from expmatrix.config import ModelConfig
 from expmatrix.models.blocks import make_block
 from expmatrix.models.packing import Packing
 from expmatrix.models.position import additive_position
-from expmatrix.spec import ModelConfig
 from expmatrix.tokenizers import Tokens
 
 

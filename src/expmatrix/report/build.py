@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
+from expmatrix.config import SpecError
 from expmatrix.matrix import Matrix
 from expmatrix.report import plots
 from expmatrix.report.collect import collect, orphans, read_history, read_predictions
@@ -29,7 +30,6 @@ from expmatrix.report.tables import (
     interaction_table,
     ranking_table,
 )
-from expmatrix.spec import SpecError
 from expmatrix.store import RunStore, atomic_write
 
 FILES = {"markdown": "report.md", "latex": "report.tex", "html": "report.html"}

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from expmatrix.training.metrics import roc_curve_of, roc_envelope
+from expmatrix.metrics import roc_curve_of, roc_envelope
 
 EFF_GRID = np.linspace(0.02, 1.0, 99)  # signal efficiencies the seeds' curves are averaged at
 ANGLE_GRID = np.linspace(0.0, np.pi, 181)  # angular errors (rad) the seeds' distributions are averaged at

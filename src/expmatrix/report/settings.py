@@ -11,9 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from expmatrix.data import SOURCE_TASKS
+from expmatrix.config import SOURCE_TASKS, ReportConfig, SpecError, describe_errors, load_yaml
 from expmatrix.matrix import Matrix
-from expmatrix.spec import ReportConfig, SpecError, describe_errors, load_yaml
 
 # What a report compares when no layer names its metrics: the ReportConfig defaults (classification), or:
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from expmatrix.training.metrics import higher_is_better
+from expmatrix.metrics import higher_is_better
 
 
 @dataclass

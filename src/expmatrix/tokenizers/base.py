@@ -15,8 +15,8 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from expmatrix.config.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.data.events import Events
-from expmatrix.data.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.tokenizers.errors import TokenizerError
 from expmatrix.tokenizers.parallel import chunks, parallel_map
 

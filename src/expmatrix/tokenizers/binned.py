@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from expmatrix.config import BinnedTokenizerConfig
+from expmatrix.config.layout import N_OBJECT_TYPES
+from expmatrix.config.tokenizers.binned import BinningFields
 from expmatrix.data.events import Events
-from expmatrix.data.layout import N_OBJECT_TYPES
-from expmatrix.spec import BinnedTokenizerConfig, BinningFields
 from expmatrix.tokenizers import native
 from expmatrix.tokenizers.base import (
     Tokenizer,

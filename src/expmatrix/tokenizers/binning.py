@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from expmatrix.config.layout import N_OBJECT_TYPES
 from expmatrix.data.events import Events
-from expmatrix.data.layout import N_OBJECT_TYPES
 from expmatrix.tokenizers import native
 from expmatrix.tokenizers.errors import TokenizerError
 from expmatrix.tokenizers.parallel import chunks, parallel_map, threads

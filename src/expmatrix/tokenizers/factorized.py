@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from expmatrix.config import FactorizedTokenizerConfig
+from expmatrix.config.layout import N_OBJECT_TYPES
 from expmatrix.data.events import Events
-from expmatrix.data.layout import N_OBJECT_TYPES
-from expmatrix.spec import FactorizedTokenizerConfig
 from expmatrix.tokenizers import native
 from expmatrix.tokenizers.base import Tokens, sequence_mask
 from expmatrix.tokenizers.binned import BinnedBase

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from expmatrix.config import IntegerTokenizerConfig
+from expmatrix.config.layout import N_OBJECT_TYPES
 from expmatrix.data.events import Events
-from expmatrix.data.layout import N_OBJECT_TYPES
-from expmatrix.spec import IntegerTokenizerConfig
 from expmatrix.tokenizers.base import (
     Tokenizer,
     TokenizerError,

@@ -10,16 +10,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from expmatrix.data import n_outputs
-from expmatrix.matrix import Job
+from expmatrix.config import Job, JobConfig, RunConfig, n_outputs
+from expmatrix.metrics import binary_metrics
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import trainable_params
 from expmatrix.provenance import code_version
-from expmatrix.spec import JobConfig, RunConfig
 from expmatrix.stages import fitted_tokenizer, job_splits
 from expmatrix.store import Heartbeat, RunStore, write_json
 from expmatrix.training.directions import evaluate_directions
-from expmatrix.training.metrics import binary_metrics
 from expmatrix.training.tracking import Tracker, open_tracker
 from expmatrix.training.trainer import Preempted, Trainer, to_device
 

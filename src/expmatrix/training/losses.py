@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from expmatrix.spec import TrainConfig
+from expmatrix.config import TrainConfig
 
 
 class Loss:

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from expmatrix.spec import TrainConfig
+from expmatrix.config import TrainConfig
+from expmatrix.metrics import binary_metrics
 from expmatrix.tokenizers import Tokens
 from expmatrix.training.checkpoint import (
     Position,
@@ -35,7 +36,6 @@ from expmatrix.training.checkpoint import (
 )
 from expmatrix.training.ema import EMA
 from expmatrix.training.losses import Loss, angular_error, make_loss
-from expmatrix.training.metrics import binary_metrics
 
 STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGUSR1") if hasattr(signal, s))
 CHECK_EVERY_CUDA = 25  # optimizer steps between NaN checks on CUDA (each check waits for the GPU); every step on CPU

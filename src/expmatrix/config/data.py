@@ -1,0 +1,103 @@
+"""The `data` section: which file, which layout (source), the task and the feature selection."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_serializer, model_validator
+
+from expmatrix.config.layout import CONT_NAMES, DEFAULT_KEYS, PROCESSES
+from expmatrix.config.strict import Strict
+
+# The source decides the task: what the model's outputs mean and which losses apply.
+SOURCE_TASKS = {"fourtops": "classification", "icecube": "direction"}
+N_OUTPUTS = {"classification": 2, "direction": 3}  # binary logits; a 3-vector (unit direction, vMF: norm = kappa)
+
+
+class SyntheticConfig(Strict):
+    events: int = Field(100_000, ge=100)  # all splits together (80/10/10)
+    seed: int = 0
+
+
+class TaskConfig(Strict):
+    """Binary task: the declared signal processes against the background ones."""
+
+    signal: list[int] = [1]
+    background: list[int] = [2, 3, 4, 5]
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        for name in ("signal", "background"):
+            ids = getattr(self, name)
+            if not ids or set(ids) - set(PROCESSES):
+                raise ValueError(f"{name} must be a non-empty list of process ids from {sorted(PROCESSES)}, got {ids}")
+        if set(self.signal) & set(self.background):
+            raise ValueError(f"signal {self.signal} and background {self.background} overlap")
+        return self
+
+
+class KeysConfig(Strict):
+    """Dataset names in the file (the real file spells `Y_train` with a capital Y)."""
+
+    x_train: str = DEFAULT_KEYS["x_train"]
+    x_val: str = DEFAULT_KEYS["x_val"]
+    x_test: str = DEFAULT_KEYS["x_test"]
+    y_train: str = DEFAULT_KEYS["y_train"]
+    y_val: str = DEFAULT_KEYS["y_val"]
+    y_test: str = DEFAULT_KEYS["y_test"]
+
+
+FOURTOPS_ONLY = ("keys", "task", "use_met", "cont_features", "unit")  # settings of the 4tops layout and task
+
+
+class DataConfig(Strict):
+    source: Literal["fourtops", "icecube"] = "fourtops"  # the layout, and the task: see SOURCE_TASKS
+    path: str = "synthetic"  # "synthetic" (embedded generator, cached) or an .h5 path relative to the experiment
+    synthetic: SyntheticConfig = SyntheticConfig()
+    keys: KeysConfig = KeysConfig()
+    task: TaskConfig = TaskConfig()
+    use_met: bool = True  # MET and MET-phi as extra tokens
+    cont_features: list[int] = [1, 2, 3]  # 0=E 1=pT 2=eta 3=phi; [1,2,3] is the 4-vector, [0,1,2,3] the 5-vector
+    max_events: int | None = Field(None, ge=10)  # cap on training events; val/test are cut in the same proportion
+    unit: Literal["GeV", "MeV", "TeV"] = "GeV"  # energy unit of the file; everything downstream is GeV
+
+    @model_validator(mode="after")
+    def _synthetic_only_for_synthetic(self) -> DataConfig:
+        if self.path != "synthetic" and "synthetic" in self.model_fields_set:
+            raise ValueError(f"data.synthetic has no effect when data.path is a file ({self.path}): remove it")
+        return self
+
+    @field_validator(*FOURTOPS_ONLY)
+    @classmethod
+    def _fourtops_only(cls, v: Any, info: ValidationInfo) -> Any:
+        """Set on another source, a 4tops setting would do nothing: an error at its own key."""
+        source = info.data.get("source", "fourtops")
+        if source != "fourtops":
+            raise ValueError(
+                f"a fourtops setting; data.source {source} reads the pulse features its tokenizer preset declares "
+                "and has no task, MET, unit or dataset keys to set: remove it"
+            )
+        return v
+
+    @model_serializer(mode="wrap")
+    def _without_fourtops_fields(self, handler) -> dict[str, Any]:
+        """Other sources leave the 4tops settings out of the resolved config (and so out of job ids)."""
+        out = handler(self)
+        if self.source != "fourtops":
+            for key in FOURTOPS_ONLY:
+                out.pop(key, None)
+        return out
+
+    @field_validator("cont_features")
+    @classmethod
+    def _features(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v) or not set(v) <= set(range(len(CONT_NAMES))):
+            raise ValueError(f"expected distinct indices from 0..{len(CONT_NAMES) - 1} (E, pT, eta, phi), got {v}")
+        return v
+
+
+
+
+def n_outputs(cfg: DataConfig) -> int:
+    """Outputs of the model's head for the source's task."""
+    return N_OUTPUTS[SOURCE_TASKS[cfg.source]]

@@ -1,0 +1,93 @@
+"""One job: its config (the resolved `JobConfig`, hashed into the job id) and its record (`Job`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from expmatrix.config.data import SOURCE_TASKS, DataConfig
+from expmatrix.config.model import ModelConfig
+from expmatrix.config.strict import Strict
+from expmatrix.config.tokenizers import TokenizerConfig
+from expmatrix.config.train import REGRESSION_LOSSES, TrainConfig
+
+
+class JobConfig(Strict):
+    """Everything one job needs; its canonical form is hashed into the job id."""
+
+    data: DataConfig
+    tokenizer: TokenizerConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _loss_fits_the_task(self) -> JobConfig:
+        """The source decides the task: cross_entropy for classification, a regression loss for directions."""
+        task, loss = SOURCE_TASKS[self.data.source], self.train.loss
+        if (task == "classification") == (loss == "cross_entropy"):
+            return self
+        source = self.data.source
+        if task == "classification":
+            msg = f"{loss} needs regression targets; data.source {source} is classification: use cross_entropy"
+        else:
+            msg = f"{loss} needs class labels; data.source {source} is direction regression: use one of " + ", ".join(
+                REGRESSION_LOSSES
+            )
+        raise self._error(("train", "loss"), loss, msg)
+
+    @model_validator(mode="after")
+    def _tokenizer_fits_the_source(self) -> JobConfig:
+        """Pulses have one object type and no background class: settings about those would do nothing."""
+        if SOURCE_TASKS[self.data.source] == "classification":
+            return self
+        tok, source = vars(self.tokenizer), self.data.source  # vars: not a read of the inert check
+        inert = {
+            "fit_on": (tok.get("fit_on") == "background", "every event is fitted on: there is no background class"),
+            "per_object_type": (tok.get("per_object_type") is True, "every pulse has the same object type"),
+            "object_type": (tok.get("object_type") is True, "every pulse has the same object type: set it false"),
+        }
+        for key, (bad, why) in inert.items():
+            if bad:
+                raise self._error(("tokenizer", key), tok[key], f"has no effect on data.source {source}: {why}")
+        return self
+
+    def _error(self, loc: tuple[str, ...], value: Any, msg: str) -> ValidationError:
+        """A validation error at `loc` (so that it is reported at the key where the value was set)."""
+        error = InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=loc, input=value)
+        return ValidationError.from_exception_data(type(self).__name__, [error])
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job of a matrix as written to its `job.yaml`: who it is, and the config it runs."""
+
+    id: str  # hash of the resolved config, seed included
+    cell: str  # the same without the seed: groups seeds of one cell
+    levels: dict[str, str]  # factor -> level name
+    seed: int
+    config: dict[str, Any]  # validated JobConfig, as plain data
+    data_path: str  # the data file resolved for this machine ("synthetic" stays symbolic)
+    run: dict[str, Any] = field(default_factory=dict)  # RunConfig: tracking, attempts (not part of the id)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "cell": self.cell,
+            "levels": self.levels,
+            "seed": self.seed,
+            "data_path": self.data_path,
+            "config": self.config,
+            "run": self.run,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Job:
+        return cls(**rec)
+
+    def describe(self) -> str:
+        """`factor=level ... seed=N`: how messages and tables name the job."""
+        return " ".join(f"{k}={v}" for k, v in self.levels.items()) + f" seed={self.seed}"

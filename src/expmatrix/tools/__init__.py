@@ -1,0 +1,1 @@
+"""Data tools above the tokenizers: `data bin` (write binned files), `data compare`, `data explore`."""

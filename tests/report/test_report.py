@@ -1,0 +1,181 @@
+"""Report numbers on a hand-made results frame whose answers are worked out by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from expmatrix.config import ReportConfig, SpecError
+from expmatrix.report.coverage import coverage
+from expmatrix.report.effects import StatsSettings, cell_stats, factor_effects, interaction
+from expmatrix.report.settings import ReportSettings, parse_flags
+from expmatrix.report.stats import bootstrap_ci, paired_stats
+from expmatrix.report.tables import cells_table, effects_table, interaction_table
+
+FACTORS = ["tokenizer", "pooling"]
+AUROC = {  # (tokenizer, pooling) -> AUROC of seed 0, seed 1 (None: that job failed)
+    ("direct", "cls"): [0.80, 0.82],
+    ("binned", "cls"): [0.75, 0.79],
+    ("direct", "max"): [0.70, 0.72],
+    ("binned", "max"): [None, 0.70],
+}
+SETTINGS = StatsSettings(0.95, 10_000, 0)
+
+
+def results() -> pl.DataFrame:
+    rows = []
+    for (tok, pool), values in AUROC.items():
+        for seed, v in enumerate(values):
+            row = {"job": f"{tok}-{pool}-{seed}", "tokenizer": tok, "pooling": pool, "seed": seed}
+            if v is None:
+                row |= {"state": "failed", "error": "boom"}
+            else:
+                row |= {"state": "done", "test.auroc": v, "test.brier": 1 - v, "params": 1000, "train_seconds": 2.0}
+            rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def test_paired_effect_marginals_ci_and_p_values():
+    eff = factor_effects(results(), FACTORS, "test.auroc", "tokenizer", "direct", SETTINGS)
+    direct, binned = eff.rows(named=True)
+    # marginals: mean of cell means; binned = (0.77 + 0.70) / 2, direct = (0.81 + 0.71) / 2
+    assert direct["marginal"] == pytest.approx(0.76) and direct["is_baseline"] and direct["cells"] == 2
+    assert binned["marginal"] == pytest.approx(0.735)
+    # matched pairs (same pooling, same seed): cls/0 -0.05, cls/1 -0.03, max/1 -0.02; max/0 failed
+    assert (binned["pairs"], binned["pairs_expected"]) == (3, 4)
+    assert binned["delta"] == pytest.approx(-0.1 / 3)
+    assert binned["delta_std"] == pytest.approx(math.sqrt(((1 / 60) ** 2 + (1 / 300) ** 2 + (1 / 75) ** 2) / 2))
+    # each extreme resample (all -0.05 / all -0.02) has probability 1/27 > 2.5%: the interval is the range
+    assert (binned["ci_low"], binned["ci_high"]) == (pytest.approx(-0.05), pytest.approx(-0.02))
+    assert binned["p_wilcoxon"] == pytest.approx(0.25)  # exact: all 3 signs negative, 2 * (1/2)**3
+    t = binned["delta"] / (binned["delta_std"] / math.sqrt(3))
+    assert binned["p_ttest"] == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2))  # t distribution, 2 dof
+
+
+def test_interaction_splits_the_effect_by_the_other_factor():
+    inter = interaction(results(), FACTORS, "test.auroc", "tokenizer", "direct", "pooling", SETTINGS)
+    binned = inter.filter(pl.col("level") == "binned").rows_by_key("by_level", named=True, unique=True)
+    assert binned["cls"]["delta"] == pytest.approx(-0.04) and binned["cls"]["pairs"] == 2
+    assert (binned["cls"]["ci_low"], binned["cls"]["ci_high"]) == (pytest.approx(-0.05), pytest.approx(-0.03))
+    assert binned["max"]["delta"] == pytest.approx(-0.02) and binned["max"]["pairs_expected"] == 2
+    assert binned["max"]["ci_low"] is None and binned["max"]["p_wilcoxon"] is None  # one pair: no interval, no test
+    table = interaction_table(inter, "test.auroc", [])
+    assert table.headers == ["pooling", "tokenizer=direct", "tokenizer=binned", "Δ binned vs direct [CI]", "p", "pairs"]
+    assert table.rows == [
+        ["cls", "0.8100", "0.7700", "-0.0400 [-0.0500, -0.0300]", "0.500", "2/2"],
+        ["max", "0.7100", "0.7000", "-0.0200", "n/a", "1/2"],
+    ]
+
+
+def test_two_pairs_p_values():
+    s = paired_stats(np.array([-0.05, -0.03]))
+    assert s.p_wilcoxon == pytest.approx(0.5)  # the smallest possible with 2 pairs
+    assert s.p_ttest == pytest.approx(1 - 2 / math.pi * math.atan(4))  # t = -4 with 1 dof (Cauchy)
+
+
+def test_bootstrap_interval_is_seeded_and_close_to_the_normal_one():
+    d = np.random.default_rng(7).normal(0.02, 0.01, size=200)
+    low, high = bootstrap_ci(d, 0.95, 10_000, seed=0)
+    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
+    assert low == pytest.approx(d.mean() - half, abs=1.5e-4) and high == pytest.approx(d.mean() + half, abs=1.5e-4)
+    assert bootstrap_ci(d, 0.95, 10_000, seed=0) == (low, high)
+    assert bootstrap_ci(d, 0.95, 10_000, seed=1) != (low, high)
+
+
+def test_no_difference_is_p_one():
+    s = paired_stats(np.zeros(5))
+    assert (s.mean, s.p_wilcoxon, s.p_ttest, s.ci_low, s.ci_high) == (0.0, 1.0, 1.0, 0.0, 0.0)
+
+
+def test_cell_table_bolds_the_best_of_each_metric_in_its_direction():
+    stats = cell_stats(results(), FACTORS, ["test.auroc", "test.brier"], "test.auroc", True)
+    table = cells_table(stats, FACTORS, ["test.auroc", "test.brier"], {})
+    assert [r[:4] for r in table.rows] == [
+        ["direct", "cls", "0.8100 ± 0.0141", "0.1900 ± 0.0141"],
+        ["binned", "cls", "0.7700 ± 0.0283", "0.2300 ± 0.0283"],
+        ["direct", "max", "0.7100 ± 0.0141", "0.2900 ± 0.0141"],
+        ["binned", "max", "0.7000", "0.3000"],  # one seed: no spread
+    ]
+    assert table.bold == {(0, 2), (0, 3)}  # highest AUROC, lowest Brier: both the first row
+    assert stats["best_job"].to_list() == ["direct-cls-1", "binned-cls-1", "direct-max-1", "binned-max-1"]
+
+
+def test_effects_table_rows_and_incomplete_marginals_are_not_bold():
+    eff = factor_effects(results(), FACTORS, "test.auroc", "tokenizer", "direct", SETTINGS)
+    table = effects_table(eff, "test.auroc", True, [])
+    assert table.rows == [
+        ["tokenizer", "direct", "0.7600", "2/2", "(baseline)", "", "4/4"],
+        ["tokenizer", "binned", "0.7350", "2/2", "-0.0333 [-0.0500, -0.0200]", "0.250", "3/4"],
+    ]
+    assert table.bold == {(0, 2)}
+    dropped = results().filter(pl.col("job") != "binned-max-1")  # binned/max now has no finished job
+    eff = factor_effects(dropped, FACTORS, "test.auroc", "tokenizer", "direct", SETTINGS)
+    table = effects_table(eff, "test.auroc", True, [])
+    assert table.rows[1][2:4] == ["0.7700", "1/2"] and table.bold == set()
+
+
+def test_coverage_names_what_is_left_out():
+    frame = results().with_columns(
+        pl.when(pl.col("job") == "direct-max-0").then(pl.lit("running")).otherwise(pl.col("state")).alias("state")
+    )
+    assert coverage(frame, FACTORS, ["test.auroc"]) == [
+        "partial results: 6 of 8 jobs done; left out: 1 failed, 1 running",
+        "failed job binned-max-0 (tokenizer=binned, pooling=max, seed 0): boom",
+        "cell tokenizer=direct, pooling=max: 1 of 2 seeds finished (missing: 0)",
+        "cell tokenizer=binned, pooling=max: 1 of 2 seeds finished (missing: 0)",
+    ]
+
+
+def test_undefined_working_points_are_counted():
+    frame = results().with_columns(pl.lit(None, pl.Float64).alias("test.sig_eff_at_bkg_rej_1000"))
+    (warning,) = coverage(frame, FACTORS, ["test.sig_eff_at_bkg_rej_1000"])[-1:]
+    assert warning.startswith("test.sig_eff_at_bkg_rej_1000 is n/a in 7 of 7 finished jobs")
+
+
+def test_settings_layers_override_in_order_and_errors_name_the_layer(tmp_path):
+    base = ReportConfig.model_validate({"metric": "test.auroc", "top_k": 3, "baseline": {"vect": 4}})
+    assert base.baseline == {"vect": "4"}  # YAML numbers name levels as strings
+    spec = tmp_path / "thesis.yaml"
+    spec.write_text("metric: test.f1\nmetrics: [test.auroc]\n")
+    s = ReportSettings.resolve(base, spec, parse_flags(None, None, ("tokenizer=direct",), ("tokenizer:vect",), None))
+    assert (s.metric, s.metrics, s.top_k) == ("test.f1", ["test.f1", "test.auroc"], 3)
+    assert s.baseline == {"tokenizer": "direct"} and s.interactions == [("tokenizer", "vect")]
+    spec.write_text("metrik: test.f1\n")
+    with pytest.raises(SpecError, match=r"thesis.yaml: metrik: unknown key; valid keys: baseline, bootstrap"):
+        ReportSettings.resolve(base, spec)
+    with pytest.raises(SpecError, match="--baseline takes FACTOR=LEVEL"):
+        parse_flags(None, None, ("tokenizer",), (), None)
+
+
+def test_baseline_level_must_exist():
+    s = ReportSettings.resolve(ReportConfig(baseline={"tokenizer": "vqvae"}))
+    with pytest.raises(SpecError, match=r"report.baseline.tokenizer: no level 'vqvae'; levels: direct, binned"):
+        s.check_levels({"tokenizer": ["direct", "binned"]})
+
+
+def test_default_interactions_pair_the_baseline_factor_with_the_others():
+    s = ReportSettings.resolve(ReportConfig(baseline={"tokenizer": "direct"}))
+    assert s.interaction_pairs(["pooling", "tokenizer", "met"]) == [("tokenizer", "pooling"), ("tokenizer", "met")]
+    assert ReportSettings.resolve(ReportConfig()).interaction_pairs(["a", "b", "c"]) == [
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "c"),
+    ]
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[2] / "reports").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_report_specs_are_valid(spec):
+    s = ReportSettings.resolve(ReportConfig(), spec)
+    assert s.metric == s.metrics[0]
+
+
+def test_nothing_finished_is_one_line_per_reason():
+    frame = results().with_columns(pl.lit("new").alias("state"))
+    assert coverage(frame, FACTORS, ["test.auroc"]) == [
+        "partial results: 0 of 8 jobs done; left out: 8 new",
+        "missing: all 4 cells (no finished job)",
+    ]
