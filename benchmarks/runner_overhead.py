@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from expmatrix.executors.local import prepare_data
+from expmatrix.datafiles import prepare_data
 from expmatrix.matrix import build_matrix
 from expmatrix.monitor import counts, job_states
 from expmatrix.store import RunStore, read_json

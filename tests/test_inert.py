@@ -10,14 +10,15 @@ from expmatrix.cli import main
 from expmatrix.config import JobConfig, SpecError
 from expmatrix.inert import check_consumed, consumed_keys
 from expmatrix.matrix import build_matrix
+from expmatrix.store import RunStore
 
 
 def _check(tmp_path, **changes) -> None:
-    check_consumed(build_matrix(write_experiment(tmp_path, **changes)), tmp_path / "cache")
+    check_consumed(build_matrix(write_experiment(tmp_path, **changes)), RunStore(tmp_path / "runs", "tiny"))
 
 
 def test_the_flagship_sets_nothing_inert(tmp_path):
-    check_consumed(build_matrix(REPO / "experiments" / "binning_vs_direct.yaml", "quick"), tmp_path)
+    check_consumed(build_matrix(REPO / "experiments" / "binning_vs_direct.yaml", "quick"), RunStore(tmp_path, "flag"))
 
 
 def test_reads_follow_the_settings():

@@ -14,12 +14,12 @@ from expmatrix.matrix import build_matrix
 FLAGSHIP = REPO / "experiments" / "binning_vs_direct.yaml"
 
 
-def test_flagship_expands_to_24_cells_times_seeds():
+def test_flagship_expands_to_36_cells_times_seeds():
     m = build_matrix(FLAGSHIP)
-    assert len(m.cells) == 24 and len(m.jobs) == 72
+    assert len(m.cells) == 36 and len(m.jobs) == 108
     assert m.factor_names == ["model.pooling", "tokenizer", "met", "vect"]
     quick = build_matrix(FLAGSHIP, "quick")
-    assert len(quick.jobs) == 48
+    assert len(quick.jobs) == 72
     job = quick.jobs[0]
     assert job.config["train"]["epochs"] == 2 and job.config["model"]["target_params"] == 100_000
     assert job.config["tokenizer"]["kind"] == "direct"
@@ -27,7 +27,7 @@ def test_flagship_expands_to_24_cells_times_seeds():
         "4": [1, 2, 3],
         "5": [0, 1, 2, 3],
     }
-    assert len({j.id for j in quick.jobs}) == 48
+    assert len({j.id for j in quick.jobs}) == 72
 
 
 def test_ids_are_stable_when_one_level_is_edited(tmp_path):
@@ -68,7 +68,7 @@ def test_wrong_type_and_choice_name_the_key(tmp_path):
 def test_unknown_preset_lists_the_available_ones(tmp_path):
     msg = _error(tmp_path, factors={"tokenizer": ["direct", "binned_ambre6"]})
     assert "factors.tokenizer: tokenizer: unknown tokenizer preset 'binned_ambre6'" in msg
-    assert "available: binned_ambre5, binned_ambre5_bkg, binned_factorized5, direct, integer_fourtops" in msg
+    assert "available: binned_ambre5, binned_ambre5_bkg, binned_factorized5, direct, fsq512, integer_fourtops, " in msg
 
 
 def test_preset_errors_name_the_preset_file(tmp_path):

@@ -1,4 +1,5 @@
-"""Run-directory claims: exclusive, heartbeats, abandoned claims taken over, never a live one."""
+"""Run directories: claims (exclusive, heartbeats, abandoned ones taken over, never a live one), atomic writes,
+damaged files named with their job, the store of a spec and of a job record."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import subprocess
 import sys
 import time
 
-from expmatrix.store import Heartbeat, RunStore
+import pytest
+from conftest import write_experiment
+
+from expmatrix.store import DamagedFile, Heartbeat, RunStore, write_json
 
 
 def _dead_pid() -> int:
@@ -84,3 +88,93 @@ def test_a_write_killed_halfway_leaves_the_previous_file(tmp_path):
     assert done.returncode == -9  # killed by SIGKILL in the middle of the write
     assert json.loads(target.read_text()) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the torn temp file, never read
+
+
+# ---------------------------------------------------------------- damaged files
+
+
+def test_a_damaged_file_is_named_with_its_job_and_the_job_is_damaged_not_an_exception(tmp_path):
+    store = RunStore(tmp_path, "exp")
+    store.set_status("3fa9c1d2e0", "running")
+    path = store.status_file("3fa9c1d2e0")
+    path.write_text(path.read_text()[:12])
+    with pytest.raises(DamagedFile) as caught:
+        store.status("3fa9c1d2e0")
+    assert str(caught.value) == (
+        f"job 3fa9c1d2e0: status.json is damaged (truncated JSON: Expecting value: line 2 column 11): {path}"
+    )
+    state, record = store.state_of("3fa9c1d2e0")
+    assert state == "damaged" and record["damaged"] == "status.json" and record["error"] == str(caught.value)
+    path.write_text('{"state": "done"} and more')
+    assert "(corrupt JSON: Extra data: line 1 column 19)" in store.state_of("3fa9c1d2e0")[1]["error"]
+    path.write_bytes(b"\x00\xff\x00")
+    assert "(not text: byte 1 is not UTF-8)" in store.state_of("3fa9c1d2e0")[1]["error"]
+    path.write_text("[1, 2]")
+    assert "(corrupt: expected a mapping with 'state', got list)" in store.state_of("3fa9c1d2e0")[1]["error"]
+
+
+def test_a_done_job_needs_readable_results(tmp_path):
+    store = RunStore(tmp_path, "exp")
+    store.set_status("j", "done")
+    missing = f"job j: metrics.json is damaged (missing, though the job is done): {store.metrics_file('j')}"
+    assert store.state_of("j")[1]["error"] == missing
+    write_json(store.metrics_file("j"), {"test": {"auroc": 0.7}})
+    assert store.state("j") == "done"
+    store.history_file("j").write_text('{"epoch": 1}\n{"epoch": 2, "lo')
+    assert "metrics.jsonl is damaged (line 2: truncated JSON: Unterminated string" in store.state_of("j")[1]["error"]
+    store.history_file("j").write_text('{"epoch": 1}\n')
+    store.predictions_file("j").write_bytes(b"PAR1" + b"\0" * 100)  # cut before its footer
+    assert "predictions.parquet is damaged (truncated or not parquet (104 bytes" in store.state_of("j")[1]["error"]
+
+
+def test_set_status_and_appends_never_lose_a_damaged_file(tmp_path):
+    store = RunStore(tmp_path, "exp")
+    store.status_file("j").parent.mkdir(parents=True)
+    store.status_file("j").write_text("")
+    store.mark_failed("j", "boom")
+    (aside,) = store.job_dir("j").glob("status.json.damaged-*")
+    assert aside.read_text() == "" and store.status("j")["failures"] == 1
+    store.starts_file("j").write_text('{"time": 1}\n{"ti')  # a line cut by hand: kept, and the new one added
+    store.log_start("j", resumed=False)
+    lines = store.starts_file("j").read_text().splitlines()
+    assert lines[:2] == ['{"time": 1}', '{"ti'] and json.loads(lines[2])["resumed"] is False
+    assert [d.path.name for d in store.damaged_files("j")] == ["starts.jsonl"]
+
+
+def test_a_checkpoint_is_checked_by_its_zip_directory_and_crcs(tmp_path):
+    import zipfile
+
+    store = RunStore(tmp_path, "exp")
+    store.set_status("j", "preempted")
+    path = store.checkpoint_file("j")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("ck/data/0", b"x" * 1000)
+    assert store.state("j") == "preempted" and not store.damaged_files("j")
+    data = bytearray(path.read_bytes())
+    data[500] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert store.state("j") == "preempted"  # `status` reads the end of the file only
+    (damaged,) = store.damaged_files("j")  # a run reads all of it before resuming
+    assert str(damaged) == f"job j: checkpoint.pt is damaged (corrupt: CRC mismatch in ck/data/0): {path}"
+    path.write_bytes(bytes(data[:700]))
+    assert store.state_of("j")[1]["damaged"] == "checkpoint.pt"
+
+
+def test_the_store_of_a_job_record_and_of_a_spec(tmp_path):
+    from expmatrix.config import SpecError, load_experiment
+
+    exp = write_experiment(tmp_path, run={"stale_after_seconds": 120, "heartbeat_seconds": 1})
+    spec = load_experiment(exp)
+    store = RunStore.for_spec(tmp_path / "runs", spec)
+    assert (store.dir, store.stale_after) == (tmp_path / "runs" / "tiny", 120)
+    store.write_job({"id": "abc", "run": {"stale_after_seconds": 90, "heartbeat_seconds": 1}})
+    found, job_id = RunStore.for_job_file(store.job_file("abc"))
+    assert (found.dir, job_id, found.stale_after) == (store.dir, "abc", 90)
+    copied = store.job_dir("xyz") / "job.yaml"
+    copied.parent.mkdir()
+    copied.write_text(store.job_file("abc").read_text())
+    with pytest.raises(SpecError, match="holds job abc, but its folder is xyz"):
+        RunStore.for_job_file(copied)
+    copied.write_text("id: [")
+    with pytest.raises(DamagedFile, match=r"^job xyz: job.yaml is damaged \(corrupt YAML: "):
+        RunStore.for_job_file(copied)

@@ -1,8 +1,8 @@
-"""expmatrix command line: parse, call the library, print."""
+"""expmatrix command line: parse, call the library, print. The `data` and `tokenizer` tools are in cli_data.py
+and cli_tokenizer.py."""
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
@@ -10,35 +10,9 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
-RUNS = click.option(
-    "--runs",
-    "runs_root",
-    default=lambda: os.environ.get("EXPMATRIX_RUNS", "runs"),
-    show_default="runs (or $EXPMATRIX_RUNS)",
-    type=click.Path(file_okay=False),
-    help="Root folder of run directories.",
-)
-PROFILE = click.option("--profile", default=None, help="A profile of the experiment, e.g. quick.")
-SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
-
-
-def friendly(fn):
-    """Known errors become one clear line and exit status 1, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from expmatrix.config import SpecError
-        from expmatrix.data import DataError
-        from expmatrix.executors.backend import SchedulerError
-        from expmatrix.models.sizing import BudgetError
-        from expmatrix.tokenizers import TokenizerError
-
-        try:
-            return fn(*args, **kwargs)
-        except (SpecError, DataError, TokenizerError, BudgetError, SchedulerError) as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
+from expmatrix.cli_common import PROFILE, RUNS, SET, friendly
+from expmatrix.cli_data import data
+from expmatrix.cli_tokenizer import tokenizer
 
 
 def _counts(counter) -> str:
@@ -46,9 +20,10 @@ def _counts(counter) -> str:
 
 
 def _store(matrix, runs_root: str):
+    """The matrix's store with its own `run.stale_after_seconds`, the same for every command."""
     from expmatrix.store import RunStore
 
-    return RunStore(runs_root, matrix.spec.name, matrix.spec.run.stale_after_seconds)
+    return RunStore.for_spec(runs_root, matrix.spec)
 
 
 def _matrix(experiment: str, profile: str | None, overrides: tuple[str, ...]):
@@ -71,21 +46,15 @@ def main() -> None:
 @RUNS
 @friendly
 def list_jobs(experiment: str, profile: str | None, overrides: tuple[str, ...], runs_root: str) -> None:
-    """Print the jobs of EXPERIMENT: id, factor levels, seed, parameter count, state."""
-    from expmatrix.config import JobConfig, n_outputs
-    from expmatrix.models.sizing import solve_size
-    from expmatrix.stages import tokenizer_for
-    from expmatrix.store import RunStore
+    """Print the jobs of EXPERIMENT: id, factor levels, seed, parameter count, width, state.
+
+    The width that meets model.target_params is solved by building each cell's model on torch's meta
+    device, so the first `list` of an experiment imports torch; the sizes are cached beside the runs,
+    and a later `list` needs no torch."""
+    from expmatrix.monitor import list_table
 
     matrix = _matrix(experiment, profile, overrides)
-    store = RunStore(runs_root, matrix.spec.name)
-    rows = []
-    for job in matrix.jobs:
-        cfg = JobConfig.model_validate(job.config)
-        size = solve_size(tokenizer_for(cfg), cfg.model, n_outputs(cfg.data))
-        rows.append([job.id, *job.levels.values(), job.seed, size.params, size.d_model, store.state(job.id)])
-    click.echo(tabulate(rows, headers=["job", *matrix.factor_names, "seed", "params", "width", "state"]))
-    click.echo(f"{len(matrix.jobs)} jobs in {len(matrix.cells)} cells")
+    click.echo(list_table(matrix, _store(matrix, runs_root)))
 
 
 @main.command()
@@ -96,13 +65,15 @@ def list_jobs(experiment: str, profile: str | None, overrides: tuple[str, ...], 
 @click.option("--all", "show_all", is_flag=True, help="List every job (default: at most 50 per state).")
 @friendly
 def plan(experiment, profile, overrides, runs_root, show_all) -> None:
-    """Count EXPERIMENT's jobs by state (new, running, interrupted, preempted, failed, done, stale) without
-    running anything; `stale`: done by another package version or code."""
+    """Count EXPERIMENT's jobs by state (new, running, interrupted, preempted, damaged, failed, done, stale)
+    without running anything; `stale`: done by another package version or code; `damaged`: a file of its run
+    directory cannot be read."""
     from expmatrix.monitor import counts, job_states, plan_table
 
     matrix = _matrix(experiment, profile, overrides)
-    states = job_states(matrix, _store(matrix, runs_root))
-    click.echo(plan_table(matrix, states, None if show_all else 50))
+    store = _store(matrix, runs_root)
+    states = job_states(matrix, store)
+    click.echo(plan_table(matrix, states, None if show_all else 50, store))
     click.echo(f"\n{matrix.spec.name}: {len(matrix.cells)} cells; " + counts(states))
 
 
@@ -114,7 +85,7 @@ def plan(experiment, profile, overrides, runs_root, show_all) -> None:
 @click.option("--watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
 @friendly
 def status(experiment, profile, overrides, runs_root, watch) -> None:
-    """Progress of EXPERIMENT: counts by state, running jobs (epoch, host, heartbeat), failed jobs and why."""
+    """Progress of EXPERIMENT: counts by state, running jobs (epoch, host, heartbeat), failed and damaged ones, why."""
     import time
 
     from expmatrix.monitor import counts, job_states, status_tables
@@ -148,15 +119,18 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
     """Train every job of EXPERIMENT that is not done yet, in a local process pool.
 
     Interrupted jobs resume from their checkpoint; jobs claimed by another live runner are left to it.
+    Damaged jobs (a file cannot be read) are redone: the file is set aside, training resumes from the
+    checkpoint if it loads, else starts again; the output says which.
     """
     import time
 
     from expmatrix.executors.local import run_local
     from expmatrix.inert import check_consumed
+    from expmatrix.monitor import run_outcome
 
     matrix = _matrix(experiment, profile, overrides)
     store = _store(matrix, runs_root)
-    check_consumed(matrix, store.cache_dir)
+    check_consumed(matrix, store)
     started = time.time()
     states, skipped = run_local(matrix, store, workers, threads, retry_failed)
     if not states:
@@ -165,9 +139,10 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
     click.echo(f"{len(matrix.jobs)} jobs in {time.time() - started:.0f} s: {_counts(states)}")
     if skipped:
         click.echo(f"left alone: {_counts(skipped)}")
-    failed = [j for j in matrix.jobs if store.state(j.id) == "failed"]
-    for job in failed[:10]:
-        click.echo(f"  failed {job.id} {job.describe()}: {store.status(job.id).get('error')}")
+    outcome = run_outcome(matrix, store, started)
+    for line in outcome:
+        click.echo(line)
+    failed = any(line.startswith("  failed") for line in outcome)
     click.echo(f"run directory: {store.dir}" + ("; see `expmatrix status`" if failed else ""))
     if states["failed"]:
         sys.exit(1)
@@ -214,15 +189,12 @@ def train(job_file: str, threads: int | None) -> None:
     """Run one job from its JOB_FILE (runs/<experiment>/<id>/job.yaml), outside any matrix.
 
     Exit status: 0 done, 1 failed, 75 preempted (checkpointed on SIGTERM/SIGUSR1; run again to resume)."""
-    import yaml
-
     from expmatrix.config import Job
     from expmatrix.store import RunStore
     from expmatrix.training.job import run_job
 
-    path = Path(job_file).resolve()
-    job = Job.from_record(yaml.safe_load(path.read_text()))
-    store = RunStore(path.parent.parent.parent, path.parent.parent.name)
+    store, job_id = RunStore.for_job_file(job_file)
+    job = Job.from_record(store.read_job(job_id))
     state = run_job(job, store, threads or os.cpu_count() or 1)
     click.echo(f"job {job.id}: {state}")
     if state == "failed":
@@ -231,140 +203,6 @@ def train(job_file: str, threads: int | None) -> None:
         from expmatrix.states import PREEMPTED_EXIT
 
         sys.exit(PREEMPTED_EXIT)
-
-
-@main.group()
-def data() -> None:
-    """Data tools."""
-
-
-@data.command("synth")
-@click.argument("source", type=click.Choice(["fourtops", "icecube"]))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .h5 file to write.")
-@click.option("--events", type=int, default=100_000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def synth(source: str, out: str, events: int, seed: int) -> None:
-    """Write a synthetic data set in the exact layout of SOURCE (fourtops: 4tops_splitted.h5; icecube: pulses)."""
-    from expmatrix.data import WRITERS
-
-    click.echo(f"wrote {WRITERS[source](out, events, seed)} ({events} events, seed {seed})")
-
-
-@data.command("icecube-kaggle")
-@click.argument("meta", type=click.Path(dir_okay=False))
-@click.argument("geometry", type=click.Path(dir_okay=False))
-@click.argument("batches", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .h5 file to write.")
-@click.option("--max-pulses", type=click.IntRange(min=1), default=128, show_default=True, help="Pulses kept per event.")
-@click.option("--fractions", default="0.8,0.1,0.1", show_default=True, help="Shares of train,val,test.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Of the split of the events.")
-@friendly
-def icecube_kaggle(meta, geometry, batches, out, max_pulses, fractions, seed) -> None:
-    """The IceCube Kaggle data (META parquet, GEOMETRY csv, BATCH parquets) in the `icecube` pulse layout."""
-    from expmatrix.data.icecube_kaggle import convert_kaggle
-
-    try:
-        shares = tuple(float(x) for x in fractions.split(","))
-    except ValueError:
-        message = f"{fractions!r}: expected three numbers, e.g. 0.8,0.1,0.1"
-        raise click.BadParameter(message, param_hint="--fractions") from None
-    r = convert_kaggle(meta, geometry, list(batches), out, max_pulses, shares, seed)
-    events = ", ".join(f"{k} {v}" for k, v in r["events"].items())
-    click.echo(f"wrote {out}: {events} events; {r['truncated']} had more than {max_pulses} pulses (trimmed)")
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def _dataset_keys(pairs: tuple[str, ...]) -> dict[str, str]:
-    """`--keys y_train=Y_train` -> every dataset name; an unknown name is an error listing the valid ones."""
-    from pydantic import ValidationError
-
-    from expmatrix.config import KeysConfig, SpecError
-
-    try:
-        return KeysConfig.model_validate(dict(p.split("=", 1) for p in pairs if "=" in p)).model_dump()
-    except ValidationError as e:
-        bad = e.errors()[0]["loc"][0]
-        raise SpecError(f"--keys: {bad}: unknown; valid: {', '.join(KeysConfig.model_fields)}") from None
-
-
-VECT = click.option(
-    "--vect", type=click.Choice(["4", "5"]), default="4", show_default=True, help="4: (pT, eta, phi); 5: adds E."
-)
-PRESETS_DIR = click.option(
-    "--presets", default="tokenizers", show_default=True, type=click.Path(file_okay=False), help="Preset folder."
-)
-FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True)
-
-
-@data.command("bin")
-@click.option("--input", "source", required=True, type=click.Path(exists=True, dir_okay=False), help="Raw 4tops .h5.")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="The binned .h5 to write.")
-@click.option("--tokenizer", default="binned_ambre5", show_default=True, help="A joint binned preset name or .yaml.")
-@PRESETS_DIR
-@VECT
-@click.option("--unit", type=click.Choice(["GeV", "MeV", "TeV"]), default="GeV", show_default=True)
-@click.option("--background", default="2,3,4,5", show_default=True, help="Background process ids (for fit_on).")
-@click.option("--keys", "keys", multiple=True, metavar="NAME=DATASET", help="Dataset names, e.g. y_train=Y_train.")
-@click.option("--chunk-rows", type=int, default=1 << 15, show_default=True, help="Rows read at once (memory bound).")
-@friendly
-def data_bin(source, output, tokenizer, presets, vect, unit, background, keys, chunk_rows) -> None:
-    """Write the binned data set (thesis layout: X_* as [N, 20] int64, labels, edges as attributes)."""
-    from expmatrix.config import VECTORS, load_preset
-    from expmatrix.tools.binfile import bin_file
-
-    names = _dataset_keys(keys)
-    config = load_preset(tokenizer, presets)
-    report = bin_file(source, output, config, cont_features=VECTORS[vect], keys=names,
-                      background=_ints(background), unit=unit, rows=chunk_rows)  # fmt: skip
-    click.echo(f"wrote {output}: {report['rows']} rows, vocabulary {report['vocab_size']}")
-    for split, counts in report["out_of_range"].items():
-        outside = {f: n for f, n in counts.items() if n}
-        if outside:
-            click.echo(f"  {split}: entries outside the fitted range (put in the edge bins): {outside}")
-
-
-@data.command("compare")
-@click.argument("ours", type=click.Path(exists=True, dir_okay=False))
-@click.argument("theirs", type=click.Path(exists=True, dir_okay=False))
-@click.option("--their-keys", default=None, help="Their token datasets in row order, e.g. X (a combined split).")
-@click.option("--our-splits", default=None, help="Our splits in row order, e.g. train,test [default: by row count].")
-@click.option("--top", type=int, default=10, show_default=True, help="Rows of the frequency/disagreement tables.")
-@FORMAT
-@friendly
-def data_compare(ours, theirs, their_keys, our_splits, top, fmt) -> None:
-    """Token agreement of OURS (written by `data bin`) with THEIRS: overall, per position and feature."""
-    from expmatrix.tools.compare import compare_files, render
-
-    split = lambda text: text.split(",") if text else None  # noqa: E731
-    comparison, tok = compare_files(ours, theirs, split(their_keys), split(our_splits))
-    click.echo(render(comparison, tok, fmt, top))
-
-
-@data.command("explore")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True)
-@click.option("--keys", "keys", multiple=True, metavar="NAME=DATASET", help="Dataset names, e.g. y_train=Y_train.")
-@click.option("--max-events", type=int, default=100_000, show_default=True, help="Rows read (0: all).")
-@click.option("--unit", type=click.Choice(["GeV", "MeV", "TeV"]), default="GeV", show_default=True)
-@click.option("--plots", default=None, type=click.Path(file_okay=False), help="Folder for histogram PNGs.")
-@click.option("--tokenizer", default=None, help="A preset name or .yaml: report the vocabulary it needs.")
-@PRESETS_DIR
-@VECT
-@FORMAT
-@friendly
-def data_explore(file, split, keys, max_events, unit, plots, tokenizer, presets, vect, fmt) -> None:
-    """Per-feature ranges, quantiles, invalid fractions, histograms of FILE; optionally a tokenizer's vocabulary."""
-    from expmatrix.config import VECTORS, load_preset
-    from expmatrix.tools.explore import explore, render
-
-    names = _dataset_keys(keys)
-    config = load_preset(tokenizer, presets) if tokenizer else None
-    result = explore(file, names[f"x_{split}"], names[f"y_{split}"], unit=unit, max_events=max_events or None,
-                     plots=plots, tokenizer=config, cont_features=VECTORS[vect], split=split)  # fmt: skip
-    click.echo(render(result, fmt))
 
 
 @main.command()
@@ -379,8 +217,9 @@ def data_explore(file, split, keys, max_events, unit, plots, tokenizer, presets,
 @click.option("--retry-failed", is_flag=True, help="Submit the failed jobs only.")
 @click.option("--dry-run", is_flag=True, help="Write and print the files, submit nothing.")
 @friendly
-def submit(experiment, profile, overrides, runs_root, backend, cluster, hpc_overrides, max_concurrent, retry_failed,
-           dry_run) -> None:
+def submit(
+    experiment, profile, overrides, runs_root, backend, cluster, hpc_overrides, max_concurrent, retry_failed, dry_run
+) -> None:
     """Submit the jobs of EXPERIMENT that are not done as SLURM or HTCondor arrays, then exit."""
     from expmatrix.executors.submit import report_line, submit_matrix
 
@@ -415,8 +254,7 @@ def worker(experiment, runs_root, jobs_file, task, threads, stage) -> None:
     from expmatrix.states import EXIT_CODES
     from expmatrix.store import RunStore
 
-    spec = load_experiment(experiment)
-    store = RunStore(runs_root, spec.name, spec.run.stale_after_seconds)
+    store = RunStore.for_spec(runs_root, load_experiment(experiment))
     job_id, state = run_task(store, Path(jobs_file), task, threads, stage)
     click.echo(f"{stage} task {task if task is not None else '(env)'}: job {job_id}: {state}")
     if state == "failed":
@@ -433,9 +271,12 @@ def worker(experiment, runs_root, jobs_file, task, threads, stage) -> None:
 def queue(experiment, profile, overrides, runs_root) -> None:
     """Jobs of a submitted EXPERIMENT as the run directories and the scheduler see them (one query)."""
     from expmatrix.executors.queue_status import reconcile
-    from expmatrix.store import RunStore
 
     matrix = _matrix(experiment, profile, overrides)
-    rows, counts = reconcile(RunStore(runs_root, matrix.spec.name), [j.id for j in matrix.jobs])
+    rows, counts = reconcile(_store(matrix, runs_root), [j.id for j in matrix.jobs])
     click.echo(tabulate(rows, headers=["job", "on disk", "scheduler", "state"]))
     click.echo(", ".join(f"{n} {s}" for s, n in counts.most_common()))
+
+
+main.add_command(data)
+main.add_command(tokenizer)

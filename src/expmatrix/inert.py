@@ -9,7 +9,6 @@ read is reported with where it was set.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +18,9 @@ from expmatrix.data import data_selection
 from expmatrix.matrix import Matrix
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.provenance import code_version
+from expmatrix.runfiles import DamagedFile, read_file, set_aside, write_json
 from expmatrix.stages import tokenizer_for
-from expmatrix.store import read_json, write_json
+from expmatrix.store import RunStore
 from expmatrix.training.trainer import Trainer
 
 
@@ -60,20 +60,28 @@ def unread(settings: dict[str, str], reads: set[str]) -> list[str]:
     return [where for key, where in settings.items() if not _is_read(key, reads)]
 
 
-def check_consumed(matrix: Matrix, cache_dir: Path) -> None:
-    """SpecError listing every setting that has no effect in some cell. The keys each config
-    shape reads are cached in `cache_dir/consumed/` (keyed by the shape and the code version)."""
+def _reads(job_config: dict[str, Any], store: RunStore) -> set[str]:
+    """The keys a config shape reads, cached per shape and code version (`RunStore.consumed_file`)."""
+    path = store.consumed_file(short_hash([_shape(job_config), code_version()]))
+    try:
+        return set(read_file(path))
+    except FileNotFoundError:
+        pass
+    except DamagedFile:
+        set_aside(path)  # a cache: compute it again
+    reads = consumed_keys(JobConfig.model_validate(job_config))
+    write_json(path, sorted(reads))
+    return reads
+
+
+def check_consumed(matrix: Matrix, store: RunStore) -> None:
+    """SpecError listing every setting that has no effect in some cell."""
     cache: dict[str, set[str]] = {}
     problems: list[str] = []
     for cell, job in {j.cell: j for j in matrix.jobs}.items():
-        shape = short_hash([_shape(job.config), code_version()])
+        shape = short_hash(_shape(job.config))
         if shape not in cache:
-            path = cache_dir / "consumed" / f"{shape}.json"
-            if path.exists():
-                cache[shape] = set(read_json(path))
-            else:
-                cache[shape] = consumed_keys(JobConfig.model_validate(job.config))
-                write_json(path, sorted(cache[shape]))
+            cache[shape] = _reads(job.config, store)
         levels = ", ".join(f"{k}={v}" for k, v in job.levels.items()) or "the only cell"
         problems += [f"  {where}  (in cell {levels})" for where in unread(matrix.settings.get(cell, {}), cache[shape])]
     if problems:

@@ -1,5 +1,5 @@
 """What the run directories say about a matrix: each job's state, counts, and the tables
-`expmatrix plan` and `expmatrix status` print. Reads files only; starts nothing."""
+`expmatrix list`, `plan`, `status` and `run` print. Reads run files only; starts nothing."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 
 from tabulate import tabulate
 
-from expmatrix.config import Job
+from expmatrix.config import Job, short_hash
 from expmatrix.matrix import Matrix
-from expmatrix.provenance import is_stale
+from expmatrix.provenance import code_version, is_stale
+from expmatrix.runfiles import DamagedFile, read_file, set_aside, write_json
 from expmatrix.store import RunStore
 
-ORDER = ("new", "running", "interrupted", "preempted", "failed", "done", "stale")
+ORDER = ("new", "running", "interrupted", "preempted", "damaged", "failed", "done", "stale")
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,43 @@ class JobState:
 def job_states(matrix: Matrix, store: RunStore) -> list[JobState]:
     out = []
     for job in matrix.jobs:
-        status = store.status(job.id)
-        state = store.state(job.id, status)
+        state, status = store.state_of(job.id)
         out.append(JobState(job, "stale" if state == "done" and is_stale(status) else state, status))
     return out
+
+
+def _solved_size(job: Job, store: RunStore) -> tuple[int, int]:
+    """(parameters, width) of the job's model, from the disk cache or solved (which needs torch)."""
+    shape = {k: job.config[k] for k in ("tokenizer", "data", "model")}  # all that decides the size
+    path = store.size_file(short_hash([shape, code_version()]))
+    try:
+        size = read_file(path)
+        return size["params"], size["d_model"]
+    except FileNotFoundError:
+        pass
+    except (DamagedFile, KeyError, TypeError):
+        set_aside(path)  # a cache: solve again
+    from expmatrix.config import JobConfig, n_outputs
+    from expmatrix.models.sizing import solve_size
+    from expmatrix.stages import tokenizer_for
+
+    cfg = JobConfig.model_validate(job.config)
+    size = solve_size(tokenizer_for(cfg), cfg.model, n_outputs(cfg.data))
+    write_json(path, {"params": size.params, "d_model": size.d_model, "d_ff": size.d_ff})
+    return size.params, size.d_model
+
+
+def list_table(matrix: Matrix, store: RunStore) -> str:
+    """Every job: id, factor levels, seed, parameter count, width, state. Sizes are solved once per cell
+    (its seeds share it) and cached per shape, so a repeated `list` never imports torch."""
+    sizes: dict[str, tuple[int, int]] = {}
+    rows = []
+    for job in matrix.jobs:
+        if job.cell not in sizes:
+            sizes[job.cell] = _solved_size(job, store)
+        rows.append([job.id, *job.levels.values(), job.seed, *sizes[job.cell], store.state(job.id)])
+    table = tabulate(rows, headers=["job", *matrix.factor_names, "seed", "params", "width", "state"])
+    return f"{table}\n{len(matrix.jobs)} jobs in {len(matrix.cells)} cells"
 
 
 def counts(states: list[JobState]) -> str:
@@ -50,8 +84,31 @@ def _levels(job: Job) -> list[str]:
     return [*job.levels.values(), str(job.seed)]
 
 
-def plan_table(matrix: Matrix, states: list[JobState], limit: int | None = 50) -> str:
-    """Jobs grouped by state, at most `limit` per state."""
+def stages_table(states: list[JobState], store: RunStore) -> str:
+    """The shared stages (tokenizer fits, VQ-VAE pretrainings) the unfinished jobs need: which are ready,
+    which wait (and how many jobs wait for each), which failed and why."""
+    from expmatrix.stages import fit_stages  # reads h5py, not torch
+
+    waiting = [s.job for s in states if s.state not in ("done", "stale")]
+    if not waiting:
+        return ""
+    try:
+        stages = fit_stages(waiting, store)
+    except FileNotFoundError as e:
+        return f"shared stages: unknown, the data file {e.filename} is not there"
+    rows = []
+    for st in stages:
+        if st.state != "done":
+            failure = store.fit_failure_file(st.key)
+            why = _one_line(read_file(failure).get("error"), 80) if st.state == "failed" else ""
+            rows.append([st.describe(), st.state, f"{st.n_jobs} ({st.n_cells} cells)", why])
+    ready = sum(st.state == "done" for st in stages)
+    head = f"shared stages the unfinished jobs need: {ready} of {len(stages)} fitted"
+    return head + ("\n" + tabulate(rows, headers=["stage", "state", "jobs waiting", "error"]) if rows else "")
+
+
+def plan_table(matrix: Matrix, states: list[JobState], limit: int | None = 50, store: RunStore | None = None) -> str:
+    """Jobs grouped by state, at most `limit` per state; then the shared stages they wait for."""
     parts = []
     for state in ORDER:
         rows = [[s.job.id, *_levels(s.job)] for s in states if s.state == state]
@@ -61,7 +118,8 @@ def plan_table(matrix: Matrix, states: list[JobState], limit: int | None = 50) -
         more = f"\n... and {len(rows) - len(shown)} more (--all)" if len(shown) < len(rows) else ""
         table = tabulate(shown, headers=["job", *matrix.factor_names, "seed"])
         parts.append(f"{state} ({len(rows)}):\n{table}{more}")
-    return "\n\n".join(parts)
+    stages = stages_table(states, store) if store is not None else ""
+    return "\n\n".join(parts + ([stages] if stages else []))
 
 
 def status_tables(matrix: Matrix, states: list[JobState], store: RunStore) -> str:
@@ -91,9 +149,25 @@ def status_tables(matrix: Matrix, states: list[JobState], store: RunStore) -> st
     ]
     if failed:
         parts.append("failed:\n" + tabulate(failed, headers=[*headers, "attempts", "host", "error"]))
+    damaged = [[s.job.id, *_levels(s.job), s.status.get("error")] for s in states if s.state == "damaged"]
+    if damaged:
+        parts.append("damaged (`expmatrix run` redoes them):\n" + tabulate(damaged, headers=[*headers, "error"]))
     done = [s for s in states if s.state in ("done", "stale") and "wall_seconds" in s.status]
     if done:
         mean = sum(s.status["wall_seconds"] for s in done) / len(done)
         last = max(s.status.get("finished", 0) for s in done)
         parts.append(f"finished: {len(done)}, {mean:.0f} s per job on average, last {now - last:.0f} s ago")
-    return "\n\n".join(parts)
+    stages = stages_table(states, store)
+    return "\n\n".join(([stages] if stages else []) + parts)
+
+
+def run_outcome(matrix: Matrix, store: RunStore, since: float) -> list[str]:
+    """What `run` says after its jobs: which jobs it redid after damage and from where, which failed and why."""
+    lines, failed = [], []
+    for job in matrix.jobs:
+        state, status = store.state_of(job.id)
+        if status.get("redone") and status.get("started", 0) >= since:
+            lines.append(f"  redone {job.id} {job.describe()}: {status['redone']}")
+        if state == "failed":
+            failed.append(f"  failed {job.id} {job.describe()}: {status.get('error')}")
+    return lines + failed[:10]

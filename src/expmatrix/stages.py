@@ -1,21 +1,34 @@
 """Work shared by many jobs: run once, before them, and cached by its own config hash.
 
-A tokenizer fitted on a data set is such work: every job whose tokenizer signature
-(config, features, MET) and data selection match reuses one fitted state, kept in
-`<runs>/_cache/tokenizers/<key>.json`, also across experiments.
+A tokenizer fit (quantile edges, normalization constants, k-means centres, a VQ-VAE pretraining)
+is such work: every job whose tokenizer signature (preset, features, MET) and data selection match
+reuses one fitted state, kept in `<runs>/_cache/tokenizers/<key>.json`, also across experiments.
+A fit that fails is recorded beside it: the jobs that need it fail at once with its error instead
+of each repeating it, until `--retry-failed` clears the record.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from expmatrix.config import DataConfig, Job, JobConfig, SpecError, short_hash
+from expmatrix.config import Job, JobConfig, SpecError, fit_signature, short_hash
 from expmatrix.config.layout import CONT_NAMES
-from expmatrix.data import Events, data_selection, ensure_file, file_identity, load_pulse_splits, load_splits
+from expmatrix.data import Events, data_selection, file_identity, load_pulse_splits, load_splits
 from expmatrix.data.icecube import PULSE_FEATURES
-from expmatrix.store import RunStore, read_json, write_json
-from expmatrix.tokenizers import Tokenizer, build_tokenizer
+from expmatrix.runfiles import DamagedFile, read_file, set_aside, write_json
+from expmatrix.store import RunStore
+from expmatrix.tokenizers.errors import TokenizerError
+
+if TYPE_CHECKING:  # the tokenizers import torch: `plan` and `status` read the stages without it
+    from pathlib import Path
+
+    from expmatrix.tokenizers import Tokenizer
+
+
+class FitFailed(TokenizerError):
+    """A shared fit failed before: its record says why."""
 
 
 def pulse_features(cfg: JobConfig) -> tuple[str, ...]:
@@ -40,6 +53,8 @@ def features_of(cfg: JobConfig) -> tuple[tuple[str, ...], bool]:
 
 def tokenizer_for(cfg: JobConfig) -> Tokenizer:
     """The job's tokenizer, unfitted."""
+    from expmatrix.tokenizers import build_tokenizer
+
     return build_tokenizer(cfg.tokenizer, *features_of(cfg))
 
 
@@ -50,29 +65,51 @@ def job_splits(cfg: JobConfig, data_path: str, cache_dir: Path) -> dict[str, Eve
     return load_pulse_splits(cfg.data, data_path, cache_dir, pulse_features(cfg))
 
 
-def fit_key(tokenizer: Tokenizer, cfg: JobConfig, data_path: str) -> str:
-    return short_hash(
-        {"tokenizer": tokenizer.signature(), "data": data_selection(cfg.data), "file": file_identity(data_path)}
-    )
+def fit_key(cfg: JobConfig, data_path: str) -> str:
+    """The cache key of the job's tokenizer fit: preset, features, MET, data selection and file."""
+    signature = fit_signature(cfg.tokenizer, *features_of(cfg))
+    return short_hash({"tokenizer": signature, "data": data_selection(cfg.data), "file": file_identity(data_path)})
 
 
-def _fit_file(store: RunStore, key: str) -> Path:
-    return store.cache_dir / "tokenizers" / f"{key}.json"
+def _check_record(record: dict, tokenizer: Tokenizer, cfg: JobConfig, path: Path) -> None:
+    """An artifact fitted on another preset, feature set or data selection is refused, naming both."""
+    for what, mine in (("signature", tokenizer.signature()), ("data", data_selection(cfg.data))):
+        if record.get(what) != mine:
+            raise TokenizerError(
+                f"{path}: fitted for {what} {record.get(what)!r}, but this job needs {mine!r}: it is not this "
+                "job's artifact (delete it to fit again)"
+            )
 
 
-def fitted_tokenizer(cfg: JobConfig, data_path: str, store: RunStore, train: Events | None = None) -> Tokenizer:
-    """The job's tokenizer, fitted: from the cache, or fitted on the training split and cached."""
-    tokenizer = tokenizer_for(cfg)
-    path = _fit_file(store, fit_key(tokenizer, cfg, data_path))
-    if path.exists():
-        tokenizer.load_state_dict(read_json(path)["state"])
-        return tokenizer
-    if train is None:
-        train = job_splits(cfg, data_path, store.cache_dir)["train"]
-    tokenizer.fit(train)  # the training split only
+def fitted_tokenizer(
+    cfg: JobConfig, data_path: str, store: RunStore, train: Events | None = None, with_path: bool = False
+):
+    """The job's tokenizer, fitted: from the cache, or fitted on the training split and cached (a failure
+    is recorded for the other jobs that need the fit). With `with_path`: (tokenizer, artifact path)."""
+    tokenizer, key = tokenizer_for(cfg), fit_key(cfg, data_path)
+    path, failure = store.fit_file(key), store.fit_failure_file(key)
+    try:
+        record = read_file(path)
+        _check_record(record, tokenizer, cfg, path)
+        tokenizer.load_state_dict(record["state"])
+        return (tokenizer, path) if with_path else tokenizer
+    except FileNotFoundError:
+        pass
+    except DamagedFile:
+        set_aside(path)  # a cache: fit again (the damaged file stays for a look)
+    if failure.exists():
+        why = read_file(failure)
+        raise FitFailed(f"the shared tokenizer fit {key} failed ({why['error']}); run with --retry-failed to fit again")
+    try:
+        if train is None:
+            train = job_splits(cfg, data_path, store.cache_dir)["train"]
+        tokenizer.fit(train)  # the training split only
+    except Exception as e:
+        write_json(failure, {"error": f"{type(e).__name__}: {e}", "time": time.time(), "preset": cfg.tokenizer.name})
+        raise
     record = {"signature": tokenizer.signature(), "data": data_selection(cfg.data), "state": tokenizer.state_dict()}
     write_json(path, record)
-    return tokenizer
+    return (tokenizer, path) if with_path else tokenizer
 
 
 @dataclass(frozen=True)
@@ -83,30 +120,40 @@ class Stage:
     kind: str  # "tokenizer-fit"
     job: Job  # any job that needs it: its config says what to do
     n_cells: int
+    n_jobs: int = 0  # the jobs (all seeds) waiting for it
+    state: str = "pending"  # pending | failed | done
+
+    def describe(self) -> str:
+        cfg = self.job.config
+        features = "-".join(features_of(JobConfig.model_validate(cfg))[0])
+        met = "" if cfg["data"].get("use_met", True) is False else " + MET"
+        return f"{self.kind} {self.key}: {cfg['tokenizer']['name']} on {features}{met}"
+
+
+def fit_stages(jobs: list[Job], store: RunStore) -> list[Stage]:
+    """Every tokenizer fit the jobs need, one per key, with its state and the jobs waiting for it (torch-free)."""
+    found: dict[str, list[Job]] = {}
+    for job in jobs:
+        found.setdefault(fit_key(JobConfig.model_validate(job.config), job.data_path), []).append(job)
+    out = []
+    for key, group in found.items():
+        failed = store.fit_failure_file(key).exists()
+        state = "done" if store.fit_file(key).exists() else "failed" if failed else "pending"
+        out.append(Stage(key, "tokenizer-fit", group[0], len({j.cell for j in group}), len(group), state))
+    return out
 
 
 def pending_stages(jobs: list[Job], store: RunStore) -> list[Stage]:
-    """The tokenizer fits the jobs need that are not cached yet, one per key."""
-    found: dict[str, list[Job]] = {}
-    for job in {j.cell: j for j in jobs}.values():  # the seeds of a cell share its tokenizer
-        cfg = JobConfig.model_validate(job.config)
-        key = fit_key(tokenizer_for(cfg), cfg, job.data_path)
-        if not _fit_file(store, key).exists():
-            found.setdefault(key, []).append(job)
-    return [Stage(key, "tokenizer-fit", group[0], len(group)) for key, group in found.items()]
+    """The tokenizer fits the jobs need that are neither cached nor failed, one per key."""
+    return [s for s in fit_stages(jobs, store) if s.state == "pending"]
+
+
+def clear_failed_stages(jobs: list[Job], store: RunStore) -> None:
+    """`--retry-failed`: forget recorded fit failures, so that the fits run again."""
+    for stage in fit_stages(jobs, store):
+        store.fit_failure_file(stage.key).unlink(missing_ok=True)
 
 
 def run_stage(stage: Stage, store: RunStore) -> None:
     cfg = JobConfig.model_validate(stage.job.config)
     fitted_tokenizer(cfg, stage.job.data_path, store)
-
-
-def prepare_data(jobs: list[Job], store: RunStore) -> None:
-    """Generate shared inputs once, before workers start (no two workers write one file)."""
-    seen = set()
-    for job in jobs:
-        cfg = DataConfig.model_validate(job.config["data"])
-        key = (cfg.source, job.data_path, cfg.synthetic.model_dump_json())
-        if key not in seen:
-            seen.add(key)
-            ensure_file(cfg, job.data_path, store.cache_dir)

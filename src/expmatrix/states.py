@@ -10,13 +10,14 @@ from typing import Any
 from expmatrix.config.job import Job
 
 # `interrupted` (its worker died) and `preempted` (it checkpointed on a signal) resume from the checkpoint;
-# `damaged`: a file of its run directory cannot be read (see RunStore.status).
+# `damaged`: a file of its run directory cannot be read (RunStore.state_of); a run sets it aside and redoes the job.
 STATES = ("new", "running", "interrupted", "preempted", "damaged", "failed", "done")
 RESUMABLE = ("new", "interrupted", "preempted", "damaged")
 STATE_FIELDS = {"failed": ("error", "traceback"), "preempted": ("reason", "preempted")}  # dropped on other states
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: cut short after a checkpoint; run again (a batch script requeues) to resume
-EXIT_CODES = {"done": 0, "nothing": 0, "lost": 0, "failed": 1, "preempted": PREEMPTED_EXIT}
+# "fit failed": recorded in the cache for the jobs that need it; the array goes on (the train array waits on it)
+EXIT_CODES = {"done": 0, "nothing": 0, "lost": 0, "fit failed": 0, "failed": 1, "preempted": PREEMPTED_EXIT}
 
 
 @dataclass

@@ -101,3 +101,26 @@ def test_reader_rejects_nan_and_unknown_labels(tmp_path):
         read_split(path, "X_val", "y_val", **SEL, use_met=True, cont_features=[1])
     with pytest.raises(DataError, match="expected process ids"):
         read_split(path, "X_test", "y_test", **SEL, use_met=True, cont_features=[1])
+
+
+def test_object_order_sorts_or_shuffles_the_objects_of_each_event_the_same_way_every_time(small_h5):
+    sel = {**SEL, "use_met": True, "cont_features": [0, 1, 2, 3]}
+    stored = read_split(small_h5, "X_train", "Y_train", **sel)
+    by_pt = read_split(small_h5, "X_train", "Y_train", **sel, order="pt")
+    shuffled = read_split(small_h5, "X_train", "Y_train", **sel, order="shuffled")
+    again = read_split(small_h5, "X_train", "Y_train", **sel, order="shuffled", fraction=0.5)
+    n = stored.real.sum(1)
+    assert (by_pt.real.sum(1) == n).all() and (shuffled.real.sum(1) == n).all()
+    slots = np.arange(stored.ids.shape[1])
+    for events in (by_pt, shuffled):  # real objects first, then the empty slots
+        assert (events.real == (slots[None, :] < n[:, None])).all()
+    pt = np.where(by_pt.real, by_pt.cont[:, :, 1], -1.0)  # pT > 0
+    assert (np.diff(pt, axis=1)[by_pt.real[:, 1:]] <= 0).all()  # pT-descending
+    for events in (by_pt, shuffled):  # the same objects (each row a multiset of (id, E, pT, eta, phi)), moved
+        for i in range(0, len(stored), 97):
+            mine = sorted(map(tuple, np.c_[events.ids[i], events.cont[i]][events.real[i]].tolist()))
+            assert mine == sorted(map(tuple, np.c_[stored.ids[i], stored.cont[i]][stored.real[i]].tolist()))
+    assert not np.array_equal(shuffled.ids, by_pt.ids) and not np.array_equal(shuffled.cont, stored.cont)
+    k = len(again)  # a seeded shuffle: reading fewer rows gives those rows the same order
+    assert np.array_equal(again.cont, shuffled.cont[:k]) and np.array_equal(again.ids, shuffled.ids[:k])
+    assert np.array_equal(stored.globals_, by_pt.globals_)  # MET is no object

@@ -229,7 +229,7 @@ def test_a_fourtops_tokenizer_on_pulses_is_an_error_before_anything_runs():
 
 def test_inert_check_passes_the_experiment_and_flags_fourtops_keys(tmp_path):
     matrix = build_matrix(EXPERIMENT, "quick")
-    check_consumed(matrix, tmp_path / "cache")  # every key the experiment sets is read
+    check_consumed(matrix, RunStore(tmp_path, matrix.spec.name))  # every key the experiment sets is read
     reads = consumed_keys(JobConfig.model_validate(matrix.jobs[0].config))
     assert unread({"data.use_met": "data.use_met", "data.unit": "base.data.unit"}, reads) == [
         "data.use_met",
@@ -249,7 +249,7 @@ def test_cache_keys_never_mix_sources(tmp_path):
                                         "synthetic": {"events": 3000, "seed": 0}}  # fmt: skip
     assert data_selection(four.data)["source"] == "fourtops"
     assert "use_met" not in ice.model_dump()["data"] and "task" not in ice.model_dump()["data"]
-    assert fit_key(tokenizer_for(ice), ice, "synthetic") != fit_key(tokenizer_for(ice), four, "synthetic")
+    assert fit_key(ice, "synthetic") != fit_key(four, "synthetic")
     store = RunStore(tmp_path, "x")
     assert synthetic_path(store.cache_dir, ice.data).name == "icecube_synthetic_e3000_s0.h5"
     assert synthetic_path(store.cache_dir, four.data).name == "fourtops_synthetic_e3000_s0.h5"

@@ -51,12 +51,14 @@ def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
 
 
 def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path):
-    keys = {"good": {"data.keys.y_train": "Y_train"}, "bad": {"data.keys.y_train": "y_train"}}  # the real file's casing
-    factors = {"tokenizer": ["direct"], "source": keys}
+    # 10 training events leave 1 in val: a split with one class, found when the job reads its data
+    # (a file without a dataset a job names stops the whole run before any job: tests/e2e/test_damaged.py)
+    sizes = {"good": {"data.max_events": 2400}, "bad": {"data.max_events": 10}}
+    factors = {"tokenizer": ["direct"], "source": sizes}
     exp, runs = write_experiment(tmp_path, factors=factors), str(tmp_path / "runs")
     result = cli("run", str(exp), "--runs", runs, "--workers", "1")
     assert result.exit_code == 1
-    assert "1 done, 1 failed" in result.output and "dataset 'y_train' not found" in result.output
+    assert "1 done, 1 failed" in result.output and "split 'val' has no events of one class" in result.output
     rep = cli("report", str(exp), "--runs", runs)
     assert "warning: failed job" in rep.output and "source=bad" in rep.output
     assert "warning: missing cell (no finished job): tokenizer=direct, source=bad" in rep.output

@@ -142,15 +142,15 @@ def test_a_stale_claim_is_taken_over(tmp_path):
 
 
 def test_failed_jobs_show_in_status_and_are_retried_up_to_max_attempts(tmp_path):
-    keys = {"good": {"data.keys.y_train": "Y_train"}, "bad": {"data.keys.y_train": "y_train"}}
-    exp = write_experiment(tmp_path, factors={"tokenizer": ["direct"], "source": keys}, run={"max_attempts": 2})
+    sizes = {"good": {"data.max_events": 2400}, "bad": {"data.max_events": 10}}  # bad: 1 val event, one class
+    exp = write_experiment(tmp_path, factors={"tokenizer": ["direct"], "source": sizes}, run={"max_attempts": 2})
     runs = ["--runs", str(tmp_path / "runs")]
     cli = CliRunner()
     first = cli.invoke(main, ["run", str(exp), *runs, "--workers", "1"])
     assert first.exit_code == 1 and "1 done, 1 failed" in first.output
     status = cli.invoke(main, ["status", str(exp), *runs]).output
     assert "1 failed, 1 done" in status
-    assert "DataError" in status and "dataset 'y_train' not found" in status and "source" in status
+    assert "DataError" in status and "split 'val' has no events of one class" in status and "source" in status
     skipped = cli.invoke(main, ["run", str(exp), *runs])
     assert skipped.exit_code == 0 and "1 done already, 1 failed (use --retry-failed)" in skipped.output
     again = cli.invoke(main, ["run", str(exp), *runs, "--retry-failed", "--workers", "1"])

@@ -21,8 +21,17 @@ PRESET_NAMES = Presets(PRESETS).available()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+# Code tokenizers fitted on the four hand-made events below: codebooks those few objects can fill
+FEW_OBJECTS = {
+    "kmeans": {"codes": 4},
+    "fsq": {"levels": [3, 3]},
+    "vqvae": {"codebook_size": 4, "epochs": 1, "holdout": 0.25, "min_utilisation": 0.0},
+}
+
+
 def _tokenizer(name: str, features=("pT", "eta", "phi"), use_met=True):
-    cfg = JobConfig.model_validate({"data": {}, "tokenizer": Presets(PRESETS).get(name, "test")}).tokenizer
+    raw = Presets(PRESETS).get(name, "test")
+    cfg = JobConfig.model_validate({"data": {}, "tokenizer": {**raw, **FEW_OBJECTS.get(raw["kind"], {})}}).tokenizer
     return build_tokenizer(cfg, features, use_met)
 
 

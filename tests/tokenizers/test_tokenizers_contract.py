@@ -23,8 +23,12 @@ NAMES = Presets(PRESETS).available()
 VECTORS = {"4": ("pT", "eta", "phi"), "5": ("E", "pT", "eta", "phi")}
 
 
+FAST = {"vqvae": {"epochs": 3}}  # the contract does not depend on how long a codebook trains: keep the suite quick
+
+
 def preset(name: str):
-    return JobConfig.model_validate({"data": {}, "tokenizer": Presets(PRESETS).get(name, "test")}).tokenizer
+    raw = Presets(PRESETS).get(name, "test")
+    return JobConfig.model_validate({"data": {}, "tokenizer": {**raw, **FAST.get(raw["kind"], {})}}).tokenizer
 
 
 def select(events: Events, names: tuple[str, ...], use_met: bool) -> Events:
@@ -57,7 +61,8 @@ def test_fit_transform_embed_and_state_round_trip(name, use_met, vect, splits):
     assert _equal(out, loaded.transform(test))
     assert loaded.state_dict() == tok.state_dict()
 
-    n_tokens = test.ids.shape[1] + (2 if use_met and name.startswith(("binned", "integer")) else int(use_met))
+    n_globals = 0 if not use_met else 1 if preset(name).kind == "direct" else 2  # one token, or one per global
+    n_tokens = test.ids.shape[1] + n_globals
     assert out["mask"].shape == (len(test), n_tokens)
     assert torch.equal(out["mask"][:, -test.ids.shape[1] :], torch.from_numpy(test.real))
     h, mask = tok.embedding(16)(out)
@@ -87,7 +92,8 @@ def test_changing_val_and_test_data_does_not_change_the_fitted_state(tmp_path):
     exp = write_experiment(
         tmp_path,
         data={"path": "synthetic", "synthetic": {"events": 1500, "seed": 5}},
-        factors={"tokenizer": ["direct", "binned_ambre5_bkg", "integer_fourtops"]},  # the three fit code paths
+        # every fit code path: transforms, quantile edges, integer codes, k-means, PCA, VQ-VAE pretraining
+        factors={"tokenizer": ["direct", "binned_ambre5_bkg", "integer_fourtops", "kmeans512", "fsq512", "vqvae512"]},
         base={"model": {"target_params": 20000, "layers": 1, "heads": 4}, "train": {"epochs": 1}},
     )
     jobs = build_matrix(exp).jobs

@@ -25,10 +25,11 @@ TINY = {
 
 def test_the_suite_expands_and_every_tokenizer_trains_one_tiny_job(tmp_path):
     matrix = build_matrix(SUITE, "quick", TINY)
-    tokenizers = ["direct", "binned_ambre5", "binned_ambre5_bkg", "binned_factorized5", "integer_fourtops"]
+    tokenizers = ["direct", "binned_ambre5", "binned_ambre5_bkg", "binned_factorized5", "integer_fourtops",
+                  "vqvae512", "kmeans512", "fsq512"]  # fmt: skip
     assert len(matrix.cells) == 3 * len(tokenizers) * 2 * 2 and len(matrix.jobs) == 2 * len(matrix.cells)
     flagship = build_matrix(REPO / "experiments" / "binning_vs_direct.yaml", "quick")
-    assert sorted({j.levels["tokenizer"] for j in flagship.jobs}) == ["binned_ambre5", "direct"]
+    assert sorted({j.levels["tokenizer"] for j in flagship.jobs}) == ["binned_ambre5", "direct", "vqvae512"]
     picked = {}
     for k, name in enumerate(tokenizers):  # one job per tokenizer, cycling through the other factors
         want = {"tokenizer": name, "model.pooling": ["cls", "mean", "max"][k % 3], "met": ["with", "without"][k % 2],

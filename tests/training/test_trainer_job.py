@@ -46,7 +46,7 @@ def test_sigterm_preempts_the_job_and_a_rerun_finishes_it_identically(tmp_path):
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 75 and f"job {job.id}: preempted" in out, out  # 75: run again to resume
     status = cut.status(job.id)
-    assert status["state"] == "preempted" and "signal 15" in status["reason"]
+    assert status["state"] == "preempted" and "SIGTERM at epoch" in status["reason"]
     assert not cut.path(job.id, "metrics.json").exists() and not cut.path(job.id, "claim").exists()
 
     threads = torch.get_num_threads()

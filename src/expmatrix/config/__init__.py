@@ -34,12 +34,17 @@ from expmatrix.config.strict import SpecError, Strict, record_reads
 from expmatrix.config.tokenizers import (
     KINDS,
     BinnedTokenizerConfig,
+    CodeFields,
     DirectTokenizerConfig,
     FactorizedTokenizerConfig,
     FeatureTransform,
+    FSQTokenizerConfig,
     IntegerTokenizerConfig,
+    KMeansTokenizerConfig,
     TokenizerConfig,
     TokenizerFields,
+    VQVAETokenizerConfig,
+    fit_signature,
 )
 from expmatrix.config.train import REGRESSION_LOSSES, TrainConfig
 
@@ -52,6 +57,10 @@ __all__ = [
     "STALE_AFTER_SECONDS",
     "VECTORS",
     "BinnedTokenizerConfig",
+    "CodeFields",
+    "FSQTokenizerConfig",
+    "KMeansTokenizerConfig",
+    "VQVAETokenizerConfig",
     "DataConfig",
     "DirectTokenizerConfig",
     "ExperimentSpec",
@@ -74,6 +83,7 @@ __all__ = [
     "TrainConfig",
     "WandbConfig",
     "describe_errors",
+    "fit_signature",
     "flatten",
     "load_experiment",
     "load_mapping",

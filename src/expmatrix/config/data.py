@@ -47,7 +47,7 @@ class KeysConfig(Strict):
     y_test: str = DEFAULT_KEYS["y_test"]
 
 
-FOURTOPS_ONLY = ("keys", "task", "use_met", "cont_features", "unit")  # settings of the 4tops layout and task
+FOURTOPS_ONLY = ("keys", "task", "use_met", "cont_features", "unit", "order")  # settings of the 4tops layout and task
 
 
 class DataConfig(Strict):
@@ -60,6 +60,9 @@ class DataConfig(Strict):
     cont_features: list[int] = [1, 2, 3]  # 0=E 1=pT 2=eta 3=phi; [1,2,3] is the 4-vector, [0,1,2,3] the 5-vector
     max_events: int | None = Field(None, ge=10)  # cap on training events; val/test are cut in the same proportion
     unit: Literal["GeV", "MeV", "TeV"] = "GeV"  # energy unit of the file; everything downstream is GeV
+    # object order in each event, the same for every tokenizer: as stored, pT-descending, or a seeded shuffle
+    # (the same permutation for every job); real objects first, empty slots last in both
+    order: Literal["input", "pt", "shuffled"] = "input"
 
     @model_validator(mode="after")
     def _synthetic_only_for_synthetic(self) -> DataConfig:
@@ -86,6 +89,8 @@ class DataConfig(Strict):
         if self.source != "fourtops":
             for key in FOURTOPS_ONLY:
                 out.pop(key, None)
+        if out.get("order") == "input":
+            del out["order"]  # added later: at its default it stays out of job ids (existing runs keep theirs)
         return out
 
     @field_validator("cont_features")

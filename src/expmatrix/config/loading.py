@@ -129,6 +129,8 @@ def describe_errors(error: ValidationError, annotation: Any) -> list[tuple[str, 
     out = []
     for e in error.errors():
         key = ".".join(str(p) for p in e["loc"] if p not in tags)
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the tag itself is what is wrong
+            key = f"{key}.kind" if key else "kind"
         if e["type"] == "extra_forbidden":
             valid = valid_keys(annotation, e["loc"])
             msg = "unknown key" + (f"; valid keys: {', '.join(valid)}" if valid else "")
@@ -150,4 +152,4 @@ def validate(annotation: Any, raw: Any, where: str) -> Any:
         return TypeAdapter(annotation).validate_python(raw)
     except ValidationError as e:
         key, msg = describe_errors(e, annotation)[0]
-        raise SpecError(f"{where}: {key}: {msg}") from None
+        raise SpecError(f"{where}: {key}: {msg}" if key else f"{where}: {msg}") from None

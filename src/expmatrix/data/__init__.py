@@ -44,6 +44,8 @@ def data_selection(cfg: DataConfig) -> dict:
         "max_events": cfg.max_events,
         "unit": cfg.unit,
     }
+    if cfg.order != "input":  # (at its default it stays out: existing fits keep their keys)
+        out["order"] = cfg.order
     if cfg.path == "synthetic":
         out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
     return out
@@ -88,6 +90,8 @@ def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, E
             cont_features=cfg.cont_features,
             fraction=fraction,
             unit=cfg.unit,
+            order=cfg.order,
+            split=SPLITS.index(split),
         )
         for split in SPLITS
     }

@@ -36,10 +36,33 @@ def _rows(ds: h5py.Dataset, fraction: float) -> np.ndarray:
     return ds[:n]
 
 
-def split_columns(x: np.ndarray, cont_features: list[int], use_met: bool, unit: str):
-    """Rows of the file layout -> ids (N, O) int64, selected features (N, O, F), globals (N, 2) or None; in GeV."""
+SHUFFLE_SEED = 20_240_601  # of `order: shuffled`: one permutation per event, the same in every job and run
+
+
+def object_order(ids: np.ndarray, pt: np.ndarray, order: str, split: int = 0) -> np.ndarray | None:
+    """(N, O) slot permutation per event: real objects first (pT-descending, or shuffled with a seed fixed
+    per split and row: reading fewer rows keeps the others' order), empty slots last; None for `input`."""
+    if order == "input":
+        return None
+    real = ids > 0
+    if order == "pt":
+        key = np.where(real, -pt.astype(np.float64), np.inf)
+    else:
+        key = np.where(real, np.random.default_rng([SHUFFLE_SEED, split]).random(ids.shape), np.inf)
+    return np.argsort(key, axis=1, kind="stable")
+
+
+def split_columns(x: np.ndarray, cont_features: list[int], use_met: bool, unit: str, order: str = "input",
+                  split: int = 0):  # fmt: skip
+    """Rows of the file layout -> ids (N, O) int64, selected features (N, O, F), globals (N, 2) or None; in GeV.
+    `order` (input, pt, shuffled) sorts the objects of each event, see `object_order`."""
     ids = x[:, :N_OBJECTS].astype(np.int64)
-    cont = x[:, N_OBJECTS + 2 :].reshape(len(x), N_OBJECTS, N_CONT)[:, :, cont_features].copy()
+    block = x[:, N_OBJECTS + 2 :].reshape(len(x), N_OBJECTS, N_CONT)
+    perm = object_order(ids, block[:, :, CONT_NAMES.index("pT")], order, split)
+    if perm is not None:
+        ids = np.take_along_axis(ids, perm, axis=1)
+        block = np.take_along_axis(block, perm[:, :, None], axis=1)
+    cont = block[:, :, cont_features].copy()
     scale = UNIT_TO_GEV[unit]
     for pos, feature in enumerate(cont_features):
         if feature in ENERGY_FEATURES:
@@ -59,10 +82,13 @@ def read_split(
     cont_features: list[int],
     fraction: float = 1.0,
     unit: str = "GeV",
+    order: str = "input",
+    split: int = 0,
 ) -> Events:
     """Read one split, keep the events of the task's processes, select features.
 
-    ``fraction`` < 1 reads only the first rows (the file is already shuffled).
+    ``fraction`` < 1 reads only the first rows (the file is already shuffled). ``order`` sorts each
+    event's objects (``split`` seeds the shuffle).
     Binary task: label 1 for a process in ``signal``, 0 for one in ``background``;
     events of other processes are dropped.
     """
@@ -92,7 +118,7 @@ def read_split(
     keep = np.isin(process, signal + background)
     x, process = x[keep], process[keep]
 
-    ids, cont, globals_ = split_columns(x, cont_features, use_met, unit)
+    ids, cont, globals_ = split_columns(x, cont_features, use_met, unit, order, split)
     return Events(
         ids=ids,
         cont=cont,

@@ -15,6 +15,7 @@ from typing import Any
 from expmatrix.config.hpc import ClusterSettings
 from expmatrix.executors.render import render
 from expmatrix.states import PREEMPTED_EXIT
+from expmatrix.store import RunStore
 
 
 class SchedulerError(RuntimeError):
@@ -59,10 +60,10 @@ class Plan:
 
     @property
     def log_dir(self) -> Path:
-        return Path(self.settings.log_dir) if self.settings.log_dir else self.folder / "logs"
+        return Path(self.settings.log_dir) if self.settings.log_dir else RunStore.submission_logs(self.folder)
 
     def jobs_file(self, stage: ArrayStage) -> Path:
-        return self.folder / f"{stage.name}.jobs"
+        return RunStore.jobs_list(self.folder, stage.name)
 
     def context(self, **more: Any) -> dict[str, Any]:
         s = self.settings

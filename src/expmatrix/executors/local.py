@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tqdm import tqdm
 
 from expmatrix.config import Job
+from expmatrix.datafiles import prepare_data
 from expmatrix.executors.pool import Pool
 from expmatrix.matrix import Matrix
-from expmatrix.stages import Stage, pending_stages, prepare_data, run_stage
+from expmatrix.stages import Stage, clear_failed_stages, pending_stages, run_stage
 from expmatrix.states import select_jobs
+from expmatrix.stop import Stopped, StopRequest, stop_requests
 from expmatrix.store import Periodic, RunStore
 from expmatrix.training.job import run_job
 
@@ -85,12 +88,16 @@ def run_local(
     """Run every job that needs it; returns (final states of the jobs run, skipped jobs by reason).
 
     Shared stages (tokenizer fits) run first. One worker runs in this process; more run in a
-    pool whose dead workers are replaced: their job is marked failed and the others go on."""
+    pool whose dead workers are replaced: their job is marked failed and the others go on.
+    A stop signal (`expmatrix.stop`): the running jobs checkpoint and end preempted, nothing new
+    starts, and `Stopped` is raised with the counts."""
     selection = select_jobs(matrix.jobs, store.state_of, matrix.spec.run.max_attempts, retry_failed)
     todo = selection.todo
     if not todo:
         return Counter(), selection.skipped
     prepare_data(todo, store)
+    if retry_failed:
+        clear_failed_stages(todo, store)
     stages = pending_stages(todo, store)
     workers = max(1, min(workers, len(todo)))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
@@ -98,30 +105,53 @@ def run_local(
     stage_tasks = {s.key: (_stage, (s, root, name)) for s in stages}
     job_tasks = {j.id: (_work, (j.record(), root, name, threads, stale_after)) for j in todo}
     by_id = {j.id: j for j in todo}
-    with Board(name, len(todo), workers, store) as board:
-        with contextlib.ExitStack() as stack:
-            pool = stack.enter_context(Pool(workers)) if workers > 1 else None
-            if stages:
-                fits = _events(pool, stage_tasks)
-                for _ in tqdm(fits, total=2 * len(stages), desc="fit tokenizers", disable=None, leave=False):
-                    pass  # a failed fit is reported by each job that needs it
-            for event, job_id, value in _events(pool, job_tasks):
-                job = by_id[job_id]
-                if event == "start":
-                    board.start(job)
-                    continue
+    pools: list[Pool] = []
+    board = Board(name, len(todo), workers, store)
+    with board, stop_requests(on_stop=_stopping(board, pools)) as stop, contextlib.ExitStack() as stack:
+        pool = stack.enter_context(Pool(workers)) if workers > 1 else None
+        pools += [pool] if pool is not None else []
+        if stages:
+            fits = _events(pool, stage_tasks, stop)
+            for _ in tqdm(fits, total=2 * len(stages), desc="fit tokenizers", disable=None, leave=False):
+                pass  # a failed fit is reported by each job that needs it
+        not_started = 0
+        for event, job_id, value in _events(pool, job_tasks, stop):
+            job = by_id[job_id]
+            if event == "start":
+                board.start(job)
+            elif event == "skipped":
+                not_started += 1
+            else:
                 if event != "ok":  # the worker died, or run_job itself broke
                     store.mark_failed(job_id, str(value))
                 board.finish(job, value if event == "ok" else "failed")
-        return board.states, selection.skipped
+    if stop.signal is not None:
+        raise Stopped(stop.name, board.states, not_started)
+    return board.states, selection.skipped
 
 
-def _events(pool: Pool | None, tasks: dict) -> Iterator[tuple[str, str, object]]:
+def _stopping(board: Board, pools: list[Pool]) -> Callable[[int], None]:
+    """What the first stop signal does: say so, and pass it on to the pool's workers."""
+
+    def on_stop(signum: int) -> None:
+        board.overall.write(
+            f"{signal.Signals(signum).name}: the running jobs checkpoint where they are; nothing new starts"
+        )
+        for pool in pools:
+            pool.stop(signum)
+
+    return on_stop
+
+
+def _events(pool: Pool | None, tasks: dict, stop: StopRequest) -> Iterator[tuple[str, str, object]]:
     """Run tasks in the pool, or here one after another, as the pool's event stream."""
     if pool is not None:
         yield from pool.run(tasks)
         return
     for key, (fn, args) in tasks.items():
+        if stop.signal is not None:
+            yield "skipped", key, None
+            continue
         yield "start", key, None
         try:
             yield "ok", key, fn(*args)

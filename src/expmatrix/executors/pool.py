@@ -1,5 +1,7 @@
 """A process pool that survives its workers: if one dies (killed, out of memory), the task it
 held is reported as died with the exit code, a fresh worker replaces it, and the rest go on.
+`stop()` ends it politely: running tasks get the stop signal (a job checkpoints where it is), waiting
+ones are reported as skipped.
 
 (`concurrent.futures.ProcessPoolExecutor` breaks as a whole when one worker dies.)
 """
@@ -8,11 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from expmatrix.stop import stop_requests
 
 Task = tuple[Callable[..., Any], tuple]  # a picklable function and its arguments
 
@@ -23,16 +28,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(wid: int, tasks: mp.Queue, results: mp.Queue) -> None:
+def _worker(wid: int, tasks: mp.Queue, results: mp.Queue, stopping: Any) -> None:
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
-    while (item := tasks.get()) is not None:
-        key, (fn, args) = item
-        results.put(("start", wid, key, None))
-        try:
-            results.put(("ok", wid, key, fn(*args)))
-        except Exception as e:  # noqa: BLE001 - reported to the parent
-            results.put(("error", wid, key, f"{type(e).__name__}: {e}"))
+    with stop_requests():  # the runner's stop (or Ctrl-C, which reaches the process group): the job checkpoints
+        while (item := tasks.get()) is not None:
+            key, (fn, args) = item
+            if stopping.is_set():
+                results.put(("skipped", wid, key, None))
+                continue
+            results.put(("start", wid, key, None))
+            try:
+                results.put(("ok", wid, key, fn(*args)))
+            except Exception as e:  # noqa: BLE001 - reported to the parent
+                results.put(("error", wid, key, f"{type(e).__name__}: {e}"))
 
 
 def _describe_exit(code: int | None) -> str:
@@ -44,7 +52,8 @@ def _describe_exit(code: int | None) -> str:
 
 class Pool:
     """`run(tasks)` yields (event, key, value): ("start", key, None) when a worker takes a task,
-    then ("ok", key, result), ("error", key, message) or ("died", key, message)."""
+    then ("ok", key, result), ("error", key, message) or ("died", key, message); after `stop()`,
+    ("skipped", key, None) for the tasks no worker started."""
 
     def __init__(self, workers: int):
         self.ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
@@ -52,13 +61,14 @@ class Pool:
         self.results: mp.Queue = self.ctx.Queue()
         self.procs: dict[int, mp.Process] = {}
         self.holding: dict[int, Any] = {}  # worker id -> key of its task
+        self.stopping = self.ctx.Event()
         self._next = 0
         for _ in range(workers):
             self._spawn()
 
     def _spawn(self) -> None:
         wid, self._next = self._next, self._next + 1
-        proc = self.ctx.Process(target=_worker, args=(wid, self.tasks, self.results), daemon=True)
+        proc = self.ctx.Process(target=_worker, args=(wid, self.tasks, self.results, self.stopping), daemon=True)
         proc.start()
         self.procs[wid] = proc
 
@@ -86,11 +96,23 @@ class Pool:
             if proc.is_alive():
                 continue
             del self.procs[wid]
-            self._spawn()
+            if not self.stopping.is_set():
+                self._spawn()
             key = self.holding.pop(wid, None)
             if key is not None and key in left:
                 left.discard(key)
                 yield "died", key, _describe_exit(proc.exitcode)
+        if self.stopping.is_set() and not self.procs:  # no worker left to report the waiting tasks
+            for key in sorted(left, key=str):
+                left.discard(key)
+                yield "skipped", key, None
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """No new task starts; each worker gets `signum` (its running job checkpoints and ends preempted)."""
+        self.stopping.set()
+        for proc in self.procs.values():
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signum)
 
     def close(self) -> None:
         for _ in self.procs:

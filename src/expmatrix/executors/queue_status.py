@@ -1,17 +1,19 @@
 """Reconcile the run directories with what the scheduler says: one batched query per backend per refresh.
 
-The files on disk decide done and failed; the scheduler adds pending, running, requeued and held;
-a job whose task the scheduler has forgotten (or ended) while its files say it never finished has
-`vanished` (killed without a word: submit again, it resumes from its checkpoint).
+The files on disk decide done and failed (and damaged, unless a task is queued to redo it); the scheduler
+adds pending, running, requeued and held; a job whose task the scheduler has forgotten (or ended) while
+its files say it never finished has `vanished` (killed without a word: submit again, it resumes from its
+checkpoint).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 from expmatrix.executors.backend import Submitted
-from expmatrix.executors.submit import get_backend, submit_dir
+from expmatrix.executors.submit import get_backend
+from expmatrix.executors.worker import read_job_list
+from expmatrix.runfiles import read_file
 from expmatrix.store import RunStore
 
 SCHEDULER_WORDS = {  # SLURM and HTCondor states -> one word
@@ -31,10 +33,10 @@ SCHEDULER_WORDS = {  # SLURM and HTCondor states -> one word
 
 def submissions(store: RunStore) -> list[tuple[str, Submitted]]:
     """(folder name, scheduler ids) of every real submission, oldest first."""
-    log = submit_dir(store) / "submissions.jsonl"
+    log = store.submissions_file
     if not log.exists():
         return []
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = read_file(log)  # a damaged line is a DamagedFile naming the file and the line
     return [(r["folder"], Submitted(r["backend"], r["ids"])) for r in rows]
 
 
@@ -47,9 +49,9 @@ def scheduler_view(store: RunStore) -> dict[str, str]:
     view: dict[str, str] = {}
     for folder, sub in subs:  # later submissions win
         for stage, array_id in sub.ids.items():
-            jobs_file = submit_dir(store) / folder / f"{stage}.jobs"
+            jobs_file = store.jobs_list(store.submit_dir / folder, stage)
             if jobs_file.exists():
-                for task, job_id in enumerate(jobs_file.read_text().split()):
+                for task, job_id in enumerate(read_job_list(jobs_file)):
                     view[job_id] = states.get((array_id, task), "")
     return view
 
@@ -61,8 +63,8 @@ def verdict(disk: str, scheduler: str | None) -> str:
     word = SCHEDULER_WORDS.get(scheduler or "")
     if word:
         return word
-    if disk == "running":  # a live claim without a queued task: a local run or a laptop
-        return "running"
+    if disk in ("running", "damaged"):  # running: a live claim without a queued task (a local run, a laptop)
+        return disk
     return "not submitted" if scheduler is None else "vanished"
 
 

@@ -1,11 +1,7 @@
 """`expmatrix submit`: choose the jobs, write their list and the rendered files, submit, record the ids.
 
-runs/<experiment>/_submit/
-    <backend>-<hash>/       one folder per distinct submission (same inputs -> same folder, same bytes)
-        <stage>.jobs        the job ids of a stage's array, line N = task N
-        <stage>.sbatch | <stage>.sub + <stage>.sh, report.*, experiment.dag
-        logs/
-    submissions.jsonl       one line per real submission: folder, backend, scheduler ids
+Where they go (`runs/<experiment>/_submit/`: one folder per distinct submission, same inputs -> same folder,
+same bytes; a log of real submissions) is `RunStore`'s layout; the rendered files are named by the backend.
 """
 
 from __future__ import annotations
@@ -20,13 +16,15 @@ from typing import Any
 
 from expmatrix.config import Job, SpecError
 from expmatrix.config.hpc import ClusterSettings, load_settings, read_profile
+from expmatrix.datafiles import check_data, prepare_data
 from expmatrix.executors.backend import ArrayStage, Backend, Plan, Submitted
 from expmatrix.executors.condor import CondorBackend
 from expmatrix.executors.slurm import SlurmBackend
 from expmatrix.matrix import Matrix
-from expmatrix.stages import pending_stages, prepare_data
+from expmatrix.runfiles import append_jsonl, atomic_write
+from expmatrix.stages import clear_failed_stages, pending_stages
 from expmatrix.states import select_jobs
-from expmatrix.store import RunStore, atomic_write
+from expmatrix.store import RunStore
 
 BACKENDS: dict[str, type[Backend]] = {"slurm": SlurmBackend, "condor": CondorBackend}
 DEFAULT_TEMPLATES = "../hpc"  # relative to the experiment file, like its tokenizer presets
@@ -36,10 +34,6 @@ def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise SpecError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     return BACKENDS[name]()
-
-
-def submit_dir(store: RunStore) -> Path:
-    return store.dir / "_submit"
 
 
 def plan_stages(todo: list[Job], store: RunStore) -> tuple[ArrayStage, ...]:
@@ -76,7 +70,7 @@ def resolve_settings(
 
 def submission_folder(store: RunStore, backend: str, content: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return submit_dir(store) / f"{backend}-{digest}"
+    return store.submission_dir(backend, digest)
 
 
 @dataclass
@@ -85,18 +79,13 @@ class Prepared:
     plan: Plan
     files: dict[str, str]  # name -> content, as written
     skipped: Counter  # jobs left alone, by reason (done already, failed, running elsewhere)
+    log: Path  # RunStore.submissions_file: one line per real submission
 
     def submit(self) -> Submitted:
         done = self.backend.submit(self.plan)
         line = {"folder": self.plan.folder.name, "backend": done.backend, "ids": done.ids, "time": time.time()}
-        log = submit_dir_of(self.plan) / "submissions.jsonl"
-        old = log.read_text() if log.exists() else ""
-        atomic_write(log, old + json.dumps(line) + "\n")
+        append_jsonl(self.log, line)
         return done
-
-
-def submit_dir_of(plan: Plan) -> Path:
-    return plan.folder.parent
 
 
 def prepare(
@@ -109,10 +98,15 @@ def prepare(
     retry_failed: bool = False,
     data: bool = True,
 ) -> Prepared:
-    """Write the job records, job lists and rendered files of one submission; `data` also generates
-    shared inputs (synthetic data) once here, so array tasks never race to write them."""
+    """Write the job records, job lists and rendered files of one submission. The data files are checked
+    first (`datafiles.check_data`); `data` also generates shared inputs (synthetic data) once here, so array
+    tasks never race to write them."""
     # the same choice as `expmatrix run`
     selection = select_jobs(matrix.jobs, store.state_of, matrix.spec.run.max_attempts, retry_failed)
+    # the data first: a missing or broken file stops here, before anything is written or queued
+    (prepare_data if data else check_data)(selection.todo, store)
+    if retry_failed and data:
+        clear_failed_stages(selection.todo, store)
     stages = plan_stages(selection.todo, store)
     backend = get_backend(backend_name)
     content = {"stages": stages, "settings": settings.model_dump(), "report": report_args}
@@ -130,7 +124,7 @@ def prepare(
     )
     files = backend.files(plan) if stages else {}
     if not stages:
-        return Prepared(backend, plan, files, selection.skipped)
+        return Prepared(backend, plan, files, selection.skipped, store.submissions_file)
     jobs = {j.id: j for j in matrix.jobs}
     for st in stages:
         for job_id in st.job_ids:
@@ -141,9 +135,7 @@ def prepare(
         if name.endswith(".sh"):
             (folder / name).chmod(0o755)
     plan.log_dir.mkdir(parents=True, exist_ok=True)
-    if data:
-        prepare_data([jobs[i] for st in stages for i in st.job_ids], store)
-    return Prepared(backend, plan, files, selection.skipped)
+    return Prepared(backend, plan, files, selection.skipped, store.submissions_file)
 
 
 def report_args(profile: str | None, overrides: tuple[str, ...]) -> tuple[str, ...]:
@@ -171,8 +163,8 @@ def submit_matrix(
     from expmatrix.matrix import build_matrix
 
     matrix = build_matrix(experiment, profile, parse_set(overrides))
-    store = RunStore(runs_root, matrix.spec.name, matrix.spec.run.stale_after_seconds)
-    check_consumed(matrix, store.cache_dir)  # a setting no job reads is an error before anything is queued
+    store = RunStore.for_spec(runs_root, matrix.spec)
+    check_consumed(matrix, store)  # a setting no job reads is an error before anything is queued
     name, settings, templates = resolve_settings(matrix, backend, cluster, cli_hpc)
     prepared = prepare(
         matrix, store, name, settings, templates, report_args(profile, overrides), retry_failed, data=not dry_run

@@ -5,24 +5,25 @@ The task index comes from `--task`, `$EXPMATRIX_TASK` (set by the HTCondor submi
 resume and failure machinery as a local run. Exit codes: 0 done (or nothing left), 1 failed,
 PREEMPTED_EXIT (75) cut short after a checkpoint: the batch script requeues the task.
 
-Each attempt appends a line to the job's `attempts.jsonl` (task, scheduler ids, restart count,
-host, outcome), so a requeue is visible on disk.
+Each attempt appends a line to the job's attempts file (`RunStore.attempts_file`: task, scheduler ids,
+restart count, host, outcome), so a requeue is visible on disk.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from expmatrix.config import SpecError
+from expmatrix.runfiles import append_jsonl
 from expmatrix.states import RESUMABLE
-from expmatrix.store import RunStore, atomic_write
+from expmatrix.store import RunStore
 
 TASK_ENV = ("EXPMATRIX_TASK", "SLURM_ARRAY_TASK_ID")
 SCHEDULER_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CONDOR_JOB_ID", "_CONDOR_JOB_AD")
@@ -71,7 +72,7 @@ def read_job_list(path: Path) -> list[str]:
 
 def candidates(job_ids: list[str], task: int, store: RunStore) -> Iterator[str]:
     """The task's own job unless it is done, then the others in ring order that wait to be (re)started:
-    new, interrupted or preempted, the same ones `expmatrix run` takes. Claims keep it to one worker."""
+    new, interrupted, preempted or damaged, the same ones `expmatrix run` takes. Claims keep it to one worker."""
     if not 0 <= task < len(job_ids):
         raise SpecError(f"task {task} is outside the job list (0..{len(job_ids) - 1})")
     if store.state(job_ids[task]) != "done":
@@ -83,9 +84,7 @@ def candidates(job_ids: list[str], task: int, store: RunStore) -> Iterator[str]:
 
 
 def log_attempt(store: RunStore, job_id: str, entry: dict) -> None:
-    path = store.path(job_id, "attempts.jsonl")
-    old = path.read_text() if path.exists() else ""
-    atomic_write(path, old + json.dumps(entry) + "\n")
+    append_jsonl(store.attempts_file(job_id), entry)
 
 
 def run_one(store: RunStore, job_id: str, task: int, threads: int) -> str:
@@ -109,12 +108,20 @@ def run_one(store: RunStore, job_id: str, task: int, threads: int) -> str:
 
 
 def run_fit(store: RunStore, job_id: str) -> str:
-    """A fit-stage task: the shared work (tokenizer fit) that job `job_id` needs, unless it is cached."""
+    """A fit-stage task: the shared work (tokenizer fit) that job `job_id` needs, unless it is cached.
+
+    A fit that fails is recorded in the cache (the jobs that need it fail with its error in the train
+    array) and the task ends `fit failed` with exit status 0: the train array waits for the whole fit
+    array to succeed, and the jobs that need no failed fit must still train."""
     from expmatrix.config import Job
     from expmatrix.stages import pending_stages, run_stage
 
     for stage in pending_stages([Job.from_record(store.read_job(job_id))], store):
-        run_stage(stage, store)  # cached by its key: a second fit of the same key rewrites the same file
+        try:
+            run_stage(stage, store)  # cached by its key: a second fit of the same key rewrites the same file
+        except Exception as e:  # noqa: BLE001 - recorded by the stage; reported here, the arrays go on
+            print(f"fit {stage.key} for job {job_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            return "fit failed"
     return "done"
 
 

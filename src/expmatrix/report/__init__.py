@@ -24,7 +24,7 @@ def make_report(
 ) -> tuple[str, Path]:
     """Build the report of `matrix`'s runs, write every format to `out` (default runs/<experiment>);
     returns the text in `fmt` and the folder written."""
-    store = RunStore(runs_root, matrix.spec.name)
+    store = RunStore.for_spec(runs_root, matrix.spec)  # `running` means what it means to `status`
     settings = ReportSettings.resolve(matrix.spec.report, spec_file, flags, task_of(matrix))
     folder = Path(out) if out is not None else store.dir
     title = matrix.spec.name + (f" (profile {profile})" if profile else "")

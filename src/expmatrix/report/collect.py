@@ -6,8 +6,10 @@ from typing import Any
 
 import polars as pl
 
+from expmatrix.config import Job
 from expmatrix.matrix import Matrix
-from expmatrix.store import RunStore, read_json
+from expmatrix.runfiles import DamagedFile
+from expmatrix.store import RunStore
 
 
 def _flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -20,21 +22,25 @@ def _flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def collect(matrix: Matrix, store: RunStore) -> pl.DataFrame:
-    """Every job of the matrix with its state; factor levels come from the job's own record on disk."""
-    rows = []
-    for job in matrix.jobs:
-        state = store.state(job.id)
-        levels = job.levels
-        if store.path(job.id, "job.yaml").exists():
+def _row(job: Job, store: RunStore) -> dict[str, Any]:
+    state, status = store.state_of(job.id)  # a damaged status, metrics.json or epoch log: `damaged`
+    levels, row = job.levels, {}
+    try:
+        if store.job_file(job.id).exists():
             levels = store.read_job(job.id)["levels"]  # what this run was trained as
-        row = {"job": job.id, "cell": job.cell, **levels, "seed": job.seed, "state": state}
         if state == "done":
-            row.update(_flatten_metrics(read_json(store.path(job.id, "metrics.json"))))
-        elif state == "failed":
-            row["error"] = store.status(job.id).get("error")
-        rows.append(row)
-    return pl.DataFrame(rows, infer_schema_length=None)
+            row = _flatten_metrics(store.metrics(job.id))
+    except DamagedFile as e:
+        state, status = "damaged", {"error": str(e)}
+    if state in ("failed", "damaged"):
+        row["error"] = status.get("error")
+    return {"job": job.id, "cell": job.cell, **levels, "seed": job.seed, "state": state, **row}
+
+
+def collect(matrix: Matrix, store: RunStore) -> pl.DataFrame:
+    """Every job of the matrix with its state; factor levels come from the job's own record on disk.
+    A job with a file that cannot be read is `damaged`, its `error` names the file; the others go on."""
+    return pl.DataFrame([_row(job, store) for job in matrix.jobs], infer_schema_length=None)
 
 
 def orphans(matrix: Matrix, store: RunStore) -> list[str]:
@@ -44,16 +50,14 @@ def orphans(matrix: Matrix, store: RunStore) -> list[str]:
 
 
 def read_predictions(store: RunStore, job_id: str) -> pl.DataFrame:
-    """Test predictions of a finished job (score, label, process); a missing file is an error naming the job."""
-    path = store.path(job_id, "predictions.parquet")
-    if not path.exists():
-        raise FileNotFoundError(f"job {job_id}: no predictions at {path}")
-    return pl.read_parquet(path)
+    """Test predictions of a finished job (score, label, process); a missing or damaged file is a
+    `DamagedFile` naming the job."""
+    return store.predictions(job_id)
 
 
 def read_history(store: RunStore, job_id: str) -> pl.DataFrame:
     """Per-epoch log of a job (epoch, train_loss, val_loss, val_auroc, ...)."""
-    path = store.path(job_id, "metrics.jsonl")
+    path = store.history_file(job_id)
     if not path.exists():
-        raise FileNotFoundError(f"job {job_id}: no per-epoch log at {path}")
-    return pl.read_ndjson(path)
+        raise DamagedFile(path, "missing, though the job is done", job_id)
+    return pl.DataFrame(store.history(job_id), infer_schema_length=None)

@@ -1,4 +1,4 @@
-"""What a report leaves out: unfinished and failed jobs, missing cells and seeds, undefined metrics.
+"""What a report leaves out: unfinished, failed and damaged jobs, missing cells and seeds, undefined metrics.
 
 Each becomes a sentence stated above the tables; nothing is silently averaged over.
 """
@@ -23,9 +23,10 @@ def job_states(results: pl.DataFrame) -> list[str]:
 
 
 def failed_jobs(results: pl.DataFrame, factors: list[str]) -> list[str]:
-    failed = results.filter(pl.col("state") == "failed")
+    """Failed and damaged jobs with their error (a damaged one's names the file; `expmatrix run` redoes it)."""
+    failed = results.filter(pl.col("state").is_in(["failed", "damaged"]))
     return [
-        f"failed job {r['job']} ({_levels(r, factors)}, seed {r['seed']}): {r.get('error')}"
+        f"{r['state']} job {r['job']} ({_levels(r, factors)}, seed {r['seed']}): {r.get('error')}"
         for r in failed.iter_rows(named=True)
     ]
 

@@ -6,9 +6,23 @@ Which class implements a preset's `kind` is said once, in the registry `expmatri
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from expmatrix.config import KINDS, TokenizerFields
-from expmatrix.tokenizers.base import Tokenizer, TokenizerError, Tokens
+from expmatrix.tokenizers.errors import TokenizerError
+
+if TYPE_CHECKING:
+    from expmatrix.tokenizers.base import Tokenizer, Tokens
+
+
+def __getattr__(name: str) -> Any:
+    """`Tokenizer` and `Tokens` load torch: imported when asked for, so that the error class (and the
+    commands that only catch it, like `plan`) stay free of torch."""
+    if name in ("Tokenizer", "Tokens"):
+        from expmatrix.tokenizers import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def implementation(kind: str) -> type[Tokenizer]:

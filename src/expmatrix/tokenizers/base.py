@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from expmatrix.config import fit_signature
 from expmatrix.config.layout import GLOBAL_NAMES, N_OBJECT_TYPES
 from expmatrix.data.events import Events
 from expmatrix.tokenizers.errors import TokenizerError
@@ -35,7 +36,7 @@ class Tokenizer(ABC):
 
     def signature(self) -> str:
         """Everything that shapes the input layer (a cache key for model sizing)."""
-        return f"{self.config.model_dump_json()}|{self.features}|{self.use_met}"
+        return fit_signature(self.config, self.features, self.use_met)
 
     @abstractmethod
     def fit(self, events: Events) -> None:

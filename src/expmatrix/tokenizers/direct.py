@@ -96,7 +96,7 @@ class DirectTokenizer(Tokenizer):
             y, valid, real = self._pre(events, f)
             self.center[f], self.factor[f] = fit_constants(y[valid & real], t.fit, f)
 
-    def _encode(self, events: Events, names: tuple[str, ...]) -> np.ndarray:
+    def encode(self, events: Events, names: tuple[str, ...]) -> np.ndarray:
         """(..., values of `names` [, then their validity flags +1/-1]) float32, 0 at empty slots."""
         out = None
         for k, f in enumerate(names):
@@ -115,12 +115,12 @@ class DirectTokenizer(Tokenizer):
             raise TokenizerError("transform before fit")
         check_events(events, self.features, self.use_met)
         out = {
-            "x": torch.from_numpy(self._encode(events, self.features)),
+            "x": torch.from_numpy(self.encode(events, self.features)),
             "ids": torch.from_numpy(events.ids),
             "mask": sequence_mask(events, int(self.use_met)),
         }
         if self.use_met:
-            out["g"] = torch.from_numpy(self._encode(events, self.globals))  # (N, G [+ G])
+            out["g"] = torch.from_numpy(self.encode(events, self.globals))  # (N, G [+ G])
         return out
 
     def embedding(self, d_model: int) -> nn.Module:

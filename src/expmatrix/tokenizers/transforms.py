@@ -75,3 +75,12 @@ def fit_constants(y: np.ndarray, how: str, name: str) -> tuple[float, float]:
 def apply(y: np.ndarray, t: Transform, center: float, factor: float) -> np.ndarray:
     out = (y - center) * factor
     return np.clip(out, *t.clip) if t.clip is not None else out
+
+
+INVERSE = {"identity": None, "log": np.exp, "log10": lambda v: np.power(10.0, v), "log1p": np.expm1}
+
+
+def invert(x: np.ndarray, t: Transform, center: float, factor: float) -> np.ndarray:
+    """The physical value whose transform is `x` (the inverse of `apply` after `pre_fit`; clipping is lost)."""
+    v = (np.asarray(x, np.float64) / factor + center) / t.scale + t.shift
+    return INVERSE[t.op](v) if INVERSE[t.op] is not None else v

@@ -8,6 +8,7 @@ position in the data order (epoch and next batch), so a preempted run resumes mi
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from expmatrix.store import atomic_write
+from expmatrix.runfiles import DamagedFile, atomic_write
 
 
 @dataclass
@@ -34,10 +35,20 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, job_id: str | None = None) -> dict[str, Any] | None:
+    """The saved state, None without a checkpoint; `DamagedFile` if torch cannot read it."""
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # what a cut file raises
+        raise DamagedFile(path, f"unreadable checkpoint: {' '.join(str(e).split())[:200]}", job_id) from None
+
+
+def checkpoint_position(path: Path, job_id: str) -> Position | None:
+    """Where the checkpoint at `path` continues (None without one); `DamagedFile` if it cannot be loaded."""
+    state = load_checkpoint(path, job_id)
+    return None if state is None else Position(**state.get("position", {}))
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from expmatrix.metrics import binary_metrics
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import trainable_params
 from expmatrix.provenance import code_version
+from expmatrix.runfiles import DamagedFile, set_aside, write_json, writing
 from expmatrix.stages import fitted_tokenizer, job_splits
-from expmatrix.store import Heartbeat, RunStore, write_json
+from expmatrix.store import Heartbeat, RunStore
+from expmatrix.training.checkpoint import checkpoint_position
 from expmatrix.training.directions import evaluate_directions
 from expmatrix.training.tracking import Tracker, open_tracker
 from expmatrix.training.trainer import Preempted, Trainer, to_device
@@ -35,11 +37,11 @@ def seed_everything(seed: int) -> None:
 def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbeat: Heartbeat | None = None) -> dict:
     """Train and evaluate one job in its run directory; returns the final metrics."""
     cfg = JobConfig.model_validate(job.config)
-    tracker = tracker or Tracker(store.path(job.id, "metrics.jsonl"))
+    tracker = tracker or Tracker(store.history_file(job.id))
     seed_everything(cfg.seed)
     splits = job_splits(cfg, job.data_path, store.cache_dir)
     tokenizer = fitted_tokenizer(cfg, job.data_path, store, splits["train"])
-    write_json(store.path(job.id, "tokenizer.json"), tokenizer.state_dict())
+    write_json(store.tokenizer_file(job.id), tokenizer.state_dict())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokens = {s: to_device(tokenizer.transform(ev), device) for s, ev in splits.items()}
     # class labels, or the regression target (the direction) where the source has one
@@ -60,17 +62,19 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
     history = trainer.fit(
         (tokens["train"], labels["train"]),
         (tokens["val"], labels["val"]),
-        store.path(job.id, "checkpoint.pt"),
+        store.checkpoint_file(job.id),
         log_epochs,
     )
+    tracker.write_history(history)  # also after a redo that ran no epoch: the log matches the checkpoint
     evaluated = history[trainer.best["epoch"] - 1 if trainer.best else -1]
-    test, predictions = splits["test"], store.path(job.id, "predictions.parquet")
-    if test.target is not None:
-        test_metrics = evaluate_directions(trainer, tokens["test"], test.target, predictions)
-    else:
-        scores = trainer.predict(tokens["test"])[:, 1]
-        pl.DataFrame({"score": scores, "label": test.label, "process": test.process}).write_parquet(predictions)
-        test_metrics = binary_metrics(scores, test.label)
+    test = splits["test"]
+    with writing(store.predictions_file(job.id)) as predictions:  # atomic: a kill never leaves half a file
+        if test.target is not None:
+            test_metrics = evaluate_directions(trainer, tokens["test"], test.target, predictions)
+        else:
+            scores = trainer.predict(tokens["test"])[:, 1]
+            pl.DataFrame({"score": scores, "label": test.label, "process": test.process}).write_parquet(predictions)
+            test_metrics = binary_metrics(scores, test.label)
     metrics = {
         "test": test_metrics,
         "val": {k: v for k, v in evaluated.items() if k.startswith("val_")},
@@ -83,8 +87,29 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
         "events": {s: len(ev) for s, ev in splits.items()},
         "device": str(device),
     }
-    write_json(store.path(job.id, "metrics.json"), metrics)
+    write_json(store.metrics_file(job.id), metrics)
     return metrics
+
+
+def set_aside_damaged(store: RunStore, job: Job) -> str | None:
+    """Rename every damaged file of the job to `<name>.damaged-<time>` (never deleted) and say so, and where
+    training starts again: from the checkpoint if torch loads it, else from scratch. None if nothing was damaged."""
+    damaged, notes = store.damaged_files(job.id), []
+    checkpoint = store.checkpoint_file(job.id)
+    try:
+        position = None if checkpoint in {d.path for d in damaged} else checkpoint_position(checkpoint, job.id)
+    except DamagedFile as e:  # its CRCs are fine, but torch cannot read it
+        damaged, position = [*damaged, e], None
+    for d in damaged:
+        aside = set_aside(d.path)
+        notes.append(f"{d.path.name} was damaged ({d.problem})" + (f", set aside as {aside.name}" if aside else ""))
+    if not notes:
+        return None
+    if position is None:
+        return "; ".join([*notes, "trained from scratch"])
+    epochs, (epoch, batch) = job.config["train"]["epochs"], (position.epoch, position.batch)
+    where = f"in epoch {epoch + 1} of {epochs} at batch {batch}" if batch else f"after epoch {epoch} of {epochs}"
+    return "; ".join([*notes, f"resumed from {checkpoint.name} {where}"])
 
 
 def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
@@ -104,11 +129,13 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
     tracker: Tracker | None = None
     with Heartbeat(store, job.id, run.heartbeat_seconds) as heartbeat:
         try:
+            redone = set_aside_damaged(store, job)  # before anything reads or rewrites them
             store.write_job(job.record())
-            store.log_start(job.id, resumed=store.path(job.id, "checkpoint.pt").exists())
-            store.set_status(job.id, "running", started=started, epoch=0, epochs=job.config["train"]["epochs"])
+            store.log_start(job.id, resumed=store.checkpoint_file(job.id).exists())
+            epochs = job.config["train"]["epochs"]
+            store.set_status(job.id, "running", started=started, epoch=0, epochs=epochs, redone=redone)
             tracker = open_tracker(
-                run.tracking, store.path(job.id, "metrics.jsonl"), job.record(), store.dir.name, run.wandb.model_dump()
+                run.tracking, store.history_file(job.id), job.record(), store.dir.name, run.wandb.model_dump()
             )
             metrics = train_job(job, store, tracker, heartbeat)
             tracker.finish({"test": metrics["test"], "params": metrics["params"]})

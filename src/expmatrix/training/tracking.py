@@ -7,11 +7,10 @@ wandb is imported only when asked for, so `tracking: none` works without it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from expmatrix.store import atomic_write
+from expmatrix.runfiles import write_jsonl
 
 
 class Tracker:
@@ -21,8 +20,12 @@ class Tracker:
         self.metrics_file = metrics_file
 
     def log_history(self, history: list[dict[str, Any]]) -> None:
-        atomic_write(self.metrics_file, "".join(json.dumps(h) + "\n" for h in history))
+        self.write_history(history)
         self.log(history[-1])
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        """The whole history each time, not an append: after a resume the file matches the checkpoint's."""
+        write_jsonl(self.metrics_file, history)
 
     def log(self, row: dict[str, Any]) -> None:
         pass

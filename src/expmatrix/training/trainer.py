@@ -10,12 +10,10 @@ mid-epoch (SIGTERM / SIGUSR1) continues bitwise-identically on CPU.
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from torch import nn
 
 from expmatrix.config import TrainConfig
 from expmatrix.metrics import binary_metrics
+from expmatrix.stop import StopRequest, stop_requests
 from expmatrix.tokenizers import Tokens
 from expmatrix.training.checkpoint import (
     Position,
@@ -37,7 +36,6 @@ from expmatrix.training.checkpoint import (
 from expmatrix.training.ema import EMA
 from expmatrix.training.losses import Loss, angular_error, make_loss
 
-STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGUSR1") if hasattr(signal, s))
 CHECK_EVERY_CUDA = 25  # optimizer steps between NaN checks on CUDA (each check waits for the GPU); every step on CPU
 
 
@@ -46,7 +44,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Preempted(Exception):
-    """SIGTERM or SIGUSR1 arrived during fit: a checkpoint holds the position; fit again to resume."""
+    """A stop signal arrived during fit: a checkpoint holds the position; fit again to resume."""
 
 
 def take(tokens: Tokens, idx: torch.Tensor | slice) -> Tokens:
@@ -78,31 +76,6 @@ def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-@dataclass
-class StopRequest:
-    signal: int | None = None
-
-
-@contextmanager
-def stop_requests() -> Iterator[StopRequest]:
-    """SIGTERM/SIGUSR1 set `.signal` instead of killing the process; the previous handlers are
-    restored on exit. Handlers can only be installed from the main thread: elsewhere nothing changes."""
-    request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        request.signal = signum
-
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield request
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 class Trainer:
@@ -190,8 +163,8 @@ class Trainer:
     ) -> list[dict[str, Any]]:
         """Train to `epochs`, resuming from `checkpoint` if it exists; returns the per-epoch history.
 
-        A checkpoint is written after every epoch. On SIGTERM/SIGUSR1 the current optimizer step
-        finishes, a checkpoint with the data position is written and `Preempted` is raised.
+        A checkpoint is written after every epoch. On a stop signal (`expmatrix.stop`) the current optimizer
+        step finishes, a checkpoint with the data position is written and `Preempted` is raised.
         `on_epoch(history)` runs after each epoch's checkpoint, `on_batch(epoch, batches_done)` after
         each optimizer step. Afterwards the model holds the evaluated weights (last or best, EMA or not).
         """
@@ -208,7 +181,7 @@ class Trainer:
                 if on_epoch is not None:
                     on_epoch(self.history)
                 if stop.signal is not None and epoch + 1 < self.epochs:
-                    raise Preempted(f"signal {stop.signal} after epoch {epoch + 1}; checkpoint {checkpoint}")
+                    raise Preempted(f"{stop.name} after epoch {epoch + 1}; checkpoint {checkpoint}")
         self._use_evaluated_weights()
         return self.history
 
@@ -232,7 +205,7 @@ class Trainer:
                 self.check_finite(epoch)
                 self.seconds += time.perf_counter() - t0
                 self._save(checkpoint)
-                raise Preempted(f"signal {stop.signal} at epoch {epoch + 1}, batch {done} of {self.batches}")
+                raise Preempted(f"{stop.name} at epoch {epoch + 1}, batch {done} of {self.batches}")
         self.check_finite(epoch)
 
     def _end_epoch(self, epoch: int, xv: Tokens, yv: torch.Tensor, checkpoint: Path, t0: float) -> None:

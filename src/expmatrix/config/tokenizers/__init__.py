@@ -13,9 +13,11 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from expmatrix.config.tokenizers.binned import BinnedTokenizerConfig, FactorizedTokenizerConfig
+from expmatrix.config.tokenizers.codes import CodeFields, FSQTokenizerConfig, KMeansTokenizerConfig
 from expmatrix.config.tokenizers.common import TOKEN_FEATURES, TokenizerFields
 from expmatrix.config.tokenizers.direct import DirectTokenizerConfig, FeatureTransform
 from expmatrix.config.tokenizers.integer import IntegerTokenizerConfig
+from expmatrix.config.tokenizers.vqvae import VQVAETokenizerConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ KINDS: dict[str, Kind] = {
     "binned": Kind(BinnedTokenizerConfig, "expmatrix.tokenizers.binned:BinnedTokenizer"),
     "factorized": Kind(FactorizedTokenizerConfig, "expmatrix.tokenizers.factorized:FactorizedTokenizer"),
     "integer": Kind(IntegerTokenizerConfig, "expmatrix.tokenizers.integer:IntegerTokenizer"),
+    "kmeans": Kind(KMeansTokenizerConfig, "expmatrix.tokenizers.kmeans:KMeansTokenizer"),
+    "fsq": Kind(FSQTokenizerConfig, "expmatrix.tokenizers.fsq:FSQTokenizer"),
+    "vqvae": Kind(VQVAETokenizerConfig, "expmatrix.tokenizers.vqvae:VQVAETokenizer"),
 }
 for _name, _kind in KINDS.items():
     assert _kind.config.model_fields["kind"].annotation.__args__ == (_name,), f"{_name}: registry key != kind"
@@ -36,10 +41,21 @@ for _name, _kind in KINDS.items():
 # The `tokenizer` section of a job: one of the registered presets, chosen by its `kind`.
 TokenizerConfig = Annotated[Union[tuple(k.config for k in KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
 
+
+
+def fit_signature(config: TokenizerFields, features: tuple[str, ...], use_met: bool) -> str:
+    """Everything that shapes a fitted tokenizer and its input layer: the cache key of its fit and sizing."""
+    return f"{config.model_dump_json()}|{features}|{use_met}"
+
+
 __all__ = [
     "KINDS",
     "TOKEN_FEATURES",
     "BinnedTokenizerConfig",
+    "CodeFields",
+    "FSQTokenizerConfig",
+    "KMeansTokenizerConfig",
+    "VQVAETokenizerConfig",
     "DirectTokenizerConfig",
     "FactorizedTokenizerConfig",
     "FeatureTransform",
