@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +64,15 @@ def write_experiment(folder: Path, **changes) -> Path:
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def expmatrix(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """`python -m expmatrix ARGS` as a real process (output in `.stdout`, stderr merged)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "expmatrix", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )

@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 import test_hpc_slurm
 from click.testing import CliRunner
-from conftest import write_experiment
+from conftest import expmatrix, write_experiment
 from test_hpc_slurm import slurm  # noqa: F401 - its local SLURM: the fixture the slurm adapter asks for
 
 from expmatrix.cli import main
@@ -55,16 +55,6 @@ FOUR_EPOCHS = {
     "model": {"target_params": 20000, "layers": 2, "heads": 4},
     "train": {"epochs": 4, "batch_size": 128, "warmup_steps": 5, "lr": 1e-3},
 }
-
-
-def expmatrix(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "expmatrix", *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def wait_for(ready: Callable[[], bool], what: str, timeout: float = 180, alive: subprocess.Popen | None = None):

@@ -8,12 +8,11 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import write_experiment
+from conftest import expmatrix, write_experiment
 
 from expmatrix.cli import main
 from expmatrix.matrix import build_matrix
@@ -23,17 +22,6 @@ THREE_EPOCHS = {
     "model": {"target_params": 20000, "layers": 2, "heads": 4},
     "train": {"epochs": 3, "batch_size": 128, "warmup_steps": 5, "lr": 1e-3},
 }
-
-
-def expmatrix(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "expmatrix", *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
-    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
