@@ -23,13 +23,13 @@ from pathlib import Path
 from expmatrix.config import SpecError
 from expmatrix.runfiles import append_jsonl
 from expmatrix.states import RESUMABLE
+from expmatrix.stop import STOP_SIGNALS
 from expmatrix.store import RunStore
 
 TASK_ENV = ("EXPMATRIX_TASK", "SLURM_ARRAY_TASK_ID")
 SCHEDULER_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CONDOR_JOB_ID", "_CONDOR_JOB_AD")
 # lost: another worker took the job over (our heartbeat went stale); it is not a failure of this task
 
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
 class Interrupted(BaseException):
@@ -39,8 +39,8 @@ class Interrupted(BaseException):
 
 @contextmanager
 def stop_on_signals(then: signal.Handlers | None = None) -> Iterator[None]:
-    """Turn USR1/TERM into `Interrupted` unless the trainer installs its own handler (it checkpoints
-    mid-epoch and raises `Preempted`); outside training this still ends the task cleanly.
+    """Turn the stop signals (`expmatrix.stop`) into `Interrupted` unless the trainer installs its own handler
+    (it checkpoints mid-epoch and raises `Preempted`); outside training this still ends the task cleanly.
     On exit the previous handlers come back, or `then` (the worker ignores a warning that arrives
     after its job ended, so it still exits with the job's code)."""
 

@@ -109,7 +109,8 @@ def plot_health(record: dict[str, Any], folder: str | Path) -> list[Path]:
     ax2 = ax.twinx()
     ax2.plot(epochs, [h["perplexity"] for h in record["history"]], color="tab:green", marker="s", label="perplexity")
     ax2.set_ylabel("perplexity")
-    ax.legend(loc="lower right", frameon=False)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower right", frameon=False)
     fig.tight_layout()
     paths.append(folder / "codebook.png")
     fig.savefig(paths[1], dpi=110)
