@@ -207,3 +207,23 @@ def test_object_order_is_a_factor_like_any_other():
     by_order = build_matrix(spec, "quick", {"data.order": "pt"})
     assert {j.config["data"]["order"] for j in by_order.jobs} == {"pt"}
     assert not {j.id for j in by_order.jobs} & {j.id for j in matrix.jobs}
+
+
+def test_the_normformer_encoder_codes_each_object_from_its_event_and_ignores_empty_slots(train_split, one_thread):
+    """A code may depend on the other objects of its event, never on padding: appending empty slots (with
+    junk in them) changes no code, and the codes of the real objects are those of the frozen lookup."""
+    settings = {"encoder": "normformer", "hidden": 32, "layers": 1, "epochs": 2, "codebook_size": 32}
+    tok = tokenizer("vqvae", **settings)
+    events = train_split.rows(slice(0, 500))
+    tok.fit(events)
+    pad = 3
+    ids = np.pad(events.ids, ((0, 0), (0, pad)))
+    cont = np.pad(events.cont, ((0, 0), (0, pad), (0, 0)), constant_values=9e3)
+    padded = make_events(ids, cont, None, events.label, FEATURES)
+    a = tok.transform(events)["codes"][..., 0]
+    b = tok.transform(padded)["codes"][..., 0]
+    assert torch.equal(b[:, : a.shape[1]], a) and (b[:, a.shape[1] :] == 0).all()
+    x = torch.from_numpy(tok.normalized(events))
+    z = tok.model.encode(x, torch.from_numpy(events.ids), torch.from_numpy(events.real))
+    with torch.no_grad():
+        assert torch.equal(tok.model.quantize(z)[1], tok.model.lookup(z)[1])  # the frozen lookup: the same choice
