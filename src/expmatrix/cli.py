@@ -214,7 +214,7 @@ def train(job_file: str, threads: int | None) -> None:
 @click.option("--cluster", default=None, help="Cluster profile: hpc/profiles/NAME.yaml, or a path to one.")
 @click.option("--hpc", "hpc_overrides", multiple=True, metavar="KEY=VALUE", help="Override a cluster setting.")
 @click.option("--max-concurrent", type=int, default=None, help="Array tasks running at once.")
-@click.option("--retry-failed", is_flag=True, help="Submit the failed jobs only.")
+@click.option("--retry-failed", is_flag=True, help="Also submit failed jobs again (up to run.max_attempts).")
 @click.option("--dry-run", is_flag=True, help="Write and print the files, submit nothing.")
 @friendly
 def submit(
