@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -27,6 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sklearn.preprocessing import KBinsDiscretizer  # noqa: E402
+from timing import best  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 import expmatrix.data  # noqa: E402, F401
 from expmatrix.config import BinnedTokenizerConfig  # noqa: E402
@@ -34,15 +34,6 @@ from expmatrix.data.events import Events  # noqa: E402
 from expmatrix.data.fourtops import split_columns  # noqa: E402
 from expmatrix.data.synthetic import generate  # noqa: E402
 from expmatrix.tokenizers import build_tokenizer, native  # noqa: E402
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+from timing import best  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 from expmatrix.config import DataConfig, load_preset  # noqa: E402
 from expmatrix.data import load_splits  # noqa: E402
@@ -27,15 +27,6 @@ from expmatrix.tokenizers import build_tokenizer  # noqa: E402
 
 PRESETS = ["direct", "binned_ambre5", "kmeans512", "fsq512", "vqvae512"]
 FEATURES = ("pT", "eta", "phi")
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
