@@ -121,8 +121,3 @@ class CodeTokenizer(Tokenizer):
         if self.use_met:
             self.binner.load_state_dict(state["met"])
         self.load_quantizer_state(state["quantizer"])
-
-
-def real_objects(x: np.ndarray, ids: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(M, F) features and (M,) types of the real objects only: padding never reaches a quantizer."""
-    return x[real], ids[real]

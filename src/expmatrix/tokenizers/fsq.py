@@ -16,7 +16,7 @@ from vector_quantize_pytorch import FSQ
 
 from expmatrix.config import FSQTokenizerConfig
 from expmatrix.tokenizers.base import TokenizerError
-from expmatrix.tokenizers.codes import CodeTokenizer, real_objects
+from expmatrix.tokenizers.codes import CodeTokenizer
 
 
 class FSQTokenizer(CodeTokenizer):
@@ -37,7 +37,7 @@ class FSQTokenizer(CodeTokenizer):
         self.axes: np.ndarray | None = None  # (F, D): principal axes scaled to unit variance
 
     def fit_codes(self, x: np.ndarray, ids: np.ndarray, real: np.ndarray) -> None:
-        objects = real_objects(x, ids, real)[0].astype(np.float64)
+        objects = x[real].astype(np.float64)  # real objects only: padding never reaches the PCA
         if len(objects) <= len(self.features):
             raise TokenizerError(f"tokenizer {self.config.name!r}: {len(objects)} real training objects are too few")
         self.mean = objects.mean(0)

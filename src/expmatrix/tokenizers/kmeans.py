@@ -13,7 +13,7 @@ from sklearn.cluster import KMeans
 
 from expmatrix.config import KMeansTokenizerConfig
 from expmatrix.tokenizers.base import TokenizerError
-from expmatrix.tokenizers.codes import CodeTokenizer, real_objects
+from expmatrix.tokenizers.codes import CodeTokenizer
 
 
 def nearest(x: np.ndarray, centres: np.ndarray, rows: int = 1 << 16) -> np.ndarray:
@@ -35,7 +35,7 @@ class KMeansTokenizer(CodeTokenizer):
         self.centres: np.ndarray | None = None  # (k, F) float32
 
     def fit_codes(self, x: np.ndarray, ids: np.ndarray, real: np.ndarray) -> None:
-        objects, _ = real_objects(x, ids, real)
+        objects = x[real]  # real objects only: padding never reaches the centres
         if len(objects) < self.n_codes:
             raise TokenizerError(
                 f"tokenizer {self.config.name!r}: {self.n_codes} codes but only {len(objects)} real training "
