@@ -11,9 +11,9 @@ import pytest
 
 from expmatrix.config import ReportConfig, SpecError
 from expmatrix.report.coverage import coverage
-from expmatrix.report.effects import StatsSettings, cell_stats, factor_effects, interaction
+from expmatrix.report.effects import cell_stats, factor_effects, interaction
 from expmatrix.report.settings import ReportSettings, parse_flags
-from expmatrix.report.stats import bootstrap_ci, paired_stats
+from expmatrix.report.stats import StatsSettings, bootstrap_ci, paired_stats
 from expmatrix.report.tables import cells_table, effects_table, interaction_table
 
 FACTORS = ["tokenizer", "pooling"]
@@ -23,7 +23,9 @@ AUROC = {  # (tokenizer, pooling) -> AUROC of seed 0, seed 1 (None: that job fai
     ("direct", "max"): [0.70, 0.72],
     ("binned", "max"): [None, 0.70],
 }
-SETTINGS = StatsSettings(0.95, 10_000, 0)
+SETTINGS = StatsSettings(0.95, 10_000, 0)  # Student t
+PERCENTILE = StatsSettings(0.95, 10_000, 0, "percentile", min_pairs=2)
+T_975_2DOF = 4.302652729749462  # the 97.5% quantile of Student's t with 2 degrees of freedom
 
 
 def results() -> pl.DataFrame:
@@ -49,25 +51,37 @@ def test_paired_effect_marginals_ci_and_p_values():
     assert (binned["pairs"], binned["pairs_expected"]) == (3, 4)
     assert binned["delta"] == pytest.approx(-0.1 / 3)
     assert binned["delta_std"] == pytest.approx(math.sqrt(((1 / 60) ** 2 + (1 / 300) ** 2 + (1 / 75) ** 2) / 2))
-    # each extreme resample (all -0.05 / all -0.02) has probability 1/27 > 2.5%: the interval is the range
-    assert (binned["ci_low"], binned["ci_high"]) == (pytest.approx(-0.05), pytest.approx(-0.02))
+    half = T_975_2DOF * binned["delta_std"] / math.sqrt(3)
+    assert (binned["ci_low"], binned["ci_high"]) == (pytest.approx(-0.1 / 3 - half), pytest.approx(-0.1 / 3 + half))
     assert binned["p_wilcoxon"] == pytest.approx(0.25)  # exact: all 3 signs negative, 2 * (1/2)**3
     t = binned["delta"] / (binned["delta_std"] / math.sqrt(3))
     assert binned["p_ttest"] == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2))  # t distribution, 2 dof
+    assert binned["p"] == binned["p_ttest"]  # the test that agrees with the t interval
+    # the percentile bootstrap (allowed at 3 pairs here): each extreme resample (all -0.05 / all -0.02) has
+    # probability 1/27 > 2.5%, so the interval is the range; its p is Wilcoxon's
+    pct = factor_effects(results(), FACTORS, "test.auroc", "tokenizer", "direct", PERCENTILE).row(1, named=True)
+    assert (pct["ci_low"], pct["ci_high"]) == (pytest.approx(-0.05), pytest.approx(-0.02))
+    assert pct["p"] == pct["p_wilcoxon"]
+    default_pct = StatsSettings(interval="percentile")  # its own minimum: 20 pairs
+    assert factor_effects(results(), FACTORS, "test.auroc", "tokenizer", "direct", default_pct)["ci_low"][1] is None
 
 
 def test_interaction_splits_the_effect_by_the_other_factor():
     inter = interaction(results(), FACTORS, "test.auroc", "tokenizer", "direct", "pooling", SETTINGS)
     binned = inter.filter(pl.col("level") == "binned").rows_by_key("by_level", named=True, unique=True)
     assert binned["cls"]["delta"] == pytest.approx(-0.04) and binned["cls"]["pairs"] == 2
-    assert (binned["cls"]["ci_low"], binned["cls"]["ci_high"]) == (pytest.approx(-0.05), pytest.approx(-0.03))
+    # two pairs (-0.05, -0.03): t with 1 dof, half-width 12.706 * 0.01414 / sqrt(2) = 0.1271, t = -4
+    assert (binned["cls"]["ci_low"], binned["cls"]["ci_high"]) == (
+        pytest.approx(-0.167062, abs=1e-6),
+        pytest.approx(0.087062, abs=1e-6),
+    )
     assert binned["max"]["delta"] == pytest.approx(-0.02) and binned["max"]["pairs_expected"] == 2
-    assert binned["max"]["ci_low"] is None and binned["max"]["p_wilcoxon"] is None  # one pair: no interval, no test
+    assert binned["max"]["ci_low"] is None and binned["max"]["p"] is None  # one pair: no interval, no test
     table = interaction_table(inter, "test.auroc", [])
     assert table.headers == ["pooling", "tokenizer=direct", "tokenizer=binned", "Δ binned vs direct [CI]", "p", "pairs"]
     assert table.rows == [
-        ["cls", "0.8100", "0.7700", "-0.0400 [-0.0500, -0.0300]", "0.500", "2/2"],
-        ["max", "0.7100", "0.7000", "-0.0200", "n/a", "1/2"],
+        ["cls", "0.8100", "0.7700", "-0.0400 [-0.1671, +0.0871]", "0.156", "2/2"],
+        ["max", "0.7100", "0.7000", "-0.0200 (too few pairs for an interval)", "n/a", "1/2"],
     ]
 
 
@@ -75,6 +89,7 @@ def test_two_pairs_p_values():
     s = paired_stats(np.array([-0.05, -0.03]))
     assert s.p_wilcoxon == pytest.approx(0.5)  # the smallest possible with 2 pairs
     assert s.p_ttest == pytest.approx(1 - 2 / math.pi * math.atan(4))  # t = -4 with 1 dof (Cauchy)
+    assert s.p == s.p_ttest and s.ci_low < 0 < s.ci_high  # the t interval agrees with p > 0.05
 
 
 def test_bootstrap_interval_is_seeded_and_close_to_the_normal_one():
@@ -88,7 +103,7 @@ def test_bootstrap_interval_is_seeded_and_close_to_the_normal_one():
 
 def test_no_difference_is_p_one():
     s = paired_stats(np.zeros(5))
-    assert (s.mean, s.p_wilcoxon, s.p_ttest, s.ci_low, s.ci_high) == (0.0, 1.0, 1.0, 0.0, 0.0)
+    assert (s.mean, s.p, s.p_wilcoxon, s.p_ttest, s.ci_low, s.ci_high) == (0.0, 1.0, 1.0, 1.0, 0.0, 0.0)
 
 
 def test_cell_table_bolds_the_best_of_each_metric_in_its_direction():
@@ -109,7 +124,7 @@ def test_effects_table_rows_and_incomplete_marginals_are_not_bold():
     table = effects_table(eff, "test.auroc", True, [])
     assert table.rows == [
         ["tokenizer", "direct", "0.7600", "2/2", "(baseline)", "", "4/4"],
-        ["tokenizer", "binned", "0.7350", "2/2", "-0.0333 [-0.0500, -0.0200]", "0.250", "3/4"],
+        ["tokenizer", "binned", "0.7350", "2/2", "-0.0333 [-0.0713, +0.0046]", "0.063", "3/4"],
     ]
     assert table.bold == {(0, 2)}
     dropped = results().filter(pl.col("job") != "binned-max-1")  # binned/max now has no finished job

@@ -22,6 +22,7 @@ TINY_BASE = {
     "train": {"epochs": 1, "batch_size": 256, "warmup_steps": 2, "lr": 1e-3},
 }
 REPORT = {"baseline": {"tokenizer": "direct"}, "top_k": 2}
+TABLES = ["cells", "effects", "interaction_tokenizer__met", "anova", "marginal_means", "seeds", "ranking"]
 PLOTS = ["effects", "heatmap_tokenizer__met", "roc_cells", "roc_tokenizer", "roc_met", "learning_curves"]
 
 
@@ -46,7 +47,7 @@ def test_every_file_is_written(reported):
     out = tmp / "out"
     for name in ["report.md", "report.tex", "report.html", "results.parquet", "summary.csv", "best_models.csv"]:
         assert (out / name).stat().st_size > 0, name
-    for name in ["cells", "effects", "interaction_tokenizer__met", "ranking"]:
+    for name in TABLES:
         assert (out / "tables" / f"{name}.tex").exists()
     assert {p.name for p in (out / "plots").iterdir()} == {f"{p}.{ext}" for p in PLOTS for ext in ("png", "pdf")}
     assert (out / "report.tex").read_text() in printed  # --format latex prints the document
@@ -66,8 +67,8 @@ def test_latex_is_escaped_and_compiles(reported, tmp_path):
     tex = (reported[0] / "out" / "report.tex").read_text()
     assert tex.isascii() and "model\\_" not in tex  # no raw Unicode; factor names are escaped
     assert "binned\\_ambre5" in tex and "$\\pm$" in tex and "$\\Delta$" in tex
-    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 4
-    assert tex.count("\\toprule") == tex.count("\\midrule") == tex.count("\\bottomrule") == 4
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == len(TABLES)
+    assert tex.count("\\toprule") == tex.count("\\midrule") == tex.count("\\bottomrule") == len(TABLES)
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
     (tmp_path / "report.tex").write_text(tex)
@@ -93,7 +94,7 @@ def test_html_opens_in_headless_chromium_with_every_plot(reported, tmp_path):
     dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-broken-images="0"' in dom.stdout  # the page's own check: every embedded PNG decoded
-    assert dom.stdout.count("<table>") == 4
+    assert dom.stdout.count("<table>") == len(TABLES)
     shot = tmp_path / "shot.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
                    capture_output=True, timeout=120)  # fmt: skip
@@ -118,3 +119,11 @@ def test_unknown_metric_names_the_available_ones(reported):
     assert (
         "report.metrics: no finished job has test.aroc; available:" in result.output and "test.auroc" in result.output
     )
+
+
+def test_a_single_cell_is_reported_without_comparisons(tmp_path):
+    exp = write_experiment(tmp_path, factors={}, seeds=[0, 1], data=TINY_DATA, base={**TINY_BASE, "tokenizer": "direct"})
+    cli("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "2")
+    out = cli("report", str(exp), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots")
+    assert "Cells: mean ± std over seeds" in out and "Top 1 cells" in out
+    assert "Factor effects" not in out and "ANOVA" not in out and "How many seeds" not in out

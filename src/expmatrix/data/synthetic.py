@@ -118,8 +118,14 @@ def generate(events: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def write_fourtops(path: str | Path, events: int, seed: int) -> Path:
     """Write a synthetic `4tops_splitted.h5` (80/10/10 splits) atomically; returns the path."""
-    path = Path(path)
     x, y = generate(events, seed)
+    return write_splits(path, x, y, {"generator": "expmatrix.data.synthetic", "events": events, "seed": seed})
+
+
+def write_splits(path: str | Path, x: np.ndarray, y: np.ndarray, attrs: dict) -> Path:
+    """Rows `x` (4tops layout) and process ids `y` -> an .h5 file with 80/10/10 splits, written atomically."""
+    path = Path(path)
+    events = len(x)
     n_train, n_val = int(0.8 * events), int(0.1 * events)
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, events)}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +135,6 @@ def write_fourtops(path: str | Path, events: int, seed: int) -> Path:
             lo, hi = bounds[split]
             f.create_dataset(DEFAULT_KEYS[f"x_{split}"], data=x[lo:hi])
             f.create_dataset(DEFAULT_KEYS[f"y_{split}"], data=y[lo:hi])
-        f.attrs.update({"generator": "expmatrix.data.synthetic", "events": events, "seed": seed, "unit": "GeV"})
+        f.attrs.update({**attrs, "unit": "GeV"})
     tmp.replace(path)
     return path

@@ -14,22 +14,20 @@ from tqdm import tqdm
 
 from expmatrix.config import SpecError
 from expmatrix.matrix import Matrix
-from expmatrix.report import plots
+from expmatrix.metrics import higher_is_better
+from expmatrix.report import plots, tables
+from expmatrix.report.anova import factorial
 from expmatrix.report.collect import collect, orphans, read_history, read_predictions
+from expmatrix.report.convergence import convergence, convergence_warning
 from expmatrix.report.coverage import coverage
 from expmatrix.report.document import Report
-from expmatrix.report.effects import StatsSettings, cell_stats, factor_effects, finished, interaction, levels_of
+from expmatrix.report.effects import cell_stats, factor_effects, finished, interaction, levels_of
 from expmatrix.report.formats import FORMATS
 from expmatrix.report.formats.latex import render_table
+from expmatrix.report.seeds import seeds_table
 from expmatrix.report.settings import ReportSettings
-from expmatrix.report.tables import (
-    EFFECT_NOTES,
-    cells_table,
-    direction,
-    effects_table,
-    interaction_table,
-    ranking_table,
-)
+from expmatrix.report.stats import StatsSettings, adjust
+from expmatrix.report.tables import direction
 from expmatrix.store import RunStore, atomic_write
 
 FILES = {"markdown": "report.md", "latex": "report.tex", "html": "report.html"}
@@ -73,7 +71,7 @@ class Numbers:
 
     results: pl.DataFrame
     stats: pl.DataFrame
-    effects: pl.DataFrame
+    effects: pl.DataFrame | None  # None: no factor with two levels
     inters: list[pl.DataFrame]
     factors: list[str]
     varied: list[str]  # factors with more than one level
@@ -109,6 +107,72 @@ def make_plots(n: Numbers, s: ReportSettings, store: RunStore, out: Path) -> lis
     return [step() for step in tqdm(steps, desc="plots", leave=False)]
 
 
+def with_adjusted(frames: list[pl.DataFrame], correction: str) -> list[pl.DataFrame]:
+    """The frames with `p_adj`: `correction` over every p-value in them, one family (none: unchanged)."""
+    if correction == "none":
+        return frames
+    adjusted = iter(adjust([p for f in frames for p in f["p"].to_list()], correction))
+    return [f.with_columns(pl.Series("p_adj", [next(adjusted) for _ in range(f.height)], pl.Float64)) for f in frames]
+
+
+def analysis(
+    results: pl.DataFrame, varied: list[str], pairs: list[tuple[str, str]], baselines: dict[str, str], s: ReportSettings
+) -> tuple[list[tables.Table], dict[str, pl.DataFrame], list[str]]:
+    """The model-based sections: ANOVA, estimated marginal means, seeds needed; and what they could not do."""
+    anova, emm, notes = factorial(finished(results), s.metric, varied, pairs, baselines, s.confidence)
+    out, frames = [], {}
+    if anova is not None:
+        tested = anova.filter(pl.col("term") != "seed")  # the seed block is no question of the experiment
+        if s.correction != "none":
+            anova = anova.join(with_adjusted([tested], s.correction)[0].select("term", "p_adj"), on="term", how="left")
+        model_notes = [
+            "Linear model of every finished job's value: seed block + main effects + the two-way interactions shown,"
+            " sum-to-zero coded; Type II sums of squares (right for unbalanced matrices too), F against the residual.",
+            f"p adj: {tables.CORRECTIONS[s.correction]} over the {tested['p'].is_not_null().sum()} factor terms."
+            if s.correction != "none"
+            else "p-values not adjusted.",
+        ]
+        out += [tables.anova_table(anova, s.metric, model_notes)]
+        emm_notes = [
+            "EMM: the model's mean of a level over a balanced grid of the other factors and seeds;"
+            f" {s.confidence:.0%} Student-t intervals on the residual degrees of freedom."
+            " On a balanced matrix Δ equals the effects table's.",
+        ]
+        out += [tables.emm_table(emm, s.metric, emm_notes)]
+        frames |= {"anova": anova, "marginal_means": emm}
+    seeds = seeds_table(results, varied, s.metric, baselines, s.difference, s.confidence, s.power)
+    if seeds.height:
+        out.append(tables.seeds_table(seeds, s.metric, s.difference, s.power, s.confidence))
+        frames["seeds"] = seeds
+    return out, frames, notes
+
+
+def compare(
+    results: pl.DataFrame, factors: list[str], varied: list[str], s: ReportSettings
+) -> tuple[list[tables.Table], dict[str, pl.DataFrame], list[str], pl.DataFrame | None, list[pl.DataFrame]]:
+    """Effects, interactions and the model-based sections of the varied factors: (tables, frames,
+    warnings, effects, interactions); nothing when no factor has two levels."""
+    if not varied:
+        return [], {}, [], None, []
+    settings = StatsSettings(s.confidence, s.bootstrap, s.seed, s.interval, s.min_pairs)
+    baselines = {f: s.baseline.get(f) or levels_of(results, f)[0] for f in varied}
+    effects = pl.concat([factor_effects(results, factors, s.metric, f, baselines[f], settings) for f in varied])
+    pairs = s.interaction_pairs(varied)
+    inters = [interaction(results, factors, s.metric, a, baselines[a], b, settings) for a, b in pairs]
+    effects, *inters = with_adjusted([effects, *inters], s.correction)
+    comparisons = sum(int(f["p"].is_not_null().sum()) for f in [effects, *inters])
+    notes = tables.effect_notes(settings, s.correction, comparisons)
+    model_tables, model_frames, model_notes = analysis(results, varied, pairs, baselines, s)
+    higher = direction(s.metric, s.directions())
+    out = [
+        tables.effects_table(effects, s.metric, higher, notes),
+        *(tables.interaction_table(i, s.metric, notes[1:3]) for i in inters),
+        *model_tables,
+    ]
+    frames = {"effects": effects, **{f"interaction_{a}__{b}": i for (a, b), i in zip(pairs, inters, strict=True)}}
+    return out, frames | model_frames, model_notes, effects, inters
+
+
 def build_report(
     matrix: Matrix, store: RunStore, s: ReportSettings, out: Path | None, title: str
 ) -> tuple[Report, pl.DataFrame]:
@@ -125,26 +189,25 @@ def build_report(
     _check_metrics(results, s.metrics)
     s.check_levels({f: levels_of(results, f) for f in factors})
     higher = s.directions()
-    settings = StatsSettings(s.confidence, s.bootstrap, s.seed)
     stats = cell_stats(results, factors, s.metrics, s.metric, direction(s.metric, higher))
-    notes = [n.format(conf=s.confidence, resamples=s.bootstrap, seed=s.seed) for n in EFFECT_NOTES]
-    baselines = {f: s.baseline.get(f) or levels_of(results, f)[0] for f in varied}
-    effects = pl.concat([factor_effects(results, factors, s.metric, f, baselines[f], settings) for f in varied])
-    pairs = s.interaction_pairs(varied)
-    inters = [interaction(results, factors, s.metric, a, baselines[a], b, settings) for a, b in pairs]
-    tables = [
-        cells_table(stats, factors, s.metrics, higher),
-        effects_table(effects, s.metric, direction(s.metric, higher), notes),
-        *(interaction_table(i, s.metric, notes[1:3]) for i in inters),
-        ranking_table(stats, factors, s.metric, s.top_k),
+    column = LEARNING[s.task][0]
+    conv = convergence(results, factors, store, column, higher_is_better(column), s.plateau_epochs)
+    stats = stats.join(conv.select(*factors, "converged"), on=factors, how="left", maintain_order="left")
+    compared, compared_frames, compared_notes, effects, inters = compare(results, factors, varied, s)
+    table_list = [
+        tables.cells_table(stats, factors, s.metrics, higher),
+        *compared,
+        tables.ranking_table(stats, factors, s.metric, s.top_k),
     ]
     frames = {
         "summary": stats.with_columns(pl.col("seeds").list.eval(pl.element().cast(pl.String)).list.join(" ")),
         "best_models": best_models(stats, results, factors, s.metric, store),
-        "effects": effects,
-        **{f"interaction_{a}__{b}": i for (a, b), i in zip(pairs, inters, strict=True)},
+        **compared_frames,
+        "convergence": conv,
     }
-    report = Report(title, coverage(results, factors, s.metrics) + left_out, tables, frames)
+    warnings = coverage(results, factors, s.metrics) + left_out + compared_notes
+    warnings += convergence_warning(conv, factors, column, s.plateau_epochs)
+    report = Report(title, warnings, table_list, frames)
     if out is not None:
         numbers = Numbers(results, stats, effects, inters, factors, varied)
         report.plots = make_plots(numbers, s, store, out / "plots")

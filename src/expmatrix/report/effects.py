@@ -9,19 +9,9 @@ every other factor and the same seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import polars as pl
 
-from expmatrix.report.stats import paired_stats
-
-
-@dataclass(frozen=True)
-class StatsSettings:
-    confidence: float = 0.95
-    resamples: int = 10_000
-    seed: int = 0
+from expmatrix.report.stats import StatsSettings, paired_stats
 
 
 def finished(results: pl.DataFrame) -> pl.DataFrame:
@@ -65,10 +55,11 @@ def cell_stats(
     )
 
 
-def matched_differences(
+def matched_pairs(
     results: pl.DataFrame, factors: list[str], metric: str, factor: str, level: str, baseline: str
-) -> tuple[np.ndarray, int]:
-    """(metric(level) - metric(baseline) over finished matched pairs, pairs the matrix holds in all)."""
+) -> tuple[pl.DataFrame, int]:
+    """(finished matched pairs: the other factors' levels, seed and `d` = metric(level) - metric(baseline),
+    pairs the matrix holds in all)."""
     keys = [f for f in factors if f != factor] + ["seed"]
 
     def side(frame: pl.DataFrame, lv: str, name: str) -> pl.DataFrame:
@@ -77,7 +68,7 @@ def matched_differences(
     expected = side(results, level, "a").join(side(results, baseline, "b"), on=keys).height
     done = finished(results).filter(pl.col(metric).is_not_null())
     pairs = side(done, level, "a").join(side(done, baseline, "b"), on=keys)
-    return (pairs["a"] - pairs["b"]).to_numpy(), expected
+    return pairs.select(*keys, (pl.col("a") - pl.col("b")).alias("d")), expected
 
 
 def factor_effects(
@@ -90,8 +81,9 @@ def factor_effects(
     rows = []
     for level in levels_of(results, factor):
         level_cells = cells.filter(pl.col(factor) == level)["cell_mean"]
-        d, expected = matched_differences(results, factors, metric, factor, level, baseline)
-        s = paired_stats(d, settings.confidence, settings.resamples, settings.seed)
+        pairs, expected = matched_pairs(results, factors, metric, factor, level, baseline)
+        s = paired_stats(pairs["d"].to_numpy(), settings)
+        tested = level != baseline  # the baseline against itself: Δ 0, no test
         rows.append(
             {
                 "factor": factor,
@@ -107,11 +99,12 @@ def factor_effects(
                 "delta_std": s.std,
                 "ci_low": s.ci_low,
                 "ci_high": s.ci_high,
-                "p_wilcoxon": s.p_wilcoxon,
-                "p_ttest": s.p_ttest,
+                "p": s.p if tested else None,
+                "p_wilcoxon": s.p_wilcoxon if tested else None,
+                "p_ttest": s.p_ttest if tested else None,
             }
         )
-    floats = ("marginal", "delta", "delta_std", "ci_low", "ci_high", "p_wilcoxon", "p_ttest")
+    floats = ("marginal", "delta", "delta_std", "ci_low", "ci_high", "p", "p_wilcoxon", "p_ttest")
     return pl.DataFrame(rows, schema_overrides=dict.fromkeys(floats, pl.Float64), infer_schema_length=None)
 
 

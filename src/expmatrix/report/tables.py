@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from expmatrix.metrics import higher_is_better
+from expmatrix.report.stats import StatsSettings
 
 
 @dataclass
@@ -45,14 +46,15 @@ def direction(metric: str, override: dict[str, bool]) -> bool:
 
 def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], higher: dict[str, bool]) -> Table:
     """One row per cell: levels, mean ± std of each metric, seeds finished, params, training time."""
-    headers = (
-        factors + [f"{m} (mean ± std)" if j == 0 else m for j, m in enumerate(metrics)] + ["n", "params", "train s"]
-    )
+    conv = "converged" in stats.columns  # joined from `convergence`
+    headers = factors + [f"{m} (mean ± std)" if j == 0 else m for j, m in enumerate(metrics)]
+    headers += ["n", "params", "train s"] + ["converged"] * conv
     dec = {m: decimals(stats[f"{m} mean"].to_list()) for m in metrics}
     rows = [
         [str(r[f]) for f in factors]
         + [mean_std(r[f"{m} mean"], r[f"{m} std"], dec[m]) for m in metrics]
         + [str(r["jobs"]), str(r["params"]), f"{r['train_seconds']:.1f}"]
+        + ([r["converged"] or "n/a"] if conv else [])
         for r in stats.iter_rows(named=True)
     ]
     bold = set()
@@ -65,30 +67,65 @@ def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], hig
     return Table("cells", "Cells: mean ± std over seeds, best first", headers, rows, bold, notes)
 
 
+def with_ci(value: float | None, low: float | None, high: float | None, dec: int, sign: bool = False) -> str:
+    """`value [low, high]`, or the value alone when there is no interval."""
+    ci = f" [{fmt(low, dec, sign)}, {fmt(high, dec, sign)}]" if low is not None else ""
+    return fmt(value, dec, sign) + ci
+
+
 def _delta_ci(r: dict, dec: int) -> str:
     if r["delta"] is None:
         return "no pairs"
-    ci = f" [{fmt(r['ci_low'], dec, True)}, {fmt(r['ci_high'], dec, True)}]" if r["ci_low"] is not None else ""
-    return fmt(r["delta"], dec, True) + ci
+    if r["ci_low"] is None:
+        return fmt(r["delta"], dec, True) + (" (too few pairs for an interval)" if r["pairs"] else "")
+    return with_ci(r["delta"], r["ci_low"], r["ci_high"], dec, True)
 
 
 def _p(p: float | None) -> str:
     return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
-EFFECT_NOTES = [
-    "Marginal: mean over the level's cells of each cell's mean over seeds; cells: finished / in the matrix"
-    " (a marginal over fewer cells is not comparable to the others and is never bold).",
-    "Δ: mean difference to the baseline level over matched pairs (same level of every other factor, same seed),"
-    " with a {conf:.0%} bootstrap percentile interval ({resamples} resamples, seed {seed}).",
-    "p: two-sided Wilcoxon signed-rank test of the pairs (no correction for multiple comparisons).",
-    "pairs: finished pairs used / pairs in the matrix.",
-]
+INTERVALS = {
+    "t": "a {conf:.0%} Student-t interval (n - 1 degrees of freedom; below {fewest} pairs none is printed)",
+    "percentile": "a {conf:.0%} bootstrap percentile interval ({resamples} resamples, seed {seed}); it under-covers"
+    " with few pairs (about 80% at 4, 93% at 24), so below {fewest} pairs none is printed",
+    "bca": "a {conf:.0%} BCa bootstrap interval ({resamples} resamples, seed {seed}); below {fewest} pairs none is"
+    " printed",
+}
+WILCOXON = "two-sided Wilcoxon signed-rank test of the pairs (the bootstrap intervals' companion)"
+TESTS = {"t": "two-sided paired t-test (it agrees with the interval)", "bca": WILCOXON, "percentile": WILCOXON}
+CORRECTIONS = {"holm": "Holm (family-wise error)", "bh": "Benjamini-Hochberg (false discovery rate)"}
+
+
+def effect_notes(s: StatsSettings, correction: str, comparisons: int) -> list[str]:
+    """The notes of the effects and interaction tables: what Δ, its interval and p are."""
+    test = TESTS[s.interval]
+    interval = INTERVALS[s.interval].format(conf=s.confidence, resamples=s.resamples, seed=s.seed, fewest=s.fewest)
+    adjusted = (
+        f"p adj: {CORRECTIONS[correction]} over the {comparisons} paired comparison{'s' * (comparisons != 1)} of"
+        " this report (effects and interactions); intervals are not adjusted."
+        if correction != "none"
+        else f"p-values are not adjusted for the {comparisons} paired comparison(s) of this report."
+    )
+    return [
+        "Marginal: mean over the level's cells of each cell's mean over seeds; cells: finished / in the matrix"
+        " (a marginal over fewer cells is not comparable to the others and is never bold).",
+        "Δ: mean difference to the baseline level over matched pairs (same level of every other factor, same seed),"
+        f" with {interval}.",
+        f"p: {test}. {adjusted}",
+        "pairs: finished pairs used / pairs in the matrix.",
+    ]
+
+
+def _p_cells(r: dict, adjusted: bool) -> list[str]:
+    return [_p(r["p"])] + ([_p(r["p_adj"])] if adjusted else [])
 
 
 def effects_table(effects: pl.DataFrame, metric: str, higher: bool, notes: list[str]) -> Table:
     """Every factor's levels: marginal mean and paired difference to the baseline with CI and p."""
-    headers = ["factor", "level", f"{metric} marginal", "cells", "Δ vs baseline [CI]", "p", "pairs"]
+    adjusted = "p_adj" in effects.columns
+    headers = ["factor", "level", f"{metric} marginal", "cells", "Δ vs baseline [CI]", "p"]
+    headers += ["p adj"] * adjusted + ["pairs"]
     dec = decimals(effects["marginal"].to_list())
     rows, bold = [], set()
     for group in effects.partition_by("factor", maintain_order=True):
@@ -97,9 +134,9 @@ def effects_table(effects: pl.DataFrame, metric: str, higher: bool, notes: list[
             bold.add((len(rows) + _best_row(group["marginal"].to_list(), higher), 2))
         for r in group.iter_rows(named=True):
             delta = "(baseline)" if r["is_baseline"] else _delta_ci(r, dec)
-            p = "" if r["is_baseline"] else _p(r["p_wilcoxon"])
+            p = [""] * (1 + adjusted) if r["is_baseline"] else _p_cells(r, adjusted)
             cells = f"{r['cells']}/{r['cells_expected']}"
-            rows.append([r["factor"], r["level"], fmt(r["marginal"], dec), cells, delta, p, _pairs(r)])
+            rows.append([r["factor"], r["level"], fmt(r["marginal"], dec), cells, delta, *p, _pairs(r)])
     return Table("effects", f"Factor effects on {metric}", headers, rows, bold, notes)
 
 
@@ -110,11 +147,12 @@ def _pairs(r: dict) -> str:
 def interaction_table(inter: pl.DataFrame, metric: str, notes: list[str]) -> Table:
     """Rows: levels of `by`; columns: the factor's marginal per level, then each level's Δ vs baseline."""
     factor, by = inter["factor"][0], inter["by"][0]
+    adjusted = "p_adj" in inter.columns
     levels = inter["level"].unique(maintain_order=True).to_list()
     baseline = inter["baseline"][0]
     compared = [lv for lv in levels if lv != baseline]
     headers = [by] + [f"{factor}={lv}" for lv in levels]
-    headers += [h for lv in compared for h in (f"Δ {lv} vs {baseline} [CI]", "p", "pairs")]
+    headers += [h for lv in compared for h in (f"Δ {lv} vs {baseline} [CI]", "p", *["p adj"] * adjusted, "pairs")]
     dec = decimals(inter["marginal"].to_list())
     rows = []
     for group in inter.partition_by("by_level", maintain_order=True):
@@ -122,7 +160,7 @@ def interaction_table(inter: pl.DataFrame, metric: str, notes: list[str]) -> Tab
         row = [group["by_level"][0]] + [fmt(by_level[lv]["marginal"], dec) for lv in levels]
         for lv in compared:
             r = by_level[lv]
-            row += [_delta_ci(r, dec), _p(r["p_wilcoxon"]), _pairs(r)]
+            row += [_delta_ci(r, dec), *_p_cells(r, adjusted), _pairs(r)]
         rows.append(row)
     return Table(f"interaction_{factor}__{by}", f"{metric}: {factor} × {by}", headers, rows, set(), notes)
 
@@ -137,3 +175,75 @@ def ranking_table(stats: pl.DataFrame, factors: list[str], metric: str, k: int) 
         for i, r in enumerate(stats.head(k).iter_rows(named=True))
     ]
     return Table("ranking", f"Top {min(k, stats.height)} cells by {metric}", headers, rows)
+
+
+def anova_table(anova: pl.DataFrame, metric: str, notes: list[str]) -> Table:
+    """The factorial model's ANOVA: one row per term, then the residual."""
+    adjusted = "p_adj" in anova.columns
+    headers = ["term", "df", "sum of squares", "F", "p", *["p adj"] * adjusted, "partial η²"]
+    rows = [
+        [r["term"], str(r["df"]), f"{r['sum_sq']:.3g}"]
+        + (
+            [""] * (3 + adjusted)
+            if r["term"] == "residual"
+            else [fmt(r["F"], 2), _p(r["p"]), *([_p(r["p_adj"])] if adjusted else []), fmt(r["partial_eta2"], 3)]
+        )
+        for r in anova.iter_rows(named=True)
+    ]
+    return Table("anova", f"ANOVA of {metric}: every factor at once, seed as a block", headers, rows, set(), notes)
+
+
+def emm_table(emm: pl.DataFrame, metric: str, notes: list[str]) -> Table:
+    """Estimated marginal means of each level and their differences to the baseline, from the model."""
+    dec = decimals(emm["emm"].to_list())
+    headers = ["factor", "level", f"{metric} EMM [CI]", "Δ vs baseline [CI]", "p"]
+    rows = []
+    for r in emm.iter_rows(named=True):
+        mean = with_ci(r["emm"], r["emm_low"], r["emm_high"], dec)
+        if r["level"] == r["baseline"]:
+            delta, p = "(baseline)", ""
+        else:
+            delta, p = with_ci(r["delta"], r["delta_low"], r["delta_high"], dec, True), _p(r["p"])
+        rows.append([r["factor"], r["level"], mean, delta, p])
+    return Table("marginal_means", f"Estimated marginal means of {metric} (model)", headers, rows, set(), notes)
+
+
+def _seeds(n: int | None) -> str:
+    return f"> {1000}" if n is None else str(n)
+
+
+def seeds_table(seeds: pl.DataFrame, metric: str, difference: float, power: float, confidence: float) -> Table:
+    """Per compared level: the seed noise of a difference, what the finished seeds resolve, and the seeds
+    per cell needed for `difference`."""
+    dec = max(4, decimals(seeds["seed_sd"].to_list()))
+    headers = [
+        "factor",
+        "level",
+        "pairs (cells × seeds)",
+        "seed sd of Δ",
+        "resolvable Δ now",
+        "in one cell",
+        f"seeds/cell for {difference:g}",
+        "in one cell",
+    ]
+    rows = []
+    for r in seeds.iter_rows(named=True):
+        shape = f"{r['pairs']} ({r['cell_pairs']} × {r['seeds']:.3g})" if r["seeds"] else str(r["pairs"])
+        if r["seed_sd"] is None or r["seed_sd"] == 0:
+            why = "one seed: no spread" if r["seed_sd"] is None else "no spread"
+            rows.append([r["factor"], f"{r['level']} vs {r['baseline']}", shape, why, "n/a", "n/a", "n/a", "n/a"])
+            continue
+        rows.append(
+            [r["factor"], f"{r['level']} vs {r['baseline']}", shape, fmt(r["seed_sd"], dec)]
+            + [fmt(r["resolvable"], dec), fmt(r["resolvable_cell"], dec)]
+            + [_seeds(r["seeds_for_difference"]), _seeds(r["seeds_for_difference_cell"])]
+        )
+    notes = [
+        f"Two-sided t-test at {1 - confidence:.2g}, power {power:.0%}. Seed sd of Δ: spread of the paired"
+        " differences about their cell pair's mean, pooled over cell pairs (spread between cell pairs is an"
+        " interaction, not noise).",
+        "Resolvable Δ now: the smallest true difference the finished seeds detect with that power, for the marginal"
+        " effect (all pairs) and within one cell (its seeds alone); seeds/cell: the seeds every cell needs to resolve"
+        f" a difference of {difference:g} (report.difference).",
+    ]
+    return Table("seeds", f"How many seeds: {metric}", headers, rows, set(), notes)

@@ -23,7 +23,16 @@ SPECIALS = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
 }
-SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "ε": r"$\varepsilon$", "≥": r"$\geq$", "≤": r"$\leq$"}
+SYMBOLS = {
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "×": r"$\times$",
+    "ε": r"$\varepsilon$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "η": r"$\eta$",
+    "²": r"$^2$",
+}
 
 
 def escape(text: str) -> str:
