@@ -122,7 +122,9 @@ def test_unknown_metric_names_the_available_ones(reported):
 
 
 def test_a_single_cell_is_reported_without_comparisons(tmp_path):
-    exp = write_experiment(tmp_path, factors={}, seeds=[0, 1], data=TINY_DATA, base={**TINY_BASE, "tokenizer": "direct"})
+    exp = write_experiment(
+        tmp_path, factors={}, seeds=[0, 1], data=TINY_DATA, base={**TINY_BASE, "tokenizer": "direct"}
+    )
     cli("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "2")
     out = cli("report", str(exp), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots")
     assert "Cells: mean ± std over seeds" in out and "Top 1 cells" in out

@@ -182,7 +182,7 @@ def factorial(
         model = fit(rows, metric, block + main, all_levels)
     if model.df_resid <= 0:
         notes.append("no residual degrees of freedom (one job per cell and one seed?): no F tests or intervals")
-    emm = pl.concat([marginal_means(model, f, baselines.get(f, levels[f][0]), confidence) for f in levels])
+    emm = pl.concat([marginal_means(model, f, str(baselines.get(f, levels[f][0])), confidence) for f in levels])
     if emm["emm"].null_count():
         notes.append("some marginal means are not estimable: cells are missing under an interaction in the model")
     return anova_table(model), emm, notes

@@ -63,8 +63,9 @@ def convergence_warning(conv: pl.DataFrame, factors: list[str], column: str, k: 
         return []
     names = "; ".join(", ".join(f"{f}={r[f]}" for f in factors) for r in still.head(5).iter_rows(named=True))
     more = f" and {still.height - 5} more" if still.height > 5 else ""
+    last = min(k, int(still["epochs"].min()))
     return [
         f"not converged: {still.height} of {conv.height} cells were still improving {column} over their last"
-        f" {k} epochs by more than their seed-to-seed noise ({names}{more}); effects involving them measure"
+        f" {last} epochs by more than their seed-to-seed noise ({names}{more}); effects involving them measure"
         " the training budget as much as the factor"
     ]

@@ -28,7 +28,12 @@ def power(delta: float, sd: float, n: int, df: int, alpha: float) -> float:
     when the true mean difference is `delta`."""
     crit = stats.t.ppf(1 - alpha / 2, df)
     nc = delta * np.sqrt(n) / sd
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    p = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    if not np.isfinite(p):  # scipy's noncentral t fails far in the tail: integrate over the sd estimate instead
+        p = stats.chi(df, scale=1 / np.sqrt(df)).expect(
+            lambda s: stats.norm.cdf(nc - crit * s) + stats.norm.cdf(-nc - crit * s)
+        )
+    return float(min(1.0, p))
 
 
 def resolvable(sd: float, n: int, df: int, alpha: float, target: float) -> float:

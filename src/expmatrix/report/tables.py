@@ -177,6 +177,11 @@ def ranking_table(stats: pl.DataFrame, factors: list[str], metric: str, k: int) 
     return Table("ranking", f"Top {min(k, stats.height)} cells by {metric}", headers, rows)
 
 
+def _p_adj(r: dict) -> str:
+    """Blank for a term outside the adjusted family (the seed block)."""
+    return "" if r["p_adj"] is None and r["term"] == "seed" else _p(r["p_adj"])
+
+
 def anova_table(anova: pl.DataFrame, metric: str, notes: list[str]) -> Table:
     """The factorial model's ANOVA: one row per term, then the residual."""
     adjusted = "p_adj" in anova.columns
@@ -186,7 +191,7 @@ def anova_table(anova: pl.DataFrame, metric: str, notes: list[str]) -> Table:
         + (
             [""] * (3 + adjusted)
             if r["term"] == "residual"
-            else [fmt(r["F"], 2), _p(r["p"]), *([_p(r["p_adj"])] if adjusted else []), fmt(r["partial_eta2"], 3)]
+            else [fmt(r["F"], 2), _p(r["p"]), *([_p_adj(r)] if adjusted else []), fmt(r["partial_eta2"], 3)]
         )
         for r in anova.iter_rows(named=True)
     ]
