@@ -12,7 +12,9 @@ from tabulate import tabulate
 
 from expmatrix.cli_common import PROFILE, RUNS, SET, friendly
 from expmatrix.cli_data import data
+from expmatrix.cli_export import export
 from expmatrix.cli_tokenizer import tokenizer
+from expmatrix.cli_tune import tune
 
 
 def _counts(counter) -> str:
@@ -110,13 +112,20 @@ def status(experiment, profile, overrides, runs_root, watch) -> None:
 @SET
 @RUNS
 @click.option(
-    "--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="CPU count", help="Jobs trained at once."
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Jobs trained at once [default: the CPU count; with CUDA 4 per GPU, at most one per CPU].",
 )
+@click.option("--gpus", default=None, metavar="0,1", help="CUDA devices the workers share [default: all visible].")
 @click.option("--threads", type=int, default=None, help="Torch threads per job [default: CPUs / workers].")
 @click.option("--retry-failed", is_flag=True, help="Also run failed jobs again (up to run.max_attempts).")
 @friendly
-def run(experiment, profile, overrides, runs_root, workers, threads, retry_failed) -> None:
+def run(experiment, profile, overrides, runs_root, workers, gpus, threads, retry_failed) -> None:
     """Train every job of EXPERIMENT that is not done yet, in a local process pool.
+
+    With CUDA the workers are spread over the GPUs, each worker seeing only its own device, and the
+    CPU threads are split among them.
 
     Interrupted jobs resume from their checkpoint; jobs claimed by another live runner are left to it.
     Damaged jobs (a file cannot be read) are redone: the file is set aside, training resumes from the
@@ -125,6 +134,7 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
     import time
 
     from expmatrix.executors.local import run_local
+    from expmatrix.executors.placement import parse_gpus
     from expmatrix.inert import check_consumed
     from expmatrix.monitor import run_outcome
 
@@ -132,7 +142,7 @@ def run(experiment, profile, overrides, runs_root, workers, threads, retry_faile
     store = _store(matrix, runs_root)
     check_consumed(matrix, store)
     started = time.time()
-    states, skipped = run_local(matrix, store, workers, threads, retry_failed)
+    states, skipped = run_local(matrix, store, workers, threads, retry_failed, parse_gpus(gpus))
     if not states:
         click.echo(f"nothing to train: {_counts(skipped)} ({store.dir})")
         return
@@ -214,29 +224,33 @@ def train(job_file: str, threads: int | None) -> None:
 @click.option("--cluster", default=None, help="Cluster profile: hpc/profiles/NAME.yaml, or a path to one.")
 @click.option("--hpc", "hpc_overrides", multiple=True, metavar="KEY=VALUE", help="Override a cluster setting.")
 @click.option("--max-concurrent", type=int, default=None, help="Array tasks running at once.")
+@click.option(
+    "--jobs-per-task", type=int, default=None, help="Training jobs one array task runs at once (hpc.jobs_per_task)."
+)
 @click.option("--retry-failed", is_flag=True, help="Also submit failed jobs again (up to run.max_attempts).")
+@click.option("--tune", is_flag=True, help="Submit an array of tune workers (the `tune` section), not the jobs.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Tune workers (--tune).")
 @click.option("--dry-run", is_flag=True, help="Write and print the files, submit nothing.")
 @friendly
-def submit(
-    experiment, profile, overrides, runs_root, backend, cluster, hpc_overrides, max_concurrent, retry_failed, dry_run
-) -> None:
-    """Submit the jobs of EXPERIMENT that are not done as SLURM or HTCondor arrays, then exit."""
+def submit(experiment, profile, overrides, runs_root, backend, cluster, hpc_overrides, max_concurrent, jobs_per_task,
+           retry_failed, tune, workers, dry_run) -> None:  # fmt: skip
+    """Submit the jobs of EXPERIMENT that are not done as SLURM or HTCondor arrays (or, with --tune, an array
+    of tune workers), then exit."""
     from expmatrix.executors.submit import report_line, submit_matrix
 
-    cli_hpc = _parse_hpc(hpc_overrides, max_concurrent)
+    cli_hpc = _parse_hpc(hpc_overrides, max_concurrent=max_concurrent, jobs_per_task=jobs_per_task)
+    tune_workers = workers if tune else 0
     prepared, submitted = submit_matrix(
-        experiment, profile, overrides, runs_root, backend, cluster, cli_hpc, retry_failed, dry_run
+        experiment, profile, overrides, runs_root, backend, cluster, cli_hpc, retry_failed, dry_run, tune_workers
     )
     click.echo(report_line(prepared, submitted, dry_run))
 
 
-def _parse_hpc(items: tuple[str, ...], max_concurrent: int | None) -> dict:
+def _parse_hpc(items: tuple[str, ...], **options: int | None) -> dict:
+    """--hpc KEY=VALUE, then the options that stand for a key (--max-concurrent, --jobs-per-task) over them."""
     from expmatrix.config import parse_set
 
-    out = parse_set(items)
-    if max_concurrent is not None:
-        out["max_concurrent"] = max_concurrent
-    return out
+    return parse_set(items) | {k: v for k, v in options.items() if v is not None}
 
 
 @main.command()
@@ -246,20 +260,29 @@ def _parse_hpc(items: tuple[str, ...], max_concurrent: int | None) -> dict:
 @click.option("--task", type=int, default=None, help="[default: $EXPMATRIX_TASK or $SLURM_ARRAY_TASK_ID]")
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads.")
 @click.option("--stage", type=click.Choice(["fit", "train"]), default="train", show_default=True)
+@click.option(
+    "--jobs-per-task",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Training jobs this task runs at once: lines N*K .. N*K+K-1, the threads split among them.",
+)
 @friendly
-def worker(experiment, runs_root, jobs_file, task, threads, stage) -> None:
-    """Run one array task of a submitted EXPERIMENT: job N of the list, or the next one not started."""
+def worker(experiment, runs_root, jobs_file, task, threads, stage, jobs_per_task) -> None:
+    """Run one array task of a submitted EXPERIMENT: job N of the list, or the next one not started
+    (with --jobs-per-task K: jobs N*K to N*K+K-1 at once)."""
     from expmatrix.config import load_experiment
-    from expmatrix.executors.worker import run_task
+    from expmatrix.executors.worker import run_task, task_state
     from expmatrix.states import EXIT_CODES
     from expmatrix.store import RunStore
 
     store = RunStore.for_spec(runs_root, load_experiment(experiment))
-    job_id, state = run_task(store, Path(jobs_file), task, threads, stage)
-    click.echo(f"{stage} task {task if task is not None else '(env)'}: job {job_id}: {state}")
-    if state == "failed":
-        click.echo(store.status(job_id).get("error", "failed"), err=True)
-    sys.exit(EXIT_CODES.get(state, 1))
+    results = run_task(store, Path(jobs_file), task, threads, stage, jobs_per_task)
+    for job_id, state in results:
+        click.echo(f"{stage} task {task if task is not None else '(env)'}: job {job_id}: {state}")
+        if state == "failed" and job_id is not None:
+            click.echo(store.status(job_id).get("error", "failed"), err=True)
+    sys.exit(EXIT_CODES.get(task_state(results), 1))
 
 
 @main.command()
@@ -280,3 +303,5 @@ def queue(experiment, profile, overrides, runs_root) -> None:
 
 main.add_command(data)
 main.add_command(tokenizer)
+main.add_command(tune)
+main.add_command(export)

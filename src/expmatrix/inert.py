@@ -17,6 +17,7 @@ from expmatrix.config import JobConfig, SpecError, n_outputs, record_reads, shor
 from expmatrix.data import data_selection
 from expmatrix.matrix import Matrix
 from expmatrix.models.sizing import build_model, solve_size
+from expmatrix.pretraining import pretrain_settings
 from expmatrix.provenance import code_version
 from expmatrix.runfiles import DamagedFile, read_file, set_aside, write_json
 from expmatrix.stages import tokenizer_for
@@ -35,6 +36,7 @@ def consumed_keys(cfg: JobConfig) -> set[str]:
         with torch.device("meta"):
             model = build_model(tokenizer, cfg.model, size, outputs)
         Trainer(model, cfg.train, "cpu", n_train=1000, seed=cfg.seed)
+        pretrain_settings(cfg)  # model.init, and the pretraining settings where it is pretrained
     return reads
 
 
@@ -74,6 +76,14 @@ def _reads(job_config: dict[str, Any], store: RunStore) -> set[str]:
     return reads
 
 
+def unused_pretrain(matrix: Matrix) -> list[str]:
+    """`pretrain` settings in a matrix without a pretrained job would do nothing anywhere."""
+    if any("pretrain" in job.config for job in matrix.jobs):
+        return []
+    return [f"  {where}  (no job has model.init: pretrained)" for cell in matrix.settings.values()
+            for key, where in cell.items() if key.split(".")[0] == "pretrain"][:1]  # fmt: skip
+
+
 def check_consumed(matrix: Matrix, store: RunStore) -> None:
     """SpecError listing every setting that has no effect in some cell."""
     cache: dict[str, set[str]] = {}
@@ -83,7 +93,10 @@ def check_consumed(matrix: Matrix, store: RunStore) -> None:
         if shape not in cache:
             cache[shape] = _reads(job.config, store)
         levels = ", ".join(f"{k}={v}" for k, v in job.levels.items()) or "the only cell"
-        problems += [f"  {where}  (in cell {levels})" for where in unread(matrix.settings.get(cell, {}), cache[shape])]
+        # a section the job leaves out of its config is not its setting (`pretrain` in a scratch cell)
+        own = {k: w for k, w in matrix.settings.get(cell, {}).items() if k.split(".")[0] in job.config}
+        problems += [f"  {where}  (in cell {levels})" for where in unread(own, cache[shape])]
+    problems += unused_pretrain(matrix)
     if problems:
         shown = "\n".join(problems[:10]) + (f"\n  ... {len(problems) - 10} more" if len(problems) > 10 else "")
         raise SpecError(

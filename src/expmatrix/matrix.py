@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from expmatrix.config import (
 )
 
 Layer = tuple[str, dict[str, Any]]  # (prefix naming where it came from, flat dotted overrides)
+CellLayer = Callable[[dict[str, str]], Layer | None]  # a cell's factor levels -> its own last layer (tuned settings)
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,14 @@ def _check_no_shadowing(factors: dict[str, Factor], later: list[Layer], exp_path
                 )
 
 
-def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[str, Any] | None = None) -> Matrix:
-    """Expand the experiment at `path` into validated jobs (no training, no data read)."""
+def build_matrix(
+    path: str | Path,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    per_cell: CellLayer | None = None,
+) -> Matrix:
+    """Expand the experiment at `path` into validated jobs (no training, no data read). `per_cell(levels)`
+    adds a last layer to one cell (an arm's tuned settings); like --set, it may not set a key a factor varies."""
     path = Path(path)
     spec = load_experiment(path)
     presets = Presets((path.parent / spec.presets).resolve())
@@ -229,6 +236,10 @@ def build_matrix(path: str | Path, profile: str | None = None, overrides: dict[s
             if over
         ]
         layers = base + fac_layers + later
+        own = per_cell(levels) if per_cell is not None else None
+        if own:
+            _check_no_shadowing(factors, [own], path)
+            layers.append(own)
         config = resolve(layers, presets, path)  # validated once per cell: seeds differ in `seed` only
         data_path = config["data"]["path"]
         if data_path != "synthetic":
@@ -256,6 +267,13 @@ def explicit_settings(layers: list[Layer], presets: Presets) -> dict[str, str]:
             else:
                 out[k] = where + k
     return {k: v for k, v in out.items() if k not in ("tokenizer.name", "tokenizer.kind")}
+
+
+def reseed(job: Job, seed: int) -> Job:
+    """The job of the same cell with another seed (its id computed as `build_matrix` does)."""
+    no_seed = {k: v for k, v in _identity(job.config).items() if k != "seed"}
+    job_id = _hash_sections({**no_seed, "seed": json.dumps(seed)})
+    return Job(job_id, job.cell, job.levels, seed, {**job.config, "seed": seed}, job.data_path, job.run)
 
 
 COSMETIC = ("tokenizer.name",)  # labels, not settings: renaming a preset keeps its jobs' ids

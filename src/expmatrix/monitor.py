@@ -99,7 +99,7 @@ def stages_table(states: list[JobState], store: RunStore) -> str:
     rows = []
     for st in stages:
         if st.state != "done":
-            failure = store.fit_failure_file(st.key)
+            failure = st.files(store)[1]
             why = _one_line(read_file(failure).get("error"), 80) if st.state == "failed" else ""
             rows.append([st.describe(), st.state, f"{st.n_jobs} ({st.n_cells} cells)", why])
     ready = sum(st.state == "done" for st in stages)

@@ -4,26 +4,29 @@ A tokenizer fit (quantile edges, normalization constants, k-means centres, a VQ-
 is such work: every job whose tokenizer signature (preset, features, MET) and data selection match
 reuses one fitted state, kept in `<runs>/_cache/tokenizers/<key>.json`, also across experiments.
 A fit that fails is recorded beside it: the jobs that need it fail at once with its error instead
-of each repeating it, until `--retry-failed` clears the record.
+of each repeating it, until `--retry-failed` clears the record. A masked-modelling pretraining (the jobs
+with `model.init: pretrained`) is the second kind of stage, kept in `<runs>/_cache/pretrained/<key>/`
+(expmatrix.pretraining); it fits the tokenizer it needs itself when it runs first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from expmatrix.config import Job, JobConfig, SpecError, fit_signature, short_hash
+from expmatrix.config import Job, JobConfig, SpecError, fit_signature, n_outputs, short_hash
 from expmatrix.config.layout import CONT_NAMES
 from expmatrix.data import Events, data_selection, file_identity, load_pulse_splits, load_splits
 from expmatrix.data.icecube import PULSE_FEATURES
+from expmatrix.pretraining import pretrain_selection
 from expmatrix.runfiles import DamagedFile, read_file, set_aside, write_json
 from expmatrix.store import RunStore
 from expmatrix.tokenizers.errors import TokenizerError
 
 if TYPE_CHECKING:  # the tokenizers import torch: `plan` and `status` read the stages without it
-    from pathlib import Path
-
     from expmatrix.tokenizers import Tokenizer
 
 
@@ -69,6 +72,14 @@ def fit_key(cfg: JobConfig, data_path: str) -> str:
     """The cache key of the job's tokenizer fit: preset, features, MET, data selection and file."""
     signature = fit_signature(cfg.tokenizer, *features_of(cfg))
     return short_hash({"tokenizer": signature, "data": data_selection(cfg.data), "file": file_identity(data_path)})
+
+
+def pretrain_key(cfg: JobConfig, data_path: str) -> str:
+    """The cache key of the job's pretrained backbone: its settings, the tokenizer fit, the model shape (the
+    width follows from it) and the pretraining events. Every seed of a cell shares it."""
+    model = {k: v for k, v in cfg.model.model_dump(mode="json").items() if k != "init"}
+    return short_hash({"pretrain": cfg.pretrain.artifact_settings(), "fit": fit_key(cfg, data_path), "model": model,
+                       "outputs": n_outputs(cfg.data), "data": pretrain_selection(cfg)})  # fmt: skip
 
 
 def _check_record(record: dict, tokenizer: Tokenizer, cfg: JobConfig, path: Path) -> None:
@@ -117,7 +128,7 @@ class Stage:
     """One piece of shared work and the jobs waiting for it."""
 
     key: str
-    kind: str  # "tokenizer-fit"
+    kind: str  # "tokenizer-fit" | "pretrain"
     job: Job  # any job that needs it: its config says what to do
     n_cells: int
     n_jobs: int = 0  # the jobs (all seeds) waiting for it
@@ -125,21 +136,33 @@ class Stage:
 
     def describe(self) -> str:
         cfg = self.job.config
-        features = "-".join(features_of(JobConfig.model_validate(cfg))[0])
-        met = "" if cfg["data"].get("use_met", True) is False else " + MET"
-        return f"{self.kind} {self.key}: {cfg['tokenizer']['name']} on {features}{met}"
+        features, use_met = features_of(JobConfig.model_validate(cfg))
+        features, met = "-".join(features), " + MET" if use_met else ""  # (pulses have no MET)
+        model = f", model {cfg['model']['target_params']} params" if self.kind == "pretrain" else ""
+        return f"{self.kind} {self.key}: {cfg['tokenizer']['name']} on {features}{met}{model}"
+
+    def files(self, store: RunStore) -> tuple[Path, Path]:
+        """(its artifact, its failure record)."""
+        if self.kind == "pretrain":
+            return store.pretrain_file(self.key), store.pretrain_file(self.key, "failed.json")
+        return store.fit_file(self.key), store.fit_failure_file(self.key)
 
 
 def fit_stages(jobs: list[Job], store: RunStore) -> list[Stage]:
-    """Every tokenizer fit the jobs need, one per key, with its state and the jobs waiting for it (torch-free)."""
-    found: dict[str, list[Job]] = {}
+    """Every tokenizer fit and pretraining the jobs need, one per key (the fits first), with its state and the
+    jobs waiting for it (torch-free)."""
+    found: dict[tuple[str, str], list[Job]] = {}
     for job in jobs:
-        found.setdefault(fit_key(JobConfig.model_validate(job.config), job.data_path), []).append(job)
+        cfg = JobConfig.model_validate(job.config)
+        found.setdefault(("tokenizer-fit", fit_key(cfg, job.data_path)), []).append(job)
+        if cfg.model.init == "pretrained":
+            found.setdefault(("pretrain", pretrain_key(cfg, job.data_path)), []).append(job)
     out = []
-    for key, group in found.items():
-        failed = store.fit_failure_file(key).exists()
-        state = "done" if store.fit_file(key).exists() else "failed" if failed else "pending"
-        out.append(Stage(key, "tokenizer-fit", group[0], len({j.cell for j in group}), len(group), state))
+    for (kind, key), group in sorted(found.items(), key=lambda item: item[0][0] == "pretrain"):
+        stage = Stage(key, kind, group[0], len({j.cell for j in group}), len(group))
+        artifact, failure = stage.files(store)
+        state = "done" if artifact.exists() else "failed" if failure.exists() else "pending"
+        out.append(dataclasses.replace(stage, state=state))
     return out
 
 
@@ -149,11 +172,16 @@ def pending_stages(jobs: list[Job], store: RunStore) -> list[Stage]:
 
 
 def clear_failed_stages(jobs: list[Job], store: RunStore) -> None:
-    """`--retry-failed`: forget recorded fit failures, so that the fits run again."""
+    """`--retry-failed`: forget recorded stage failures, so that the stages run again."""
     for stage in fit_stages(jobs, store):
-        store.fit_failure_file(stage.key).unlink(missing_ok=True)
+        stage.files(store)[1].unlink(missing_ok=True)
 
 
 def run_stage(stage: Stage, store: RunStore) -> None:
     cfg = JobConfig.model_validate(stage.job.config)
-    fitted_tokenizer(cfg, stage.job.data_path, store)
+    if stage.kind == "pretrain":
+        from expmatrix.pretraining.stage import run_pretraining  # torch
+
+        run_pretraining(cfg, stage.job.data_path, store)
+    else:
+        fitted_tokenizer(cfg, stage.job.data_path, store)

@@ -11,9 +11,11 @@ from expmatrix.config.job import Job
 
 # `interrupted` (its worker died) and `preempted` (it checkpointed on a signal) resume from the checkpoint;
 # `damaged`: a file of its run directory cannot be read (RunStore.state_of); a run sets it aside and redoes the job.
-STATES = ("new", "running", "interrupted", "preempted", "damaged", "failed", "done")
+# `pruned`: a tuning trial its study stopped early (`training.job.EndedEarly`): finished, not failed.
+STATES = ("new", "running", "interrupted", "preempted", "damaged", "failed", "pruned", "done")
 RESUMABLE = ("new", "interrupted", "preempted", "damaged")
-STATE_FIELDS = {"failed": ("error", "traceback"), "preempted": ("reason", "preempted")}  # dropped on other states
+# the fields that say why a job is in a state: dropped when it moves to another
+STATE_FIELDS = {"failed": ("error", "traceback"), "preempted": ("reason", "preempted"), "pruned": ("pruned",)}
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: cut short after a checkpoint; run again (a batch script requeues) to resume
 # "fit failed": recorded in the cache for the jobs that need it; the array goes on (the train array waits on it)

@@ -18,16 +18,17 @@ runs/<experiment>/<job-id>/            RunStore.job_dir(id)
     .<name>.<pid>.tmp  .claim.<nonce>      a write or a claim takeover in flight (a kill leaves them; never read)
 runs/<experiment>/_submit/             submit_dir
     <backend>-<hash>/    submission_dir    one folder per distinct submission (same inputs -> same folder)
-        <stage>.jobs     jobs_list         the job ids of a stage's array, line N = task N
+        <stage>.jobs     jobs_list         the job ids of a stage's array, line N = task N (N // K if K per task)
         logs/            submission_logs   scheduler logs (unless hpc.log_dir)
         + the backend's rendered files (<stage>.sbatch | <stage>.sub + <stage>.sh, report.*, experiment.dag)
-    submissions.jsonl    submissions_file  one line per real submission: folder, backend, scheduler ids
+    submissions.jsonl    submissions_file  one line per real submission: folder, backend, scheduler ids, jobs_per_task
 runs/<experiment>/report.*, results.parquet, tables/, plots/: what `expmatrix report` writes (report/build.py)
 runs/_cache/                           cache_dir: shared by experiments, derived, safe to delete
     <source>_synthetic_e<events>_s<seed>.h5   generated data (named by `expmatrix.data.synthetic_path`)
     tokenizers/<key>.json  fit_file        a fitted tokenizer per tokenizer config and data selection
     consumed/<shape>.json  consumed_file   the config keys a job shape reads (the every-key check)
     sizes/<key>.json       size_file       width and parameter count of a tokenizer + model shape (`list`)
+    pretrained/<key>/      pretrain_file   model.pt (backbone + record), record.json, checkpoint.pt, failed.json
 
 A file that exists but cannot be read (truncated, empty, corrupt) raises `DamagedFile` naming the job and
 the file; `state_of` calls such a job `damaged`; a run sets the file aside and redoes the job.
@@ -144,6 +145,9 @@ class RunStore:
         """Why the fit `key` failed: the jobs that need it fail with this until --retry-failed."""
         return self.cache_dir / "tokenizers" / f"{key}.failed.json"
 
+    def pretrain_file(self, key: str, name: str = "model.pt") -> Path:
+        return self.cache_dir / "pretrained" / key / name
+
     def consumed_file(self, shape: str) -> Path:
         return self.cache_dir / "consumed" / f"{shape}.json"
 
@@ -226,7 +230,7 @@ class RunStore:
             state = status["state"]
             if state == "running":
                 claim = self.claim_info(job_id)
-                if claim is None or self._abandoned(claim):
+                if claim is None or self.abandoned(claim):
                     state = "interrupted"  # its worker died without a word: resumable
             if state == "done":
                 self.check_results(job_id)
@@ -292,7 +296,7 @@ class RunStore:
             info = {}
         return {**info, "age": time.time() - mtime, "raw": text}
 
-    def _abandoned(self, claim: dict[str, Any]) -> bool:
+    def abandoned(self, claim: dict[str, Any]) -> bool:
         if claim["age"] > self.stale_after:
             return True
         return claim.get("host") == socket.gethostname() and "pid" in claim and not _pid_alive(claim["pid"])
@@ -310,7 +314,7 @@ class RunStore:
                 old = self.claim_info(job_id)
                 if old is None:
                     continue  # released meanwhile
-                if not self._abandoned(old) or not self._take_over(p, old["raw"], nonce):
+                if not self.abandoned(old) or not self._take_over(p, old["raw"], nonce):
                     return False
                 continue
             with os.fdopen(fd, "w") as f:

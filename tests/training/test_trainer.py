@@ -224,7 +224,8 @@ def test_model_construction_reads_rope_settings_only_for_rope(data, position, un
     rec, read = Recording.of(ModelConfig, layers=2, heads=4, position=position)
     with torch.device("meta"):
         build_model(data[0], rec, (16, 32), 2)
-    assert set(ModelConfig.model_fields) - read == unread | {"target_params", "ff_ratio"}  # read by solve_size
+    # target_params, ff_ratio: read by solve_size; init: by the job (pretraining.pretrain_settings)
+    assert set(ModelConfig.model_fields) - read == unread | {"target_params", "ff_ratio", "init"}
 
 
 def test_batches_follow_the_seeded_epoch_order(data):

@@ -47,6 +47,7 @@ from expmatrix.config.tokenizers import (
     fit_signature,
 )
 from expmatrix.config.train import REGRESSION_LOSSES, TrainConfig
+from expmatrix.config.tune import VAL_METRICS, TuneConfig
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -55,6 +56,7 @@ __all__ = [
     "REGRESSION_LOSSES",
     "SOURCE_TASKS",
     "STALE_AFTER_SECONDS",
+    "VAL_METRICS",
     "VECTORS",
     "BinnedTokenizerConfig",
     "CodeFields",
@@ -81,6 +83,7 @@ __all__ = [
     "TokenizerConfig",
     "TokenizerFields",
     "TrainConfig",
+    "TuneConfig",
     "WandbConfig",
     "describe_errors",
     "fit_signature",

@@ -11,6 +11,7 @@ from expmatrix.config.loading import load_mapping, validate
 from expmatrix.config.report import ReportConfig
 from expmatrix.config.run import RunConfig
 from expmatrix.config.strict import Strict
+from expmatrix.config.tune import TuneConfig
 
 
 class ExperimentSpec(Strict):
@@ -27,6 +28,7 @@ class ExperimentSpec(Strict):
     run: RunConfig = RunConfig()
     presets: str = "../tokenizers"  # folder of tokenizer presets, relative to the experiment file
     hpc: dict[str, Any] = {}  # `expmatrix submit` settings: templates, cluster, ... (validated by executors.cluster)
+    tune: TuneConfig | None = None  # `expmatrix tune`: equal-budget tuning of every arm (not part of any job id)
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:

@@ -69,6 +69,8 @@ class ClusterSettings(Strict):
     signal_seconds: int = Field(300, ge=10)  # USR1 this long before the time limit: checkpoint and requeue
     max_requeues: int = Field(3, ge=0)  # per task, after preemption or a time limit
     max_concurrent: int | None = Field(None, ge=1)  # array throttle (SLURM %K, HTCondor max_materialize)
+    # training jobs one array task runs at once, sharing its cpus (split among them) and GPU: ceil(N / K) tasks
+    jobs_per_task: int = Field(1, ge=1)
     report: bool = True  # a report job after the last stage (runs even if some jobs failed)
     command: list[str] = ["expmatrix"]  # how a node calls expmatrix, e.g. [/opt/venv/bin/python, -m, expmatrix]
     log_dir: str | None = None  # scheduler logs [default: logs/ in the submission folder]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError, model_validator
+from pydantic import ValidationError, model_serializer, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from expmatrix.config.data import SOURCE_TASKS, DataConfig
+from expmatrix.config.layout import CONT_NAMES
 from expmatrix.config.model import ModelConfig
+from expmatrix.config.pretrain import PretrainConfig, check_targets
 from expmatrix.config.strict import Strict
 from expmatrix.config.tokenizers import TokenizerConfig
 from expmatrix.config.train import REGRESSION_LOSSES, TrainConfig
@@ -23,6 +25,29 @@ class JobConfig(Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     seed: int = 0
+    pretrain: PretrainConfig | None = None  # read with model.init pretrained only (see config/pretrain.py)
+
+    @model_validator(mode="after")
+    def _pretraining_is_configured(self) -> JobConfig:
+        """`init: pretrained` needs a `pretrain` section whose targets the source's events have."""
+        init, pretrain = vars(self.model)["init"], vars(self)["pretrain"]  # vars: not a read of the inert check
+        if init == "pretrained" and pretrain is None:
+            raise self._error(("model", "init"), init, "pretrained needs a `pretrain` section (mask_fraction, ...)")
+        if init == "pretrained" and pretrain.targets is not None:
+            data = vars(self.data)
+            features = tuple(CONT_NAMES[i] for i in data["cont_features"])
+            why = check_targets(pretrain.targets, data["source"], features)
+            if why:
+                raise self._error(("pretrain", "targets"), pretrain.targets, why)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _pretrain_only_where_read(self, handler) -> dict[str, Any]:
+        """A scratch job never reads `pretrain`: it stays out of its resolved config and id."""
+        out = handler(self)
+        if out.get("pretrain") is None or out["model"].get("init", "scratch") == "scratch":
+            out.pop("pretrain", None)
+        return out
 
     @model_validator(mode="after")
     def _loss_fits_the_task(self) -> JobConfig:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from expmatrix.config.strict import Strict
 
@@ -19,3 +19,12 @@ class ModelConfig(Strict):
     rope_theta: float = Field(10_000.0, gt=0)  # rotary base frequency; read only when position is rope
     pooling: Literal["cls", "mean", "max"] = "cls"
     dropout: float = Field(0.0, ge=0, lt=1)
+    init: Literal["scratch", "pretrained"] = "scratch"  # pretrained: from the `pretrain` stage's artifact
+
+    @model_serializer(mode="wrap")
+    def _without_default_init(self, handler) -> dict[str, Any]:
+        """Added later: at `scratch` it stays out of the resolved config and job ids (existing runs keep theirs)."""
+        out = handler(self)
+        if out.get("init") == "scratch":
+            del out["init"]
+        return out

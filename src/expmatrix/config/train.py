@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer, model_validator
 
 from expmatrix.config.strict import Strict
 
@@ -25,9 +25,28 @@ class TrainConfig(Strict):
     ema: bool = False  # evaluate an exponential moving average of the weights
     ema_decay: float = Field(0.999, gt=0, lt=1)  # ema only
     amp: Literal["bf16", "off"] = "bf16"  # bf16 autocast on CUDA; CPU always runs fp32
-    compile: bool = False  # torch.compile the model's forward
+    # torch.compile the model's forward; reduce-overhead: also CUDA graphs (needs fixed_shape: one shape to replay)
+    compile: bool | Literal["reduce-overhead"] = False
+    # constant batch shapes, for CUDA graphs: every batch full (the last one padded with events whose outputs weigh
+    # nothing in the loss, or dropped) and every token slot kept; false: real tokens packed on CPU, last batch short
+    fixed_shape: Literal[False, "pad", "drop"] = False
     evaluate: Literal["last", "best"] = "last"  # which weights are tested: after the last epoch or at the best val loss
     early_stopping: Literal[False] = False  # the thesis trains a fixed number of epochs
+
+    @model_validator(mode="after")
+    def _graphs_need_one_shape(self) -> TrainConfig:
+        if self.compile == "reduce-overhead" and not self.fixed_shape:
+            raise ValueError(
+                "compile: reduce-overhead (CUDA graphs) replays one shape: set train.fixed_shape pad or drop"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_defaults_added_later(self, handler) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("fixed_shape") is False:
+            del out["fixed_shape"]  # added later: at its default it stays out of job ids (existing runs keep theirs)
+        return out
 
 
 REGRESSION_LOSSES = ("cosine", "vmf", "mse", "huber")

@@ -33,6 +33,13 @@ class ArrayStage:
     name: str
     job_ids: tuple[str, ...]
     after: tuple[str, ...] = ()
+    jobs_per_task: int = 1  # jobs one array task runs at once (`hpc.jobs_per_task`): task i runs [i*K, (i+1)*K)
+    workers: int = 0  # > 0: a stage of tune workers (`submit --tune`), one per task, no job list
+
+    @property
+    def tasks(self) -> int:
+        """Array tasks: ceil(jobs / jobs_per_task), or the tune workers."""
+        return self.workers or -(-len(self.job_ids) // self.jobs_per_task)
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,15 @@ class Plan:
     def jobs_file(self, stage: ArrayStage) -> Path:
         return RunStore.jobs_list(self.folder, stage.name)
 
+    def worker_command(self, stage: ArrayStage) -> list[str]:
+        """What one array task of `stage` runs: `expmatrix worker` on its job list, or a tune worker."""
+        s, exp, runs = self.settings, str(self.experiment), str(self.runs)
+        if stage.workers:
+            return [*s.command, "tune", exp, "--runs", runs, *self.report_args, "--worker", "--threads", str(s.cpus)]
+        cmd = [*s.command, "worker", exp, "--runs", runs, "--jobs", str(self.jobs_file(stage)), "--stage", stage.name]
+        cmd += ["--threads", str(s.cpus)]
+        return cmd + (["--jobs-per-task", str(stage.jobs_per_task)] if stage.jobs_per_task > 1 else [])
+
     def context(self, **more: Any) -> dict[str, Any]:
         s = self.settings
         return {
@@ -88,6 +104,7 @@ class Submitted:
 
     backend: str
     ids: dict[str, str] = field(default_factory=dict)
+    jobs_per_task: dict[str, int] = field(default_factory=dict)  # stage -> K where K > 1: task = job line // K
 
 
 def run_command(cmd: list[str], cwd: Path | None = None) -> str:

@@ -47,9 +47,7 @@ class CondorBackend(Backend):
     def files(self, plan: Plan) -> dict[str, str]:
         out: dict[str, str] = {}
         for st in plan.stages:
-            worker = [*plan.settings.command, "worker", str(plan.experiment), "--runs", str(plan.runs)]
-            worker += ["--jobs", str(plan.jobs_file(st)), "--stage", st.name, "--threads", str(plan.settings.cpus)]
-            out[f"{st.name}.sh"] = self._job(plan, st.name, worker)
+            out[f"{st.name}.sh"] = self._job(plan, st.name, plan.worker_command(st))
             out[f"{st.name}.sub"] = self.render(
                 plan, "array.sub.j2", stage=st, executable=str(plan.folder / f"{st.name}.sh")
             )

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from expmatrix.config import Job
 from expmatrix.datafiles import prepare_data
+from expmatrix.executors.placement import place, visible_gpus
 from expmatrix.executors.pool import Pool
 from expmatrix.matrix import Matrix
 from expmatrix.stages import Stage, clear_failed_stages, pending_stages, run_stage
@@ -81,26 +82,29 @@ class Board:
 def run_local(
     matrix: Matrix,
     store: RunStore,
-    workers: int,
+    workers: int | None = None,
     threads: int | None = None,
     retry_failed: bool = False,
+    gpus: list[int] | None = None,
 ) -> tuple[Counter, Counter]:
     """Run every job that needs it; returns (final states of the jobs run, skipped jobs by reason).
 
-    Shared stages (tokenizer fits) run first. One worker runs in this process; more run in a
-    pool whose dead workers are replaced: their job is marked failed and the others go on.
+    Shared stages (tokenizer fits) run first. Workers and threads are placed by `placement.place` (with
+    CUDA: spread over `gpus`, default all visible, each worker seeing only its own). One CPU worker runs in
+    this process; more, or any on a GPU, run in a pool whose dead workers are replaced: their job is
+    marked failed and the others go on.
     A stop signal (`expmatrix.stop`): the running jobs checkpoint and end preempted, nothing new
     starts, and `Stopped` is raised with the counts."""
     selection = select_jobs(matrix.jobs, store.state_of, matrix.spec.run.max_attempts, retry_failed)
     todo = selection.todo
     if not todo:
         return Counter(), selection.skipped
+    placed = place(visible_gpus(), os.cpu_count() or 1, len(todo), workers, threads, gpus)  # a bad --gpus stops here
+    workers, threads = placed.workers, placed.threads
     prepare_data(todo, store)
     if retry_failed:
         clear_failed_stages(todo, store)
     stages = pending_stages(todo, store)
-    workers = max(1, min(workers, len(todo)))
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     root, name, stale_after = str(store.root), matrix.spec.name, matrix.spec.run.stale_after_seconds
     stage_tasks = {s.key: (_stage, (s, root, name)) for s in stages}
     job_tasks = {j.id: (_work, (j.record(), root, name, threads, stale_after)) for j in todo}
@@ -108,7 +112,8 @@ def run_local(
     pools: list[Pool] = []
     board = Board(name, len(todo), workers, store)
     with board, stop_requests(on_stop=_stopping(board, pools)) as stop, contextlib.ExitStack() as stack:
-        pool = stack.enter_context(Pool(workers)) if workers > 1 else None
+        envs = [placed.env(slot) for slot in range(workers)]
+        pool = stack.enter_context(Pool(workers, envs)) if workers > 1 or placed.devices else None
         pools += [pool] if pool is not None else []
         if stages:
             fits = _events(pool, stage_tasks, stop)

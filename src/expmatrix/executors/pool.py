@@ -1,7 +1,8 @@
 """A process pool that survives its workers: if one dies (killed, out of memory), the task it
 held is reported as died with the exit code, a fresh worker replaces it, and the rest go on.
 `stop()` ends it politely: running tasks get the stop signal (a job checkpoints where it is), waiting
-ones are reported as skipped.
+ones are reported as skipped. Each worker slot may start with its own environment (its GPU,
+`executors.placement`), set before the worker imports torch; a replacement gets the same one.
 
 (`concurrent.futures.ProcessPoolExecutor` breaks as a whole when one worker dies.)
 """
@@ -28,8 +29,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(wid: int, tasks: mp.Queue, results: mp.Queue, stopping: Any) -> None:
+def _worker(wid: int, tasks: mp.Queue, results: mp.Queue, stopping: Any, env: dict[str, str]) -> None:
     _die_with_parent()
+    os.environ.update(env)  # before any task imports torch: CUDA reads CUDA_VISIBLE_DEVICES when it starts
     with stop_requests():  # the runner's stop (or Ctrl-C, which reaches the process group): the job checkpoints
         while (item := tasks.get()) is not None:
             key, (fn, args) = item
@@ -53,24 +55,29 @@ def _describe_exit(code: int | None) -> str:
 class Pool:
     """`run(tasks)` yields (event, key, value): ("start", key, None) when a worker takes a task,
     then ("ok", key, result), ("error", key, message) or ("died", key, message); after `stop()`,
-    ("skipped", key, None) for the tasks no worker started."""
+    ("skipped", key, None) for the tasks no worker started. `envs[slot]`: the environment of worker slot `slot`;
+    `pids[key]`: the process that took task `key` (a died task's job is found by its claim)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, envs: list[dict[str, str]] | None = None):
         self.ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
         self.tasks: mp.Queue = self.ctx.Queue()
         self.results: mp.Queue = self.ctx.Queue()
         self.procs: dict[int, mp.Process] = {}
         self.holding: dict[int, Any] = {}  # worker id -> key of its task
+        self.pids: dict[Any, int] = {}
+        self.envs = envs or [{}] * workers
+        self.slots: dict[int, int] = {}  # worker id -> its slot
         self.stopping = self.ctx.Event()
         self._next = 0
-        for _ in range(workers):
-            self._spawn()
+        for slot in range(workers):
+            self._spawn(slot)
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> None:
         wid, self._next = self._next, self._next + 1
-        proc = self.ctx.Process(target=_worker, args=(wid, self.tasks, self.results, self.stopping), daemon=True)
+        args = (wid, self.tasks, self.results, self.stopping, self.envs[slot])
+        proc = self.ctx.Process(target=_worker, args=args, daemon=True)
         proc.start()
-        self.procs[wid] = proc
+        self.procs[wid], self.slots[wid] = proc, slot
 
     def run(self, tasks: dict[Any, Task]) -> Iterator[tuple[str, Any, Any]]:
         for key, task in tasks.items():
@@ -84,6 +91,8 @@ class Pool:
                 continue
             if event == "start":
                 self.holding[wid] = key
+                if wid in self.procs:
+                    self.pids[key] = self.procs[wid].pid
             elif key in left:  # (not already reported as died)
                 self.holding.pop(wid, None)
                 left.discard(key)
@@ -97,7 +106,7 @@ class Pool:
                 continue
             del self.procs[wid]
             if not self.stopping.is_set():
-                self._spawn()
+                self._spawn(self.slots[wid])
             key = self.holding.pop(wid, None)
             if key is not None and key in left:
                 left.discard(key)

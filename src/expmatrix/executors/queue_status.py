@@ -37,7 +37,7 @@ def submissions(store: RunStore) -> list[tuple[str, Submitted]]:
     if not log.exists():
         return []
     rows = read_file(log)  # a damaged line is a DamagedFile naming the file and the line
-    return [(r["folder"], Submitted(r["backend"], r["ids"])) for r in rows]
+    return [(r["folder"], Submitted(r["backend"], r["ids"], r.get("jobs_per_task", {}))) for r in rows]
 
 
 def scheduler_view(store: RunStore) -> dict[str, str]:
@@ -50,9 +50,10 @@ def scheduler_view(store: RunStore) -> dict[str, str]:
     for folder, sub in subs:  # later submissions win
         for stage, array_id in sub.ids.items():
             jobs_file = store.jobs_list(store.submit_dir / folder, stage)
+            per_task = sub.jobs_per_task.get(stage, 1)  # a packed array: line N is task N // K
             if jobs_file.exists():
-                for task, job_id in enumerate(read_job_list(jobs_file)):
-                    view[job_id] = states.get((array_id, task), "")
+                for line, job_id in enumerate(read_job_list(jobs_file)):
+                    view[job_id] = states.get((array_id, line // per_task), "")
     return view
 
 

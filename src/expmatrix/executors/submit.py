@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expmatrix.config import Job, SpecError
 from expmatrix.config.hpc import ClusterSettings, load_settings, read_profile
@@ -26,6 +26,9 @@ from expmatrix.stages import clear_failed_stages, pending_stages
 from expmatrix.states import select_jobs
 from expmatrix.store import RunStore
 
+if TYPE_CHECKING:
+    from expmatrix.tuning import Tuning
+
 BACKENDS: dict[str, type[Backend]] = {"slurm": SlurmBackend, "condor": CondorBackend}
 DEFAULT_TEMPLATES = "../hpc"  # relative to the experiment file, like its tokenizer presets
 
@@ -36,13 +39,15 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]()
 
 
-def plan_stages(todo: list[Job], store: RunStore) -> tuple[ArrayStage, ...]:
+def plan_stages(todo: list[Job], store: RunStore, jobs_per_task: int = 1) -> tuple[ArrayStage, ...]:
     """The arrays of a submission: tokenizer fits not cached yet (one task per fit, any job needing it
-    stands for it), then the training jobs after them. A pretraining stage plugs in here the same way."""
+    stands for it), then the training jobs after them, `jobs_per_task` to a task. A pretraining stage
+    plugs in here the same way."""
     if not todo:
         return ()
-    fits = tuple(stage.job.id for stage in pending_stages(todo, store))
-    train = ArrayStage("train", tuple(j.id for j in todo), after=("fit",) if fits else ())
+    # one task per job standing for a stage: its task runs every pending stage of that job (fit, pretrain)
+    fits = tuple(dict.fromkeys(stage.job.id for stage in pending_stages(todo, store)))
+    train = ArrayStage("train", tuple(j.id for j in todo), after=("fit",) if fits else (), jobs_per_task=jobs_per_task)
     return ((ArrayStage("fit", fits),) if fits else ()) + (train,)
 
 
@@ -83,7 +88,9 @@ class Prepared:
 
     def submit(self) -> Submitted:
         done = self.backend.submit(self.plan)
+        done.jobs_per_task = {st.name: st.jobs_per_task for st in self.plan.stages if st.jobs_per_task > 1}
         line = {"folder": self.plan.folder.name, "backend": done.backend, "ids": done.ids, "time": time.time()}
+        line |= {"jobs_per_task": done.jobs_per_task} if done.jobs_per_task else {}
         append_jsonl(self.log, line)
         return done
 
@@ -107,7 +114,7 @@ def prepare(
     (prepare_data if data else check_data)(selection.todo, store)
     if retry_failed and data:
         clear_failed_stages(selection.todo, store)
-    stages = plan_stages(selection.todo, store)
+    stages = plan_stages(selection.todo, store, settings.jobs_per_task)
     backend = get_backend(backend_name)
     content = {"stages": stages, "settings": settings.model_dump(), "report": report_args}
     content |= {"exp": str(matrix.path.resolve()), "runs": str(store.root.resolve())}
@@ -130,12 +137,37 @@ def prepare(
         for job_id in st.job_ids:
             store.write_job(jobs[job_id].record())
         atomic_write(plan.jobs_file(st), "".join(f"{i}\n" for i in st.job_ids))
-    for name, text in files.items():
-        atomic_write(folder / name, text)
-        if name.endswith(".sh"):
-            (folder / name).chmod(0o755)
-    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    write_files(plan, files)
     return Prepared(backend, plan, files, selection.skipped, store.submissions_file)
+
+
+def write_files(plan: Plan, files: dict[str, str]) -> None:
+    """The rendered files into the submission folder (scripts executable), and the log folder."""
+    for name, text in files.items():
+        atomic_write(plan.folder / name, text)
+        if name.endswith(".sh"):
+            (plan.folder / name).chmod(0o755)
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_tune(tuning: Tuning, backend: str | None, cluster: str | None, cli_hpc: dict, workers: int,
+                 args: tuple[str, ...]) -> Prepared:  # fmt: skip
+    """The files of one array of `workers` tune workers (`expmatrix tune EXP --worker`, repeating `args`) that
+    share the tuning's journal until every arm has its budget; a requeued task joins again. No report job:
+    `expmatrix tune EXP --report` reads the studies."""
+    store = tuning.files.trials
+    check_data([arm.job for arm in tuning.arms], store)
+    name, settings, templates = resolve_settings(tuning.matrix, backend, cluster, cli_hpc)
+    settings = settings.model_copy(update={"report": False})
+    content = {"tune": workers, "settings": settings.model_dump(), "args": args, "exp": str(tuning.path.resolve())}
+    folder = submission_folder(store, name, content | {"runs": str(store.root.resolve())})
+    stage = ArrayStage("tune", (), workers=workers)
+    plan = Plan(tuning.matrix.path.resolve(), tuning.matrix.spec.name, store.root.resolve(), folder.resolve(),
+                templates, settings, (stage,), args)  # fmt: skip
+    chosen = get_backend(name)
+    files = chosen.files(plan)
+    write_files(plan, files)
+    return Prepared(chosen, plan, files, Counter(), store.submissions_file)
 
 
 def report_args(profile: str | None, overrides: tuple[str, ...]) -> tuple[str, ...]:
@@ -156,19 +188,25 @@ def submit_matrix(
     cli_hpc: dict[str, Any],
     retry_failed: bool,
     dry_run: bool,
+    tune_workers: int = 0,
 ) -> tuple[Prepared, Submitted | None]:
-    """What `expmatrix submit` does: prepare the submission, then submit it unless `dry_run`."""
+    """What `expmatrix submit` does: prepare the submission, then submit it unless `dry_run`. With
+    `tune_workers`, an array of that many tune workers (the experiment's `tune` section) instead."""
     from expmatrix.config import parse_set
     from expmatrix.inert import check_consumed
     from expmatrix.matrix import build_matrix
+    from expmatrix.tuning import Tuning
 
+    args = report_args(profile, overrides)
+    if tune_workers:  # every tune error before anything is queued
+        tuning = Tuning.load(experiment, profile, parse_set(overrides), runs_root)
+        prepared = prepare_tune(tuning, backend, cluster, cli_hpc, tune_workers, args)
+        return prepared, None if dry_run else prepared.submit()
     matrix = build_matrix(experiment, profile, parse_set(overrides))
     store = RunStore.for_spec(runs_root, matrix.spec)
     check_consumed(matrix, store)  # a setting no job reads is an error before anything is queued
     name, settings, templates = resolve_settings(matrix, backend, cluster, cli_hpc)
-    prepared = prepare(
-        matrix, store, name, settings, templates, report_args(profile, overrides), retry_failed, data=not dry_run
-    )
+    prepared = prepare(matrix, store, name, settings, templates, args, retry_failed, data=not dry_run)
     if dry_run or not prepared.plan.stages:
         return prepared, None
     return prepared, prepared.submit()
@@ -184,8 +222,11 @@ def report_line(prepared: Prepared, submitted: Submitted | None, dry_run: bool) 
     if dry_run:
         out += [f"==> {plan.folder / name} <==\n{text}" for name, text in prepared.files.items()]
         out.append("would run:\n  " + "\n  ".join(prepared.backend.commands(plan)))
-    arrays = ", ".join(f"{st.name} {len(st.job_ids)}" for st in plan.stages)
-    out.append(f"arrays: {arrays} tasks" + (f" (left alone: {skipped})" if skipped else "") + f"\n{plan.folder}")
+    arrays = ", ".join(f"{st.name} {st.tasks}" for st in plan.stages)
+    packed = "; ".join(f"{st.name}: {len(st.job_ids)} jobs, {st.jobs_per_task} per task" for st in plan.stages
+                       if st.jobs_per_task > 1)  # fmt: skip
+    arrays += f" tasks ({packed})" if packed else " tasks"
+    out.append(f"arrays: {arrays}" + (f" (left alone: {skipped})" if skipped else "") + f"\n{plan.folder}")
     if submitted:
         out.append("submitted: " + ", ".join(f"{k} {v}" for k, v in submitted.ids.items()))
     return "\n".join(out)

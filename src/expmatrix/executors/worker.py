@@ -4,6 +4,7 @@ The task index comes from `--task`, `$EXPMATRIX_TASK` (set by the HTCondor submi
 `$(ProcId)`) or `$SLURM_ARRAY_TASK_ID`. The job itself goes through `run_job`, the same claim,
 resume and failure machinery as a local run. Exit codes: 0 done (or nothing left), 1 failed,
 PREEMPTED_EXIT (75) cut short after a checkpoint: the batch script requeues the task.
+A packed task (`--jobs-per-task K`) runs jobs [N*K, (N+1)*K) at once: `packed.py`.
 
 Each attempt appends a line to the job's attempts file (`RunStore.attempts_file`: task, scheduler ids,
 restart count, host, outcome), so a requeue is visible on disk.
@@ -16,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,8 +29,11 @@ from expmatrix.store import RunStore
 
 TASK_ENV = ("EXPMATRIX_TASK", "SLURM_ARRAY_TASK_ID")
 SCHEDULER_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CONDOR_JOB_ID", "_CONDOR_JOB_AD")
-# lost: another worker took the job over (our heartbeat went stale); it is not a failure of this task
+# the state a task reports for the states of its jobs, most urgent first: one preempted job requeues the task
+# (lost: another worker took the job over, our heartbeat went stale; it is not a failure of this task)
+TASK_STATES = ("preempted", "failed", "fit failed", "done", "lost", "nothing")
 
+Result = tuple[str | None, str]  # (job id, final state) of one slot of a task
 
 
 class Interrupted(BaseException):
@@ -70,12 +74,14 @@ def read_job_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def candidates(job_ids: list[str], task: int, store: RunStore) -> Iterator[str]:
-    """The task's own job unless it is done, then the others in ring order that wait to be (re)started:
-    new, interrupted, preempted or damaged, the same ones `expmatrix run` takes. Claims keep it to one worker."""
+def candidates(job_ids: list[str], task: int, store: RunStore, since: float | None = None) -> Iterator[str]:
+    """The task's own job unless it is done (or failed after `since`, the time the list was written: not
+    retried by a requeue), then the others in ring order that wait to be (re)started: new, interrupted,
+    preempted or damaged, the same ones `expmatrix run` takes. Claims keep it to one worker."""
     if not 0 <= task < len(job_ids):
         raise SpecError(f"task {task} is outside the job list (0..{len(job_ids) - 1})")
-    if store.state(job_ids[task]) != "done":
+    state, status = store.state_of(job_ids[task])
+    if state != "done" and not (state == "failed" and since is not None and status.get("finished", 0) > since):
         yield job_ids[task]
     for k in range(1, len(job_ids)):
         job_id = job_ids[(task + k) % len(job_ids)]
@@ -87,13 +93,18 @@ def log_attempt(store: RunStore, job_id: str, entry: dict) -> None:
     append_jsonl(store.attempts_file(job_id), entry)
 
 
+def attempt(task: int) -> dict:
+    """The start of an attempts.jsonl line: the task, this host and the scheduler's ids."""
+    entry = {"task": task, "host": socket.gethostname(), "started": time.time()}
+    return entry | {k.lower(): os.environ[k] for k in SCHEDULER_ENV if k in os.environ and k != "_CONDOR_JOB_AD"}
+
+
 def run_one(store: RunStore, job_id: str, task: int, threads: int) -> str:
     """Run one job through `run_job`; an interruption outside the trainer is recorded as preempted."""
     from expmatrix.config import Job
     from expmatrix.training.job import run_job
 
-    entry = {"task": task, "host": socket.gethostname(), "started": time.time()}
-    entry |= {k.lower(): os.environ[k] for k in SCHEDULER_ENV if k in os.environ and k != "_CONDOR_JOB_AD"}
+    entry = attempt(task)
     job = Job.from_record(store.read_job(job_id))
     try:
         state = run_job(job, store, threads)
@@ -125,22 +136,49 @@ def run_fit(store: RunStore, job_id: str) -> str:
     return "done"
 
 
+def run_slot(
+    store: RunStore,
+    job_ids: list[str],
+    index: int,
+    task: int,
+    threads: int,
+    since: float | None,
+    stop: Callable[[], bool] | None = None,
+) -> Result:
+    """The first of `candidates(job_ids, index)` nobody else holds, run to its end; (None, 'nothing') if none.
+    `stop()` true: a stop signal came before a job started (the task is requeued; nothing was lost)."""
+    for job_id in candidates(job_ids, index, store, since):
+        if stop is not None and stop():
+            return None, "preempted"
+        state = run_one(store, job_id, task, threads)
+        if state != "claimed":
+            return job_id, state
+    return None, "nothing"
+
+
+def task_state(results: list[Result]) -> str:
+    """What the task reports (and exits with) for its jobs' states: preempted before failed before done."""
+    states = {state for _, state in results}
+    return next((s for s in TASK_STATES if s in states), "nothing")
+
+
 def run_task(
-    store: RunStore, jobs_file: Path, task: int | None, threads: int, stage: str = "train"
-) -> tuple[str | None, str]:
-    """(job id, final state) of the job this task ran; (None, 'nothing') when none was left."""
+    store: RunStore, jobs_file: Path, task: int | None, threads: int, stage: str = "train", jobs_per_task: int = 1
+) -> list[Result]:
+    """(job id, final state) of each job this task ran; [(None, 'nothing')] when none was left."""
     job_ids = read_job_list(jobs_file)
     n = task_index(task)
     if stage == "fit":
         if not 0 <= n < len(job_ids):
             raise SpecError(f"task {n} is outside the job list (0..{len(job_ids) - 1})")
-        return job_ids[n], run_fit(store, job_ids[n])
+        return [(job_ids[n], run_fit(store, job_ids[n]))]
+    since = jobs_file.stat().st_mtime  # written by `submit`: a job failed after it is not retried by a requeue
+    if jobs_per_task > 1:
+        from expmatrix.executors.packed import run_packed
+
+        return run_packed(store, job_ids, n, threads, jobs_per_task, since)
     with stop_on_signals(then=signal.SIG_IGN):
         try:
-            for job_id in candidates(job_ids, n, store):
-                state = run_one(store, job_id, n, threads)
-                if state != "claimed":
-                    return job_id, state
+            return [run_slot(store, job_ids, n, n, threads, since)]
         except Interrupted:  # between jobs: nothing of a job is lost
-            return None, "preempted"
-    return None, "nothing"
+            return [(None, "preempted")]

@@ -63,10 +63,15 @@ class Transformer(nn.Module):
         self.packed: bool | None = None  # None: pack real tokens on CPU, keep all slots on GPUs and under compile
 
     def forward(self, tokens: Tokens) -> torch.Tensor:
-        h, mask = self.embed(tokens)  # (B, T, C), (B, T)
+        h, mask = self.encode(*self.embed(tokens))
+        return self.head(pool(h, mask, self.pooling))
+
+    def encode(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedded tokens (B, T, C), mask (B, T) -> final hidden states (B, T', C) (zeros at padded slots) and
+        their mask (B, T'); T' = T + 1 with the CLS token first. The backbone that pretraining trains."""
         h = self.position(h)
         if self.cls is not None:
-            h = torch.cat([self.cls.expand(len(h), -1, -1), h], dim=1)
+            h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)  # shape[0]: symbolic in torch.export
             mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
         packed = self.packed if self.packed is not None else not h.is_cuda and not torch.compiler.is_compiling()
         packing = Packing(mask, packed)
@@ -77,7 +82,7 @@ class Transformer(nn.Module):
             rot = angles.cos().to(h.dtype), angles.sin().to(h.dtype)
         for block in self.blocks:
             x = block(x, packing, rot)
-        return self.head(pool(packing.pad(self.norm(x)), mask, self.pooling))
+        return packing.pad(self.norm(x)), mask
 
 
 def trainable_params(model: nn.Module) -> int:

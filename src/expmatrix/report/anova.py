@@ -173,7 +173,10 @@ def factorial(
     rows = rows.with_columns(pl.col(f).cast(pl.String) for f in [*levels, "seed"])
     block = [("seed",)] if len(seeds) > 1 else []
     main: list[Term] = [(f,) for f in levels]
-    inter: list[Term] = [tuple(p) for p in pairs if set(p) <= set(levels)]
+    inter: list[Term] = []
+    for p in pairs:  # A × B once, however often the report shows it (A by B, and B by A)
+        if set(p) <= set(levels) and set(p) not in [set(t) for t in inter]:
+            inter.append(tuple(p))
     all_levels = {**levels, **({"seed": seeds} if block else {})}
     notes = [] if block else ["one seed: no seed block in the model"]
     model = fit(rows, metric, block + main + inter, all_levels)
@@ -181,7 +184,7 @@ def factorial(
         notes.append("the interactions leave no residual degrees of freedom: main effects only")
         model = fit(rows, metric, block + main, all_levels)
     if model.df_resid <= 0:
-        notes.append("no residual degrees of freedom (one job per cell and one seed?): no F tests or intervals")
+        return None, None, [*notes, "no residual degrees of freedom (one job per cell and one seed?): no ANOVA"]
     emm = pl.concat([marginal_means(model, f, str(baselines.get(f, levels[f][0])), confidence) for f in levels])
     if emm["emm"].null_count():
         notes.append("some marginal means are not estimable: cells are missing under an interaction in the model")

@@ -118,7 +118,8 @@ def with_adjusted(frames: list[pl.DataFrame], correction: str) -> list[pl.DataFr
 def analysis(
     results: pl.DataFrame, varied: list[str], pairs: list[tuple[str, str]], baselines: dict[str, str], s: ReportSettings
 ) -> tuple[list[tables.Table], dict[str, pl.DataFrame], list[str]]:
-    """The model-based sections: ANOVA, estimated marginal means, seeds needed; and what they could not do."""
+    """The model-based sections: ANOVA, estimated marginal means, seeds needed; and what the model could not do
+    where no ANOVA table carries it (a note for the effects table)."""
     anova, emm, notes = factorial(finished(results), s.metric, varied, pairs, baselines, s.confidence)
     out, frames = [], {}
     if anova is not None:
@@ -131,7 +132,9 @@ def analysis(
             f"p adj: {tables.CORRECTIONS[s.correction]} over the {tested['p'].is_not_null().sum()} factor terms."
             if s.correction != "none"
             else "p-values not adjusted.",
+            *(f"Note: {n}." for n in notes),
         ]
+        notes = []
         out += [tables.anova_table(anova, s.metric, model_notes)]
         emm_notes = [
             "EMM: the model's mean of a level over a balanced grid of the other factors and seeds;"
@@ -150,10 +153,10 @@ def analysis(
 def compare(
     results: pl.DataFrame, factors: list[str], varied: list[str], s: ReportSettings
 ) -> tuple[list[tables.Table], dict[str, pl.DataFrame], list[str], pl.DataFrame | None, list[pl.DataFrame]]:
-    """Effects, interactions and the model-based sections of the varied factors: (tables, frames,
-    warnings, effects, interactions); nothing when no factor has two levels."""
+    """Effects, interactions and the model-based sections of the varied factors: (tables, frames, effects,
+    interactions); nothing when no factor has two levels."""
     if not varied:
-        return [], {}, [], None, []
+        return [], {}, None, []
     settings = StatsSettings(s.confidence, s.bootstrap, s.seed, s.interval, s.min_pairs)
     baselines = {f: s.baseline.get(f) or levels_of(results, f)[0] for f in varied}
     effects = pl.concat([factor_effects(results, factors, s.metric, f, baselines[f], settings) for f in varied])
@@ -165,12 +168,12 @@ def compare(
     model_tables, model_frames, model_notes = analysis(results, varied, pairs, baselines, s)
     higher = direction(s.metric, s.directions())
     out = [
-        tables.effects_table(effects, s.metric, higher, notes),
+        tables.effects_table(effects, s.metric, higher, notes + [f"The factorial model: {n}." for n in model_notes]),
         *(tables.interaction_table(i, s.metric, notes[1:3]) for i in inters),
         *model_tables,
     ]
     frames = {"effects": effects, **{f"interaction_{a}__{b}": i for (a, b), i in zip(pairs, inters, strict=True)}}
-    return out, frames | model_frames, model_notes, effects, inters
+    return out, frames | model_frames, effects, inters
 
 
 def build_report(
@@ -193,7 +196,7 @@ def build_report(
     column = LEARNING[s.task][0]
     conv = convergence(results, factors, store, column, higher_is_better(column), s.plateau_epochs)
     stats = stats.join(conv.select(*factors, "converged"), on=factors, how="left", maintain_order="left")
-    compared, compared_frames, compared_notes, effects, inters = compare(results, factors, varied, s)
+    compared, compared_frames, effects, inters = compare(results, factors, varied, s)
     table_list = [
         tables.cells_table(stats, factors, s.metrics, higher),
         *compared,
@@ -205,7 +208,7 @@ def build_report(
         **compared_frames,
         "convergence": conv,
     }
-    warnings = coverage(results, factors, s.metrics) + left_out + compared_notes
+    warnings = coverage(results, factors, s.metrics) + left_out
     warnings += convergence_warning(conv, factors, column, s.plateau_epochs)
     report = Report(title, warnings, table_list, frames)
     if out is not None:

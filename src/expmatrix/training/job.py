@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -14,6 +15,8 @@ from expmatrix.config import Job, JobConfig, RunConfig, n_outputs
 from expmatrix.metrics import binary_metrics
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import trainable_params
+from expmatrix.pretraining import pretrain_settings
+from expmatrix.pretraining.finetune import Finetune
 from expmatrix.provenance import code_version
 from expmatrix.runfiles import DamagedFile, set_aside, write_json, writing
 from expmatrix.stages import fitted_tokenizer, job_splits
@@ -28,14 +31,33 @@ class ClaimLost(RuntimeError):
     """Another worker took this job over (our heartbeat stalled): stop without writing."""
 
 
+class EndedEarly(Exception):
+    """Raised by an `on_epoch` hook to end the job after a checkpointed epoch in `state`, not failed
+    (a tuning trial its study prunes)."""
+
+    def __init__(self, state: str, why: str):
+        super().__init__(why)
+        self.state = state
+
+
+EpochHook = Callable[[list[dict]], None]  # the epoch history so far, after each epoch's checkpoint
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbeat: Heartbeat | None = None) -> dict:
-    """Train and evaluate one job in its run directory; returns the final metrics."""
+def train_job(
+    job: Job,
+    store: RunStore,
+    tracker: Tracker | None = None,
+    heartbeat: Heartbeat | None = None,
+    on_epoch: EpochHook | None = None,
+) -> dict:
+    """Train and evaluate one job in its run directory; returns the final metrics. `on_epoch(history)` runs
+    after each epoch is recorded and may raise `EndedEarly`."""
     cfg = JobConfig.model_validate(job.config)
     tracker = tracker or Tracker(store.history_file(job.id))
     seed_everything(cfg.seed)
@@ -50,14 +72,24 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
     seq_len = tokens["train"]["mask"].shape[1]
     outputs = n_outputs(cfg.data)  # 2 class logits, or a 3-vector: the loss gives them their meaning
     size = solve_size(tokenizer, cfg.model, outputs, seq_len)
-    model = build_model(tokenizer, cfg.model, size, outputs, seq_len).to(device)
+    model = build_model(tokenizer, cfg.model, size, outputs, seq_len)
+    finetune = Finetune(cfg, job.data_path, store, tokenizer, size) if pretrain_settings(cfg) else None
+    if finetune is not None:
+        finetune.load(model)  # the same model as the scratch arm's, its embedding and backbone pretrained
+    model = model.to(device)
     trainer = Trainer(model, cfg.train, device, len(labels["train"]), cfg.seed)
+    if finetune is not None:
+        finetune.prepare(model, trainer, store.checkpoint_file(job.id), job.id)
 
     def log_epochs(history: list[dict]) -> None:
         if heartbeat is not None and heartbeat.lost.is_set():
             raise ClaimLost(f"job {job.id}: claim taken over by another worker")
         tracker.log_history(history)
         store.set_status(job.id, "running", epoch=history[-1]["epoch"], epochs=cfg.train.epochs)
+        if finetune is not None:
+            finetune.on_epoch(model, history)
+        if on_epoch is not None:
+            on_epoch(history)
 
     history = trainer.fit(
         (tokens["train"], labels["train"]),
@@ -66,6 +98,8 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
         log_epochs,
     )
     tracker.write_history(history)  # also after a redo that ran no epoch: the log matches the checkpoint
+    if finetune is not None:
+        finetune.freeze(model, False)  # (a freeze over every epoch: a linear probe) the count is the whole model's
     evaluated = history[trainer.best["epoch"] - 1 if trainer.best else -1]
     test = splits["test"]
     with writing(store.predictions_file(job.id)) as predictions:  # atomic: a kill never leaves half a file
@@ -86,6 +120,7 @@ def train_job(job: Job, store: RunStore, tracker: Tracker | None = None, heartbe
         "train_seconds": trainer.seconds,
         "events": {s: len(ev) for s, ev in splits.items()},
         "device": str(device),
+        **({"pretrained": finetune.summary()} if finetune is not None else {}),
     }
     write_json(store.metrics_file(job.id), metrics)
     return metrics
@@ -112,10 +147,10 @@ def set_aside_damaged(store: RunStore, job: Job) -> str | None:
     return "; ".join([*notes, f"resumed from {checkpoint.name} {where}"])
 
 
-def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
+def run_job(job: Job, store: RunStore, threads: int = 1, on_epoch: EpochHook | None = None) -> str:
     """Claim, train, record. Never raises for a job's own failure: returns its final state
     (done, failed, preempted: checkpointed on a signal, claimed: someone else has it,
-    lost: taken over while we ran)."""
+    lost: taken over while we ran, or the state of an `EndedEarly` raised by `on_epoch`)."""
     if store.state(job.id) == "done":
         return "done"
     if not store.claim(job.id):
@@ -137,7 +172,7 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
             tracker = open_tracker(
                 run.tracking, store.history_file(job.id), job.record(), store.dir.name, run.wandb.model_dump()
             )
-            metrics = train_job(job, store, tracker, heartbeat)
+            metrics = train_job(job, store, tracker, heartbeat, on_epoch)
             tracker.finish({"test": metrics["test"], "params": metrics["params"]})
             store.set_status(
                 job.id, "done", finished=time.time(), wall_seconds=time.time() - started, code_version=code_version()
@@ -145,6 +180,11 @@ def run_job(job: Job, store: RunStore, threads: int = 1) -> str:
             return "done"
         except ClaimLost:
             return "lost"  # the new owner writes the status
+        except EndedEarly as e:
+            store.set_status(job.id, e.state, **{e.state: str(e)}, finished=time.time())
+            if tracker is not None:
+                tracker.finish({})
+            return e.state
         except Preempted as e:  # SIGTERM/SIGUSR1: checkpointed, resumable, not failed
             store.set_status(job.id, "preempted", reason=str(e), preempted=time.time())
             if tracker is not None:

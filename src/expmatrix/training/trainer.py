@@ -1,7 +1,8 @@
 """The training loop: AdamW, warmup then constant or cosine, clipping, accumulation, EMA, checkpoints.
 
 Batches are index slices of tensors tokenized once per job (no per-event Python),
-kept on the model's device: on CUDA the whole data set lives on the GPU.
+kept on the model's device: on CUDA the whole data set lives on the GPU. With `fixed_shape`
+every forward pass has one shape (full batches, every token slot), as CUDA graphs need.
 The epoch order is a pure function of (seed, epoch) and a checkpoint records the
 position in it, so a run resumed after a kill at an epoch boundary or a preemption
 mid-epoch (SIGTERM / SIGUSR1) continues bitwise-identically on CPU.
@@ -55,11 +56,27 @@ def to_device(tokens: Tokens, device: torch.device) -> Tokens:
     return {k: v.to(device) for k, v in tokens.items()}
 
 
+def full_batch(idx: torch.Tensor, size: int) -> torch.Tensor:
+    """`idx` padded to `size` entries by repeating its first event: a constant shape. The caller keeps only the
+    first len(idx) outputs, so the padding weighs nothing in the loss and gets no gradient."""
+    return torch.cat([idx, idx[:1].expand(size - len(idx))]) if len(idx) < size else idx
+
+
 @torch.inference_mode()
-def outputs(forward: Callable[[Tokens], torch.Tensor], tokens: Tokens, batch_size: int = 4096) -> torch.Tensor:
-    """(N, n_outputs) float model outputs in eval mode, through the model's one forward path."""
-    n = len(tokens["mask"])
-    return torch.cat([forward(take(tokens, slice(i, i + batch_size))).float() for i in range(0, n, batch_size)])
+def outputs(
+    forward: Callable[[Tokens], torch.Tensor], tokens: Tokens, batch_size: int = 4096, fixed: bool = False
+) -> torch.Tensor:
+    """(N, n_outputs) float model outputs in eval mode, through the model's one forward path; `fixed`: every
+    chunk has `batch_size` events (the last one padded), one shape."""
+    n, device = len(tokens["mask"]), tokens["mask"].device
+    parts = []
+    for i in range(0, n, batch_size):
+        if fixed:  # copied: a CUDA graph's next replay overwrites its output
+            rows = torch.arange(i, min(i + batch_size, n), device=device)
+            parts.append(forward(take(tokens, full_batch(rows, batch_size)))[: len(rows)].float().clone())
+        else:
+            parts.append(forward(take(tokens, slice(i, i + batch_size))).float())
+    return torch.cat(parts)
 
 
 def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
@@ -93,7 +110,15 @@ class Trainer:
             raise ValueError("train.early_stopping is not supported: training runs a fixed number of epochs")
         self.model, self.device, self.seed, self.n_train = model, torch.device(device), seed, n_train
         self.epochs, self.batch_size, self.accum = cfg.epochs, cfg.batch_size, cfg.grad_accum
-        self.batches = math.ceil(n_train / self.batch_size)  # micro-batches per epoch
+        self.fixed = cfg.fixed_shape  # pad | drop: one batch shape; False: the last batch is short
+        if self.fixed == "drop" and n_train < self.batch_size:
+            raise ValueError(
+                f"train.fixed_shape drop: {n_train} training events make no full batch of {self.batch_size}"
+            )
+        if self.fixed:
+            model.packed = False  # every token slot, not the real ones packed: the same shape for every batch
+        drop = self.fixed == "drop"
+        self.batches = n_train // self.batch_size if drop else math.ceil(n_train / self.batch_size)  # per epoch
         self.loss: Loss = make_loss(cfg)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -103,7 +128,8 @@ class Trainer:
         self.ema = EMA(self.params, cfg.ema_decay) if cfg.ema else None
         self.bf16 = cfg.amp == "bf16" and self.device.type == "cuda"  # NOTE: CPU runs fp32 whatever `amp` says
         self.compiled = cfg.compile
-        self.forward = torch.compile(model) if cfg.compile else model
+        graphs = {"mode": "reduce-overhead"} if cfg.compile == "reduce-overhead" else {}  # CUDA graphs (on CUDA)
+        self.forward = torch.compile(model, **graphs) if cfg.compile else model
         self.evaluate = cfg.evaluate
         self.history: list[dict[str, Any]] = []
         self.seconds = 0.0
@@ -124,7 +150,7 @@ class Trainer:
         for i, start in enumerate(range(0, len(idx), self.batch_size)):
             mb = idx[start : start + self.batch_size]
             with self.autocast():
-                out = self.forward(take(x, mb))
+                out = self.forward(take(x, full_batch(mb, self.batch_size) if self.fixed else mb))[: len(mb)]
             loss_sum, weight = self.loss(out, y[mb])
             (loss_sum / total_weight).backward()
             self._sums += torch.stack([loss_sum.detach(), weight]).to(torch.float64)
@@ -193,7 +219,7 @@ class Trainer:
         self.model.train()
         check_every = CHECK_EVERY_CUDA if self.device.type == "cuda" else 1
         for n, b in enumerate(range(start, self.batches, self.accum)):
-            idx = order[b * self.batch_size : (b + self.accum) * self.batch_size]
+            idx = order[b * self.batch_size : min(b + self.accum, self.batches) * self.batch_size]  # (drop: no tail)
             self.train_step(x, y, idx, first_batch=b)
             if (n + 1) % check_every == 0:
                 self.check_finite(epoch)
@@ -237,7 +263,7 @@ class Trainer:
     def outputs(self, tokens: Tokens) -> torch.Tensor:
         self.model.eval()
         with self.autocast():
-            return outputs(self.forward, tokens)
+            return outputs(self.forward, tokens, fixed=bool(self.fixed))
 
     def predict(self, tokens: Tokens) -> np.ndarray:
         """What the loss makes of the outputs: class probabilities (N, K), a vector or a unit direction."""

@@ -1,0 +1,90 @@
+"""The `tune` section: each bad input is an error naming its key path (or the journal), before any trial runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from conftest import write_experiment
+from optuna.storages.journal._storage import JournalOperation
+
+from expmatrix.config import VAL_METRICS, SpecError
+from expmatrix.metrics import binary_metrics
+from expmatrix.tuning import Tuning
+from expmatrix.tuning.journal import NO_OP, locked, open_journal
+
+SPACE = {
+    "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+    "train.warmup_steps": {"low": 0, "high": 50, "type": "int"},
+}
+
+
+def tuning(tmp_path, runs=None, **tune) -> Tuning:
+    exp = write_experiment(tmp_path, tune={"objective": {"metric": "val_auroc"}, "space": SPACE, **tune})
+    return Tuning.load(exp, None, {}, runs or tmp_path / "runs")
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        (
+            {"space": {"train.lr": {"low": 1e-2, "high": 1e-4}}},
+            "tune.space.train.lr: Value error, low 0.01 must be below",
+        ),
+        ({"space": {"train.lr": {"low": 0, "high": 1, "log": True}}}, "tune.space.train.lr: Value error, log-uniform"),
+        ({"space": {"model.layers": {"low": 1, "high": 2.5, "type": "int"}}}, "tune.space.model.layers: Value error"),
+        ({"space": {"train.lr": {"low": 1e-4}}}, "tune.space.train.lr: Value error, give low and high"),
+        ({"objective": {"metric": "test.auroc"}}, "tune.objective.metric: Value error, 'test.auroc': tuning reads"),
+        ({"objective": {"metric": "val_angle"}}, "tune.objective.metric: classification jobs log no 'val_angle'"),
+        ({"space": {"train.foo": {"low": 1, "high": 2}}}, "tune.space: train.foo: unknown key; valid keys: amp,"),
+        ({"space": {"train.min_lr_ratio": {"low": 0, "high": 0.5}}}, "tune.space.train.min_lr_ratio: arm tokenizer"),
+        ({"space": {"train.warmup_steps": {"choices": [1, "x"]}}}, "tune.space: train.warmup_steps: Input should be"),
+        ({"space": {"tokenizer.n_bins": {"choices": [3, 5]}}}, "tune.space: sets tokenizer.n_bins, which factor"),
+        ({"arms": ["pooling"]}, "tune.arms: no factor 'pooling'; factors: tokenizer"),
+        ({"pruner": "sometimes"}, "tune.pruner.kind: Input tag 'sometimes'"),
+    ],
+)
+def test_bad_input_names_its_key_path(tmp_path, tune, message):
+    with pytest.raises(SpecError) as e:
+        tuning(tmp_path, **tune)
+    assert message in str(e.value)
+    assert str(e.value).startswith(str(tmp_path / "tiny.yaml"))
+
+
+def test_an_experiment_without_a_tune_section_is_told_so(tmp_path):
+    with pytest.raises(SpecError, match="no `tune` section"):
+        Tuning.load(write_experiment(tmp_path), None, {}, tmp_path / "runs")
+
+
+def test_arms_default_to_every_factor_and_trial_jobs_are_matrix_jobs(tmp_path):
+    t = tuning(tmp_path, epochs=3, seed=7)
+    assert [a.name for a in t.arms] == ["tokenizer=direct", "tokenizer=binned_ambre5"]
+    arm = t.arms[1]
+    job = t.trial_job(arm, {"train.lr": 3e-3, "train.warmup_steps": 9})
+    assert (job.seed, job.levels) == (7, {"tokenizer": "binned_ambre5"})
+    assert job.config["train"] | {"lr": 3e-3, "warmup_steps": 9, "epochs": 3} == job.config["train"]
+    assert t.trial_job(arm, {"train.lr": 3e-3, "train.warmup_steps": 9}).id == job.id  # stable
+    assert t.trial_job(arm, {"train.lr": 3e-3, "train.warmup_steps": 10}).id != job.id
+
+
+def test_the_metrics_a_task_logs_are_the_trainers(tmp_path):
+    scores, labels = np.linspace(0, 1, 50), np.arange(50) % 2
+    assert VAL_METRICS["classification"] == ("val_loss", *(f"val_{k}" for k in binary_metrics(scores, labels)))
+    assert NO_OP == JournalOperation.DISCARD_TRIALS  # the op optuna's replay skips: a mended line
+
+
+def test_a_journal_of_another_space_is_an_error_naming_it(tmp_path):
+    runs = tmp_path / "runs"
+    first = tuning(tmp_path, runs)
+    storage = open_journal(first.files.journal)
+    with locked(first.files.budget_lock):
+        first.open_studies(storage)
+    study = first.study(storage, first.arms[0])
+    first_trial = study.get_trials()[0].system_attrs["fixed_params"]
+    assert first_trial == {"train.lr": 1e-3, "train.warmup_steps": 5}  # the arm's own settings
+    assert study.get_trials()[0].state == optuna.trial.TrialState.WAITING
+    other = tuning(tmp_path, runs, space={"train.lr": {"low": 1e-5, "high": 1e-2, "log": True}})
+    with pytest.raises(SpecError, match=r"studies.journal: written for another experiment, arms, space or budget"):
+        other.open_studies(open_journal(other.files.journal))
+    more = tuning(tmp_path, runs, trials=50)  # a bigger budget continues the same studies
+    more.open_studies(open_journal(more.files.journal))

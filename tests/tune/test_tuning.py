@@ -1,0 +1,131 @@
+"""Tuning two arms with real optuna journals and real training: concurrent workers, a worker killed by SIGKILL
+mid-trial, pruning, the export, the tuned matrix and both reports."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import optuna
+import pytest
+import yaml
+from conftest import expmatrix, write_experiment
+from optuna.trial import TrialState
+
+from expmatrix.tuning import Tuning
+from expmatrix.tuning.budget import next_trial
+from expmatrix.tuning.journal import locked, open_journal
+from expmatrix.tuning.worker import tell, train
+
+TRIALS = 2  # per arm
+TUNE = {
+    "objective": {"metric": "val_auroc"},
+    "trials": TRIALS,
+    "epochs": 2,
+    "pruner": "none",
+    "space": {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+}
+BASE = {
+    "model": {"target_params": 8000, "layers": 2, "heads": 4},
+    "train": {"epochs": 1, "batch_size": 256, "warmup_steps": 5, "lr": 1e-3},
+}
+TIMEOUT = 300  # seconds: generous, for a loaded 2-core machine
+
+
+def tune_cli(exp, runs, *args, env=None):
+    return expmatrix("tune", str(exp), "--runs", str(runs), *args, env=env)
+
+
+def finish(proc, code=0) -> str:
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == code, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """Workers A and B at once; A is SIGKILLed halfway through writing its first trial's epoch log (after the
+    epoch-1 checkpoint: a fault the store's own crash switch injects); then a fresh worker C joins B."""
+    folder = tmp_path_factory.mktemp("tune")
+    exp, runs = write_experiment(folder, base=BASE, tune=TUNE), folder / "runs"
+    a = tune_cli(exp, runs, "--worker", "--threads", "1", env={"EXPMATRIX_CRASH_WRITE": "metrics.jsonl:1"})
+    b = tune_cli(exp, runs, "--worker", "--threads", "1")
+    finish(a, -signal.SIGKILL)
+    c = tune_cli(exp, runs, "--worker", "--threads", "1")
+    logs = finish(b) + finish(c)
+    tuning = Tuning.load(exp, None, {}, runs)
+    storage = open_journal(tuning.files.journal)
+    return exp, runs, tuning, {arm.name: tuning.study(storage, arm) for arm in tuning.arms}, logs
+
+
+def test_every_arm_gets_its_budget_and_no_job_is_trained_twice(tuned):
+    _, _, tuning, studies, logs = tuned
+    finished = {name: [t for t in s.trials if t.state == TrialState.COMPLETE] for name, s in studies.items()}
+    assert {name: len(ts) for name, ts in finished.items()} == {a.name: TRIALS for a in tuning.arms}, logs
+    jobs = [t.user_attrs["job"] for ts in finished.values() for t in ts]
+    assert len(set(jobs)) == len(jobs)  # every counted trial a job of its own
+    store = tuning.files.trials
+    for name, ts in finished.items():
+        assert ts[0].params == {"train.lr": 1e-3}  # the arm's own settings came first
+        for t in ts:
+            assert t.value == store.metrics(t.user_attrs["job"])["val"]["val_auroc"]
+            assert store.read_job(t.user_attrs["job"])["levels"] == tuning.arm_of({"tokenizer": name[10:]}).levels
+
+
+def test_the_killed_trial_is_given_back_and_its_job_resumed(tuned):
+    _, _, tuning, studies, logs = tuned
+    stale = [t for s in studies.values() for t in s.trials if t.user_attrs.get("stale")]
+    assert len(stale) == 1 and stale[0].state == TrialState.FAIL, logs  # not counted: the budget was given back
+    killed = stale[0].user_attrs["job"]
+    store = tuning.files.trials
+    resumed = [t for s in studies.values() for t in s.trials if t.user_attrs.get("resumes") == stale[0].number]
+    assert [(t.state, t.user_attrs["job"]) for t in resumed] == [(TrialState.COMPLETE, killed)]
+    assert [s["resumed"] for s in store.starts(killed)] == [False, True]  # resumed from its checkpoint
+    assert sorted(resumed[0].intermediate_values) == [1, 2] == [row["epoch"] for row in store.history(killed)]
+    others = [j for j in store.job_ids() if j != killed]
+    assert others and all(len(store.starts(j)) == 1 for j in others)  # every other job started once
+
+
+def test_export_then_the_tuned_matrix_and_both_reports(tuned):
+    exp, runs, tuning, studies, _ = tuned
+    out = finish(tune_cli(exp, runs, "--export"))
+    for arm in tuning.arms:
+        best = yaml.safe_load(tuning.files.best_file(arm.name).read_text())
+        assert best["settings"] == studies[arm.name].best_params and f"{arm.name}.yaml" in out
+        assert best["budget"] == {"trials": TRIALS, "epochs": 2}
+
+    out = finish(tune_cli(exp, runs, "--run", "--workers", "1", "--threads", "1"))
+    report = (runs / "tiny.tuned" / "report.md").read_text()
+    assert "the same budget of 2 trials x 2 epochs" in report and "binned_ambre5" in report, out
+    for record in (yaml.safe_load(p.read_text()) for p in (runs / "tiny.tuned").glob("*/job.yaml")):
+        arm = tuning.arm_of(record["levels"])
+        assert record["config"]["train"]["lr"] == studies[arm.name].best_params["train.lr"]
+        assert record["config"]["train"]["epochs"] == 1  # the matrix's own epochs, not the trials'
+
+    out = finish(tune_cli(exp, runs, "--report"))
+    text = (tuning.files.dir / "report.md").read_text()
+    assert "Best val_auroc per arm" in text and "Parameter importance" in text, out
+    assert (tuning.files.dir / "plots" / "best_so_far.png").stat().st_size > 0
+    assert (tuning.files.dir / "plots" / "slices.pdf").exists() and (tuning.files.dir / "report.tex").exists()
+
+
+def test_a_trial_the_pruner_stops_ends_pruned_not_failed(tmp_path, one_thread):
+    tune = {**TUNE, "pruner": {"kind": "median", "warmup_epochs": 0, "startup_trials": 1}, "arms": ["tokenizer"]}
+    exp = write_experiment(tmp_path, base=BASE, tune=tune, factors={"tokenizer": ["direct"]})
+    tuning = Tuning.load(exp, None, {}, tmp_path / "runs")
+    storage = open_journal(tuning.files.journal)
+    with locked(tuning.files.budget_lock):
+        tuning.open_studies(storage)
+    study = tuning.study(storage, tuning.arms[0])
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    study.add_trial(optuna.trial.create_trial(params={"train.lr": 2e-3}, distributions={"train.lr": lr}, value=1.0,
+                                              intermediate_values={1: 1.0, 2: 1.0}))  # fmt: skip
+    ticket = next_trial(tuning, storage)
+    state = train(ticket, tuning, threads=1)
+    tell(ticket, tuning, state)
+    store = tuning.files.trials
+    assert state == "pruned" and store.status(ticket.job.id)["pruned"].startswith("pruned after epoch 1 of 2")
+    trial = study.trials[ticket.trial.number]  # the arm's own settings, enqueued first
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
+    assert store.checkpoint_file(ticket.job.id).exists() and not store.metrics_file(ticket.job.id).exists()
+    assert json.loads(store.status_file(ticket.job.id).read_text())["state"] == "pruned"
