@@ -120,8 +120,9 @@ def status(experiment, profile, overrides, runs_root, watch) -> None:
 @click.option("--gpus", default=None, metavar="0,1", help="CUDA devices the workers share [default: all visible].")
 @click.option("--threads", type=int, default=None, help="Torch threads per job [default: CPUs / workers].")
 @click.option("--retry-failed", is_flag=True, help="Also run failed jobs again (up to run.max_attempts).")
+@click.option("--tuned", is_flag=True, help="Each arm with its best settings from `tune --export`, then the report.")
 @friendly
-def run(experiment, profile, overrides, runs_root, workers, gpus, threads, retry_failed) -> None:
+def run(experiment, profile, overrides, runs_root, workers, gpus, threads, retry_failed, tuned) -> None:
     """Train every job of EXPERIMENT that is not done yet, in a local process pool.
 
     With CUDA the workers are spread over the GPUs, each worker seeing only its own device, and the
@@ -130,8 +131,17 @@ def run(experiment, profile, overrides, runs_root, workers, gpus, threads, retry
     Interrupted jobs resume from their checkpoint; jobs claimed by another live runner are left to it.
     Damaged jobs (a file cannot be read) are redone: the file is set aside, training resumes from the
     checkpoint if it loads, else starts again; the output says which.
+
+    --tuned: the matrix with each arm's exported best settings (runs/<name>.tuned/) and its report, which
+    states the equal tuning budgets: the same as `expmatrix tune EXPERIMENT --run`.
     """
     import time
+
+    if tuned:
+        from expmatrix.cli_tune import run_tuned, tuning_of
+
+        run_tuned(tuning_of(experiment, profile, overrides, runs_root), runs_root, workers, threads)
+        return
 
     from expmatrix.executors.local import run_local
     from expmatrix.executors.placement import parse_gpus

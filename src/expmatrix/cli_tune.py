@@ -14,7 +14,7 @@ from expmatrix.cli_common import PROFILE, RUNS, SET, friendly
 MODES = ("worker", "export", "report", "run")
 
 
-def _tuning(experiment, profile, overrides, runs_root, arms, trials):
+def tuning_of(experiment, profile, overrides, runs_root, arms=None, trials=None):
     from expmatrix.config import parse_set
     from expmatrix.tuning import Tuning
 
@@ -56,7 +56,7 @@ def tune(experiment, profile, overrides, runs_root, arms, trials, workers, threa
     settings, --report the tuning, and --run the tuned matrix (runs/<name>.tuned/, with its report).
 
     Exit status: 0 done, 1 an error, 75 stopped by a signal (run again to resume)."""
-    tuning = _tuning(experiment, profile, overrides, runs_root, arms, trials)
+    tuning = tuning_of(experiment, profile, overrides, runs_root, arms, trials)
     cpus = os.cpu_count() or 1
     if mode is None:
         argv = [experiment, "--runs", runs_root, *(["--profile", profile] if profile else [])]
@@ -86,10 +86,10 @@ def tune(experiment, profile, overrides, runs_root, arms, trials, workers, threa
         click.echo(FORMATS["terminal"](report))
         click.echo(f"written to {tuning.files.dir}")
     else:
-        _run_tuned(tuning, runs_root, workers, threads)
+        run_tuned(tuning, runs_root, workers, threads)
 
 
-def _run_tuned(tuning, runs_root: str, workers: int, threads: int | None) -> None:
+def run_tuned(tuning, runs_root: str, workers: int | None, threads: int | None) -> None:
     """The tuned matrix through the ordinary local runner, then its report with the tuning stated."""
     from expmatrix.executors.local import run_local
     from expmatrix.inert import check_consumed

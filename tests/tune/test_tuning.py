@@ -94,8 +94,8 @@ def test_export_then_the_tuned_matrix_and_both_reports(tuned):
         assert best["settings"] == studies[arm.name].best_params and f"{arm.name}.yaml" in out
         assert best["budget"] == {"trials": TRIALS, "epochs": 2}
 
-    out = finish(tune_cli(exp, runs, "--run", "--workers", "1", "--threads", "1"))
-    report = (runs / "tiny.tuned" / "report.md").read_text()
+    out = finish(expmatrix("run", str(exp), "--runs", str(runs), "--tuned", "--workers", "1", "--threads", "1"))
+    report = (runs / "tiny.tuned" / "report.md").read_text()  # `tune EXP --run` is the same
     assert "the same budget of 2 trials x 2 epochs" in report and "binned_ambre5" in report, out
     for record in (yaml.safe_load(p.read_text()) for p in (runs / "tiny.tuned").glob("*/job.yaml")):
         arm = tuning.arm_of(record["levels"])
