@@ -30,6 +30,12 @@ def test_reads_follow_the_settings():
     assert {"train.lr", "model.pooling", "data.use_met", "data.keys.y_train", "seed"} <= constant
 
 
+def test_the_read_check_accepts_full_batches_larger_than_its_stand_in_data():
+    base = {"data": {}, "tokenizer": {"kind": "direct", "name": "d"}}
+    cfg = {**base, "train": {"batch_size": 2048, "fixed_shape": "drop"}}  # valid: the real data decides
+    assert "train.fixed_shape" in consumed_keys(JobConfig.model_validate(cfg))
+
+
 def test_a_factor_over_a_key_nobody_reads_is_rejected(tmp_path):
     factors = {"tokenizer": ["direct"], "train.min_lr_ratio": [0.0, 0.1]}  # the schedule is constant
     with pytest.raises(SpecError) as e:

@@ -137,14 +137,16 @@ def run(experiment, profile, overrides, runs_root, workers, gpus, threads, retry
     """
     import time
 
+    from expmatrix.executors.placement import parse_gpus
+
     if tuned:
         from expmatrix.cli_tune import run_tuned, tuning_of
 
-        run_tuned(tuning_of(experiment, profile, overrides, runs_root), runs_root, workers, threads)
+        tuning = tuning_of(experiment, profile, overrides, runs_root)
+        run_tuned(tuning, runs_root, workers, threads, retry_failed, parse_gpus(gpus))
         return
 
     from expmatrix.executors.local import run_local
-    from expmatrix.executors.placement import parse_gpus
     from expmatrix.inert import check_consumed
     from expmatrix.monitor import run_outcome
 

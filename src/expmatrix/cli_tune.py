@@ -22,13 +22,17 @@ def tuning_of(experiment, profile, overrides, runs_root, arms=None, trials=None)
     return Tuning.load(experiment, profile, parse_set(overrides), runs_root, names, trials)
 
 
-def _spawn(workers: int, threads: int, argv: list[str]) -> int:
-    """K worker processes (`tune --worker`) sharing the journal; a stop signal reaches them all. Exit status."""
+def _spawn(workers: int | None, threads: int | None, argv: list[str]) -> int:
+    """Worker processes (`tune --worker`) sharing the journal, placed as `run` places its workers (GPUs, CPU
+    threads: `placement.place`); a stop signal reaches them all. Exit status."""
+    from expmatrix.executors.placement import place, visible_gpus
     from expmatrix.states import PREEMPTED_EXIT
     from expmatrix.stop import stop_requests
 
-    command = [sys.executable, "-m", "expmatrix", "tune", *argv, "--worker", "--threads", str(threads)]
-    procs = [subprocess.Popen(command) for _ in range(workers)]
+    cpus = os.cpu_count() or 1
+    placed = place(visible_gpus(), cpus, workers or cpus, workers, threads)
+    command = [sys.executable, "-m", "expmatrix", "tune", *argv, "--worker", "--threads", str(placed.threads)]
+    procs = [subprocess.Popen(command, env={**os.environ, **placed.env(w)}) for w in range(placed.workers)]
     with stop_requests(on_stop=lambda signum: [p.send_signal(signum) for p in procs]):
         codes = [p.wait() for p in procs]
     return PREEMPTED_EXIT if PREEMPTED_EXIT in codes else max(codes)
@@ -41,7 +45,9 @@ def _spawn(workers: int, threads: int, argv: list[str]) -> int:
 @RUNS
 @click.option("--arms", default=None, metavar="F1,F2", help="Factors whose levels are the arms [default: tune.arms].")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Trials per arm [default: tune.trials].")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local workers at once.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Local workers at once [default: as for `run`]."
+)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per worker [CPUs/workers].")
 @click.option(
     "--worker", "mode", flag_value="worker", help="Be one worker (an array task); exit when budgets are used."
@@ -57,20 +63,19 @@ def tune(experiment, profile, overrides, runs_root, arms, trials, workers, threa
 
     Exit status: 0 done, 1 an error, 75 stopped by a signal (run again to resume)."""
     tuning = tuning_of(experiment, profile, overrides, runs_root, arms, trials)
-    cpus = os.cpu_count() or 1
     if mode is None:
         argv = [experiment, "--runs", runs_root, *(["--profile", profile] if profile else [])]
         argv += [a for o in overrides for a in ("--set", o)] + (["--arms", arms] if arms else [])
         argv += ["--trials", str(tuning.tune.trials)]
         started = time.time()
-        code = _spawn(workers, threads or max(1, cpus // workers), argv)
+        code = _spawn(workers, threads, argv)
         click.echo(f"{tuning.describe()}: workers ended in {time.time() - started:.0f} s ({tuning.files.dir})")
         sys.exit(code)
     if mode == "worker":
         from expmatrix.states import PREEMPTED_EXIT
         from expmatrix.tuning.worker import work
 
-        states = work(tuning, threads or cpus, log=lambda line: click.echo(line))
+        states = work(tuning, threads or os.cpu_count() or 1, log=lambda line: click.echo(line))
         click.echo(f"worker {os.getpid()}: " + (", ".join(f"{n} {s}" for s, n in states.items()) or "no trial left"))
         sys.exit(PREEMPTED_EXIT if states["preempted"] else 0)
     if mode == "export":
@@ -89,7 +94,9 @@ def tune(experiment, profile, overrides, runs_root, arms, trials, workers, threa
         run_tuned(tuning, runs_root, workers, threads)
 
 
-def run_tuned(tuning, runs_root: str, workers: int | None, threads: int | None) -> None:
+def run_tuned(
+    tuning, runs_root: str, workers: int | None, threads: int | None, retry_failed=False, gpus: list[int] | None = None
+) -> None:
     """The tuned matrix through the ordinary local runner, then its report with the tuning stated."""
     from expmatrix.executors.local import run_local
     from expmatrix.inert import check_consumed
@@ -102,7 +109,7 @@ def run_tuned(tuning, runs_root: str, workers: int | None, threads: int | None) 
     matrix, note = tuned_matrix(tuning)
     store = RunStore.for_spec(runs_root, matrix.spec)
     check_consumed(matrix, store)
-    states, skipped = run_local(matrix, store, workers, threads)
+    states, skipped = run_local(matrix, store, workers, threads, retry_failed, gpus)
     click.echo(", ".join(f"{n} {s}" for s, n in (states + skipped).items()) or "nothing to run")
     settings = ReportSettings.resolve(matrix.spec.report, None, None, task_of(matrix))
     report, results = build_report(matrix, store, settings, store.dir, matrix.spec.name)

@@ -35,7 +35,7 @@ def consumed_keys(cfg: JobConfig) -> set[str]:
         size = solve_size(tokenizer, cfg.model, outputs)
         with torch.device("meta"):
             model = build_model(tokenizer, cfg.model, size, outputs)
-        Trainer(model, cfg.train, "cpu", n_train=1000, seed=cfg.seed)
+        Trainer(model, cfg.train, "cpu", n_train=max(1000, cfg.train.batch_size), seed=cfg.seed)  # >= one batch
         pretrain_settings(cfg)  # model.init, and the pretraining settings where it is pretrained
     return reads
 
@@ -62,7 +62,7 @@ def unread(settings: dict[str, str], reads: set[str]) -> list[str]:
     return [where for key, where in settings.items() if not _is_read(key, reads)]
 
 
-def _reads(job_config: dict[str, Any], store: RunStore) -> set[str]:
+def cached_reads(job_config: dict[str, Any], store: RunStore) -> set[str]:
     """The keys a config shape reads, cached per shape and code version (`RunStore.consumed_file`)."""
     path = store.consumed_file(short_hash([_shape(job_config), code_version()]))
     try:
@@ -91,7 +91,7 @@ def check_consumed(matrix: Matrix, store: RunStore) -> None:
     for cell, job in {j.cell: j for j in matrix.jobs}.items():
         shape = short_hash(_shape(job.config))
         if shape not in cache:
-            cache[shape] = _reads(job.config, store)
+            cache[shape] = cached_reads(job.config, store)
         levels = ", ".join(f"{k}={v}" for k, v in job.levels.items()) or "the only cell"
         # a section the job leaves out of its config is not its setting (`pretrain` in a scratch cell)
         own = {k: w for k, w in matrix.settings.get(cell, {}).items() if k.split(".")[0] in job.config}

@@ -75,6 +75,6 @@ def check_targets(targets: dict[str, TargetSpec], source: str, features: tuple[s
         integer = name in INTEGER_TARGETS[source]
         if spec.kind == "class" and not integer and spec.bins is None:
             return f"target {name!r} is continuous: kind class needs `bins` (quantile bins), or use kind regression"
-        if integer and (spec.bins is not None or spec.log):
-            return f"target {name!r} holds integer codes: bins and log do not apply"
+        if integer and (spec.bins is not None or spec.log or spec.kind != "class"):
+            return f"target {name!r} holds integer codes: use kind class (bins and log do not apply)"
     return None if targets else "targets: give at least one"

@@ -51,7 +51,7 @@ class SlurmBackend(Backend):
 
     def files(self, plan: Plan) -> dict[str, str]:
         out = {
-            f"{st.name}.sbatch": self.render(plan, "array.sbatch.j2", stage=st, jobs_file=str(plan.jobs_file(st)))
+            f"{st.name}.sbatch": self.render(plan, "array.sbatch.j2", stage=st)
             for st in plan.stages
         }
         if plan.settings.report:

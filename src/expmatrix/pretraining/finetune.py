@@ -38,7 +38,8 @@ def pretrained_artifact(cfg: JobConfig, data_path: str, store: RunStore) -> tupl
             raise PretrainFailed(f"the shared pretraining {key} failed ({why}); run with --retry-failed to redo it")
         from expmatrix.pretraining.stage import run_pretraining
 
-        with torch.random.fork_rng(devices=[]):  # the job's own random state (its head's init) stays as seeded
+        gpus = range(torch.cuda.device_count())  # CUDA's generators too: pretraining reseeds and draws from them
+        with torch.random.fork_rng(devices=gpus):  # the job's own random state (its head's init) stays as seeded
             run_pretraining(cfg, data_path, store)
     return load_checkpoint(path), path
 
@@ -97,8 +98,9 @@ class Finetune:
         """Scale the backbone's learning rate; freeze it if training is still in the frozen epochs."""
         if self.backbone_lr != 1.0:
             scale_backbone_lr(trainer, model, self.backbone_lr)
-        position = checkpoint_position(checkpoint, job_id)
-        self.freeze(model, (position.epoch if position else 0) < self.freeze_epochs)
+        if self.freeze_epochs:  # resuming past the frozen epochs: not frozen (reads the checkpoint's position)
+            position = checkpoint_position(checkpoint, job_id)
+            self.freeze(model, (position.epoch if position else 0) < self.freeze_epochs)
 
     def freeze(self, model: nn.Module, frozen: bool) -> None:
         for p in backbone(model):

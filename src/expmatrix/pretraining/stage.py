@@ -63,11 +63,14 @@ def batch_loss(model: MaskedModel, targets: list[Target], tokens, table, masked)
 
 
 @torch.no_grad()
-def evaluate(model: MaskedModel, targets: list[Target], tokens, table, masked) -> dict[str, float]:
-    """Loss and per-target errors on the held-out events (a fixed mask)."""
+def evaluate(model: MaskedModel, targets: list[Target], tokens, table, masked, batch: int) -> dict[str, float]:
+    """Loss and per-target errors on the held-out events (a fixed mask), `batch` events per forward pass."""
     model.eval()
-    loss, outs = batch_loss(model, targets, tokens, table, masked)
-    y, out = table[masked], {"holdout_loss": loss.item()}
+    n = len(masked)
+    chunks = [model(take(tokens, slice(i, i + batch)), masked[i : i + batch]) for i in range(0, n, batch)]
+    outs = [torch.cat(parts) for parts in zip(*chunks, strict=True)]
+    y = table[masked]
+    out = {"holdout_loss": sum(t.loss(o, y[:, k]) for k, (t, o) in enumerate(zip(targets, outs, strict=True))).item()}
     for k, (t, o) in enumerate(zip(targets, outs, strict=True)):
         out |= t.errors(o, y[:, k])
     return out
@@ -91,6 +94,7 @@ class Pretraining:
         self.train, hold = split_holdout(len(events), p.holdout, np.random.default_rng(p.seed))
         self.hold = torch.from_numpy(hold).to(self.device)
         self.hold_mask = mask_objects(self.real[self.hold], p.mask_fraction, torch.Generator().manual_seed(p.seed))
+        self.hold_tokens, self.hold_table = take(self.tokens, self.hold), self.table[self.hold]  # sliced once
         torch.manual_seed(p.seed)
         model = build_model(self.tokenizer, cfg.model, self.size, n_outputs(cfg.data), tokens["mask"].shape[1])
         self.model = MaskedModel(model, self.targets, self.size.d_model).to(self.device)
@@ -115,7 +119,7 @@ class Pretraining:
             loss.backward()
             self.opt.step()
             losses.append(loss.item())
-        health = evaluate(self.model, self.targets, take(self.tokens, self.hold), self.table[self.hold], self.hold_mask)
+        health = evaluate(self.model, self.targets, self.hold_tokens, self.hold_table, self.hold_mask, p.batch_size)
         return {"epoch": epoch + 1, "loss": float(np.mean(losses)), **health, "seconds": time.perf_counter() - t0}
 
     def run(self) -> dict[str, Any]:

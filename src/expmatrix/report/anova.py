@@ -28,14 +28,16 @@ class LinearModel:
     x: np.ndarray  # design [n, p]; column 0 the intercept
     y: np.ndarray
     columns: dict[Term, slice]
+    pinv: np.ndarray = field(init=False)  # of `x`: the least-squares fit and every contrast's variance
     beta: np.ndarray = field(init=False)
     rss: float = field(init=False)
     df_resid: int = field(init=False)
 
     def __post_init__(self):
-        self.beta, _, rank, _ = np.linalg.lstsq(self.x, self.y, rcond=None)
+        self.pinv = np.linalg.pinv(self.x)
+        self.beta = self.pinv @ self.y  # minimum-norm least squares, as lstsq
         self.rss = float(np.sum((self.y - self.x @ self.beta) ** 2))
-        self.df_resid = len(self.y) - int(rank)
+        self.df_resid = len(self.y) - _rank(self.x)
 
     @property
     def sigma2(self) -> float | None:
@@ -123,7 +125,7 @@ def _level_vector(model: LinearModel, factor: str, level: str) -> np.ndarray:
 
 def _estimate(model: LinearModel, c: np.ndarray, confidence: float) -> tuple[float | None, ...]:
     """c'beta with its t interval and two-sided p (of c'beta = 0); None where not estimable."""
-    pinv = np.linalg.pinv(model.x)
+    pinv = model.pinv
     if np.abs(c - c @ pinv @ model.x).max() > 1e-8:  # not in the row space: missing cells
         return None, None, None, None
     value = float(c @ model.beta)

@@ -134,7 +134,6 @@ def analysis(
             else "p-values not adjusted.",
             *(f"Note: {n}." for n in notes),
         ]
-        notes = []
         out += [tables.anova_table(anova, s.metric, model_notes)]
         emm_notes = [
             "EMM: the model's mean of a level over a balanced grid of the other factors and seeds;"
@@ -147,12 +146,12 @@ def analysis(
     if seeds.height:
         out.append(tables.seeds_table(seeds, s.metric, s.difference, s.power, s.confidence))
         frames["seeds"] = seeds
-    return out, frames, notes
+    return out, frames, notes if anova is None else []  # with an ANOVA table, its notes say them
 
 
 def compare(
     results: pl.DataFrame, factors: list[str], varied: list[str], s: ReportSettings
-) -> tuple[list[tables.Table], dict[str, pl.DataFrame], list[str], pl.DataFrame | None, list[pl.DataFrame]]:
+) -> tuple[list[tables.Table], dict[str, pl.DataFrame], pl.DataFrame | None, list[pl.DataFrame]]:
     """Effects, interactions and the model-based sections of the varied factors: (tables, frames, effects,
     interactions); nothing when no factor has two levels."""
     if not varied:

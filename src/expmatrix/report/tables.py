@@ -33,7 +33,7 @@ def mean_std(mean: float | None, std: float | None, dec: int) -> str:
     return fmt(mean, dec) + (f" ± {fmt(std, dec)}" if std is not None and mean is not None else "")
 
 
-def _best_row(values: list[float | None], higher: bool) -> int | None:
+def best_row(values: list[float | None], higher: bool) -> int | None:
     present = [(v, i) for i, v in enumerate(values) if v is not None]
     if not present:
         return None
@@ -59,7 +59,7 @@ def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], hig
     ]
     bold = set()
     for j, m in enumerate(metrics):
-        best = _best_row(stats[f"{m} mean"].to_list(), direction(m, higher))
+        best = best_row(stats[f"{m} mean"].to_list(), direction(m, higher))
         if best is not None:
             bold.add((best, len(factors) + j))
     lower = [m for m in metrics if not direction(m, higher)]
@@ -131,7 +131,7 @@ def effects_table(effects: pl.DataFrame, metric: str, higher: bool, notes: list[
     for group in effects.partition_by("factor", maintain_order=True):
         complete = group.filter(pl.col("cells") == pl.col("cells_expected"))
         if complete.height == group.height:
-            bold.add((len(rows) + _best_row(group["marginal"].to_list(), higher), 2))
+            bold.add((len(rows) + best_row(group["marginal"].to_list(), higher), 2))
         for r in group.iter_rows(named=True):
             delta = "(baseline)" if r["is_baseline"] else _delta_ci(r, dec)
             p = [""] * (1 + adjusted) if r["is_baseline"] else _p_cells(r, adjusted)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -79,7 +80,8 @@ def give_back(study: optuna.Study, trial: FrozenTrial, why: str) -> None:
 def next_trial(tuning: Tuning, storage: optuna.storages.BaseStorage) -> Ticket | str:
     """Under the budget lock: give back dead trials, then ask in the arm with the fewest trials used.
     'wait': every budget is used but trials still run elsewhere (one may die and be given back);
-    'done': every arm has its budget of finished trials."""
+    'done': every arm has its budget of finished trials; 'again': the point asked for builds no job (a failed
+    trial, counted: ask again)."""
     store, ranked, running = tuning.files.trials, [], 0
     for arm in tuning.arms:
         study = tuning.study(storage, arm)
@@ -100,6 +102,7 @@ def next_trial(tuning: Tuning, storage: optuna.storages.BaseStorage) -> Ticket |
     except Exception as e:  # a point of the space that builds no job (checked at the corners): a failed trial
         trial.set_user_attr("error", f"{type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)
-        raise
+        print(f"{arm.name}: trial {trial.number} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return "again"
     trial.set_user_attr("job", job.id)
     return Ticket(arm, study, trial, job)

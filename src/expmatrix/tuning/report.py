@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from expmatrix.report.build import write_report
 from expmatrix.report.document import Report
 from expmatrix.report.plots import save
-from expmatrix.report.tables import Table, fmt
+from expmatrix.report.tables import Table, best_row, fmt
 from expmatrix.tuning.budget import tally
 from expmatrix.tuning.export import studies
 from expmatrix.tuning.study import Tuning
@@ -102,7 +102,7 @@ def slice_plot(found: dict[str, optuna.Study], params: list[str], tuning: Tuning
 
 def tables(tuning: Tuning, found: dict[str, optuna.Study], imp: dict[str, dict[str, float]]) -> list[Table]:
     maximize = tuning.direction == "maximize"
-    rows, bold, best_rows = [], set(), []
+    rows, values, best_rows = [], [], []
     for name, study in found.items():
         counts, _ = tally(study, tuning.files.trials)
         complete = [t for t in finished(study) if t.state == TrialState.COMPLETE]
@@ -111,11 +111,10 @@ def tables(tuning: Tuning, found: dict[str, optuna.Study], imp: dict[str, dict[s
             [name, fmt(best.value) if best else "-", str(best.number) if best else "-"]
             + [str(counts[k]) for k in ("complete", "pruned", "failed", "stale", "running")]
         )
+        values.append(best.value if best else None)
         best_rows.append([name] + [str(best.params.get(k, "-")) if best else "-" for k in tuning.tune.space])
-    values = [float(r[1]) if r[1] != "-" else None for r in rows]
-    if any(v is not None for v in values):
-        pick = (max if maximize else min)((v, i) for i, v in enumerate(values) if v is not None)[1]
-        bold.add((pick, 1))
+    pick = best_row(values, maximize)
+    bold = {(pick, 1)} if pick is not None else set()
     note = f"budget per arm: {tuning.tune.trials} trials x {tuning.tune.epochs} epochs; stale: given back, not counted"
     params = list(tuning.tune.space)
     return [

@@ -113,8 +113,7 @@ class Tuning:
     def _check(self) -> None:
         """Every arm: the objective is a metric its task logs, every corner of the space builds a job, and
         every space key is read by the job (a setting with no effect is an error, as in the matrix)."""
-        from expmatrix.config import JobConfig
-        from expmatrix.inert import consumed_keys, unread
+        from expmatrix.inert import cached_reads, unread
 
         for arm in self.arms:
             task = SOURCE_TASKS[arm.job.config["data"]["source"]]
@@ -124,7 +123,7 @@ class Tuning:
                     f"(arm {arm.name}); they log: {', '.join(VAL_METRICS[task])}"
                 )
             jobs = [self.trial_job(arm, point) for point in corners(self.tune.space)]
-            reads = consumed_keys(JobConfig.model_validate(jobs[0].config))
+            reads = cached_reads(jobs[0].config, self.files.trials)
             never = unread({k: f"tune.space.{k}" for k in self.tune.space}, reads)
             if never:
                 raise SpecError(f"{self.path}: {never[0]}: arm {arm.name} never reads it: tuning it changes nothing")

@@ -8,6 +8,7 @@ before its worker could tell the study) is not trained again: its stored result 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -45,7 +46,7 @@ def guarded(journal: Path, call: Callable[[], T]) -> T:
     own write that the damage swallowed), mend the journal (`repair`), say so, and call once more."""
     try:
         return call()
-    except (ValueError, AttributeError):
+    except (json.JSONDecodeError, AttributeError):
         problems = repair(journal)
         if not problems:
             raise
@@ -78,8 +79,9 @@ def report(trial: optuna.Trial, history: list[dict], metric: str) -> None:
             trial.report(row[metric], step=row["epoch"])
 
 
-def train(ticket: Ticket, tuning: Tuning, threads: int) -> str:
-    """The job's final state: trained here, or finished already (by anyone)."""
+def train(ticket: Ticket, tuning: Tuning, threads: int, stopped: Callable[[], bool] = lambda: False) -> str:
+    """The job's final state: trained here, or finished already (by anyone); `preempted` when a stop signal
+    comes while another worker trains it (the trial is given back)."""
     store, hook = tuning.files.trials, reporter(ticket, tuning)
     while True:
         state = store.state(ticket.job.id)
@@ -88,6 +90,8 @@ def train(ticket: Ticket, tuning: Tuning, threads: int) -> str:
         state = run_job(ticket.job, store, threads, on_epoch=hook)
         if state != "claimed":
             return state
+        if stopped():
+            return "preempted"
         time.sleep(POLL_SECONDS)  # the same settings, trained by another worker: wait for its result
 
 
@@ -124,9 +128,9 @@ def work(tuning: Tuning, threads: int = 1, log: Callable[[str], None] = print) -
                 break
             if ticket == "wait":
                 time.sleep(POLL_SECONDS)
+            if not isinstance(ticket, Ticket):  # wait, or again
                 continue
-            assert isinstance(ticket, Ticket)
-            state = train(ticket, tuning, threads)
+            state = train(ticket, tuning, threads, lambda: stop.signal is not None)
             guarded(tuning.files.journal, lambda: tell(ticket, tuning, state))  # noqa: B023 - called right here
             states[state] += 1
             log(f"{ticket.arm.name}: trial {ticket.trial.number}, job {ticket.job.id}: {state}")
