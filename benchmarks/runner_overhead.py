@@ -20,7 +20,8 @@ import yaml
 from expmatrix.datafiles import prepare_data
 from expmatrix.matrix import build_matrix
 from expmatrix.monitor import counts, job_states
-from expmatrix.store import RunStore, read_json
+from expmatrix.runfiles import read_json
+from expmatrix.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def main() -> None:
 
         sub = Matrix(small.spec, small.path, jobs, small.factor_names, small.settings)
         _, wall = timed(lambda: run_local(sub, store, workers=1))
-        train = [read_json(store.path(j.id, "metrics.json"))["train_seconds"] for j in jobs]
+        train = [read_json(store.job(j.id).metrics)["train_seconds"] for j in jobs]
         per_job = (wall - sum(train)) / len(jobs)
         print(f"per job ({len(jobs)} jobs, 1 epoch on 80k events, one worker in-process):")
         print(f"  wall {wall / len(jobs):.2f} s, of which training {sum(train) / len(jobs):.2f} s")

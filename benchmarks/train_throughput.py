@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from expmatrix.config import DataConfig, DirectTokenizerConfig, ModelConfig, TrainConfig
 from expmatrix.data import load_splits
-from expmatrix.models.packing import Packing
+from expmatrix.layers.packing import Packing
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import Transformer, trainable_params
 from expmatrix.tokenizers import build_tokenizer

@@ -1,11 +1,12 @@
-"""Imports run one way: the config at the bottom, the CLI at the top (DESIGN.md, Layout).
+"""Imports run one way: the config at the bottom, the CLI at the top (docs/architecture.md), and no circles.
 
 `check_tree` reads every .py file under src/expmatrix with `ast` (no import is executed) and
 reports each import that crosses a forbidden arrow of `RULES`, with its file and line. It sees
 module-level and function-level imports, `import x` and `from x import y`, relative imports
 (resolved against the file's package) and `importlib.import_module("literal")`. A registry
 lookup by a computed name (tokenizers/__init__.py) is invisible to it: the runtime test below
-covers what the config really loads.
+covers what the config really loads. `cycles` finds every circle of imports between modules from the
+same import lists (a function-level import hides a circle from Python, not from it).
 """
 
 from __future__ import annotations
@@ -71,6 +72,19 @@ RULES = (
         Rule(package("data"), package(dst), f"data -> {dst}", "data sources sit just above the config")
         for dst in ("tokenizers", "tools", "training", "models", "report", "executors")
     ),
+    Rule(package("tokenizers"), package("models"), "tokenizers -> models", "shared blocks live in layers/"),
+    *(
+        Rule(package("layers"), package(dst), f"layers -> {dst}", "layers know nothing of tokenizers or jobs")
+        for dst in ("tokenizers", "models", "data", "assembly", "training", "pretraining", "store")
+    ),
+    *(
+        Rule(package(src), package(dst), f"{src} -> {dst}", "a job is assembled below the stages that use it")
+        for src in ("assembly",)
+        for dst in ("training", "pretraining", "shared_stages", "executors", "tuning", "report", "inert")
+    ),
+    Rule(package("pretraining"), package("training"), "pretraining -> training", "the training job sits above it"),
+    Rule(package("paths"), lambda m: under("expmatrix")(m) and not package("config")(m), "paths -> expmatrix",
+         "the paths object names files and does no I/O: it needs the config only"),  # fmt: skip
     Rule(lambda m: not is_cli(m), is_cli, "library -> cli", "the CLI is the top floor: nothing imports it"),
 )
 
@@ -141,16 +155,84 @@ def check_source(text: str, module: str, file: str = "<source>", is_package: boo
     return out
 
 
+def sources(root: Path) -> Iterator[tuple[Path, str]]:
+    """(file, module name) of every .py file under `root` (the package folder)."""
+    for path in sorted(root.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            yield path, module_name(path, root)
+
+
 def check_tree(root: Path = PACKAGE) -> list[Violation]:
     """The forbidden imports of every .py file under `root` (the package folder)."""
     out = []
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        module = module_name(path, root)
+    for path, module in sources(root):
         shown = str(path.relative_to(root.parent.parent))  # src/expmatrix/...
         out += check_source(path.read_text(), module, shown, path.name == "__init__.py")
     return out
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """module -> the modules of the package it imports (at any depth of its code). `from a import b` is an
+    import of the module `a.b` when there is one, else of `a`; a module importing its own package's
+    `__init__` (as every submodule does implicitly) is not an edge."""
+    files = dict((module, path) for path, module in sources(root))
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for module, path in files.items():
+        for _, target in imported(ast.parse(path.read_text()), module, path.name == "__init__.py"):
+            while target and target not in files:
+                target = target.rpartition(".")[0]
+            if target and target != module and not module.startswith(target + "."):
+                graph[module].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every circle of imports, as the strongly connected components of more than one module (Tarjan), each
+    listed from its smallest module along a shortest path back to it."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(_circle(graph, set(component)))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def _circle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """A shortest path from the component's smallest module back to itself (breadth first)."""
+    start = min(component)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(graph[v] & component):
+            if w == start:
+                return paths[v] + [start]
+            if w not in paths:
+                paths[w] = paths[v] + [w]
+                queue.append(w)
+    return sorted(component)
 
 
 # ---------------------------------------------------------------- the tree as it is
@@ -160,6 +242,22 @@ def test_no_module_of_the_package_crosses_a_forbidden_arrow():
     violations = check_tree()
     if violations:
         pytest.fail("forbidden imports:\n" + "\n".join(map(str, violations)), pytrace=False)
+
+
+def test_no_module_imports_itself_round_a_circle():
+    found = cycles(import_graph())
+    if found:
+        pytest.fail("import cycles:\n" + "\n".join(" -> ".join(c) for c in found), pytrace=False)
+
+
+def test_a_circle_in_a_copy_of_the_tree_is_found_with_its_path(tmp_path):
+    """A function-level import that closes a circle (what once hid executors.worker <-> executors.packed)."""
+    copy = tmp_path / "src" / "expmatrix"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    tasks = copy / "executors" / "tasks.py"
+    tasks.write_text(tasks.read_text() + "\n\ndef _late():\n    from expmatrix.executors.worker import run_task\n")
+    packed, tasks, worker = (f"expmatrix.executors.{m}" for m in ("packed", "tasks", "worker"))
+    assert cycles(import_graph(copy)) == [[packed, tasks, worker, packed]]  # (worker imports packed)
 
 
 def test_the_checker_sees_every_module_of_the_package():
@@ -193,7 +291,7 @@ FORBIDDEN = [
     ("expmatrix.config.job", "from expmatrix.data.events import Events\n", "config -> expmatrix (not config)"),
     ("expmatrix.config.job", "from expmatrix.store import RunStore\n", "config -> expmatrix (not config)"),
     ("expmatrix.config.job", "from .. import tokenizers\n", "config -> expmatrix (not config)"),
-    ("expmatrix.models.blocks", "from expmatrix.executors import slurm\n", "models -> executors"),
+    ("expmatrix.models.transformer", "from expmatrix.executors import slurm\n", "models -> executors"),
     ("expmatrix.training.trainer", "import expmatrix.executors.worker\n", "training -> executors"),
     ("expmatrix.tokenizers.binned", "from ..executors.local import run_local\n", "tokenizers -> executors"),
     ("expmatrix.tokenizers.direct", "from expmatrix.training.losses import make_loss\n", "tokenizers -> training"),
@@ -206,6 +304,13 @@ FORBIDDEN = [
         ("expmatrix.data.fourtops", f"from expmatrix.{dst} import x\n", f"data -> {dst}")
         for dst in ("tokenizers", "tools", "training", "models", "report", "executors")
     ),
+    ("expmatrix.tokenizers.vqvae.model", "from expmatrix.models.transformer import Transformer\n",
+     "tokenizers -> models"),  # fmt: skip
+    ("expmatrix.layers.blocks", "from expmatrix.tokenizers import Tokens\n", "layers -> tokenizers"),
+    ("expmatrix.assembly.parts", "def f():\n    from expmatrix.pretraining.loop import run_pretraining\n",
+     "assembly -> pretraining"),  # fmt: skip
+    ("expmatrix.pretraining.loop", "from expmatrix.training.trainer import take\n", "pretraining -> training"),
+    ("expmatrix.paths", "from expmatrix.runfiles import read_file\n", "paths -> expmatrix"),
 ]
 
 

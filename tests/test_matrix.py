@@ -21,9 +21,9 @@ def test_flagship_expands_to_36_cells_times_seeds():
     quick = build_matrix(FLAGSHIP, "quick")
     assert len(quick.jobs) == 72
     job = quick.jobs[0]
-    assert job.config["train"]["epochs"] == 2 and job.config["model"]["target_params"] == 100_000
-    assert job.config["tokenizer"]["kind"] == "direct"
-    assert {j.levels["vect"]: j.config["data"]["cont_features"] for j in quick.jobs} == {
+    assert job.config.train.epochs == 2 and job.config.model.target_params == 100_000
+    assert job.config.tokenizer.kind == "direct"
+    assert {j.levels["vect"]: j.config.data.cont_features for j in quick.jobs} == {
         "4": [1, 2, 3],
         "5": [0, 1, 2, 3],
     }
@@ -116,7 +116,7 @@ def test_when_factor_exists_only_for_some_levels_and_overrides_the_preset(tmp_pa
         "fit": {"when": {"tokenizer": "binned_ambre5"}, "key": "tokenizer.fit_on", "levels": ["all", "background"]},
     }
     m = build_matrix(write_experiment(tmp_path, factors=factors))
-    got = sorted((j.levels["tokenizer"], j.levels["fit"], j.config["tokenizer"].get("fit_on")) for j in m.jobs)
+    got = sorted((j.levels["tokenizer"], j.levels["fit"], getattr(j.config.tokenizer, "fit_on", None)) for j in m.jobs)
     assert got == [
         ("binned_ambre5", "all", "all"),
         ("binned_ambre5", "background", "background"),
@@ -128,7 +128,7 @@ def test_zip_varies_keys_together(tmp_path):
     arch = {"zip": {"model.layers": [1, 2], "model.target_params": [10000, 30000]}, "names": ["small", "big"]}
     m = build_matrix(write_experiment(tmp_path, factors={"tokenizer": ["direct", "binned_ambre5"], "arch": arch}))
     got = {
-        (j.levels["tokenizer"], j.levels["arch"]): (j.config["model"]["layers"], j.config["model"]["target_params"])
+        (j.levels["tokenizer"], j.levels["arch"]): (j.config.model.layers, j.config.model.target_params)
         for j in m.jobs
     }
     assert got == {
@@ -185,4 +185,4 @@ def test_renaming_a_preset_keeps_job_ids(tmp_path):
 def test_an_empty_section_in_a_profile_keeps_what_base_set(tmp_path):
     exp = write_experiment(tmp_path, profiles={"q": {"train": {}, "model.layers": 3}})
     config = build_matrix(exp, "q").jobs[0].config
-    assert config["train"]["epochs"] == 1 and config["train"]["lr"] == 1e-3 and config["model"]["layers"] == 3
+    assert config.train.epochs == 1 and config.train.lr == 1e-3 and config.model.layers == 3

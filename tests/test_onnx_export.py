@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
                                                          "train": {"epochs": 1, "batch_size": 128, "lr": 1e-3}}))  # fmt: skip # noqa: E501
     store = RunStore(folder / "runs", matrix.spec.name)
     for job in matrix.jobs:
-        store.write_job(job.record())
+        store.write_job(job)
         train_job(job, store)
         store.set_status(job.id, "done")
     return matrix, store, folder
@@ -41,11 +41,11 @@ def test_onnx_outputs_equal_torchs_on_padded_events(trained, tokenizer):
     matrix, store, folder = trained
     job = next(j for j in matrix.jobs if j.levels["tokenizer"] == tokenizer)
     out = folder / f"{tokenizer}.onnx"
-    result = CliRunner().invoke(main, ["export", str(store.job_dir(job.id)), "--onnx", str(out)])
+    result = CliRunner().invoke(main, ["export", str(store.job(job.id).dir), "--onnx", str(out)])
     assert result.exit_code == 0, result.output
     assert "max abs difference" in result.output
-    model, _, tokens, _ = evaluated_model(job, store)
-    test = tokens["test"]
+    model, parts = evaluated_model(job, store)
+    test = parts.tokens["test"]
     assert (~test["mask"]).any(1).float().mean() > 0.5  # most events are padded
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for rows in (slice(0, 1), slice(5, 300)):  # dynamic batch
@@ -62,7 +62,7 @@ def test_an_unfinished_job_is_not_exported(trained):
     job = matrix.jobs[0]
     store.set_status(job.id, "running")
     try:
-        result = CliRunner().invoke(main, ["export", str(store.job_dir(job.id)), "--onnx", str(folder / "x.onnx")])
+        result = CliRunner().invoke(main, ["export", str(store.job(job.id).dir), "--onnx", str(folder / "x.onnx")])
     finally:
         store.set_status(job.id, "done")
     assert result.exit_code == 1 and f"job {job.id} is not finished (state interrupted)" in result.output

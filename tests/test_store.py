@@ -9,11 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 from conftest import write_experiment
 
-from expmatrix.store import DamagedFile, Heartbeat, RunStore, write_json
+from expmatrix.claims import Heartbeat
+from expmatrix.matrix import build_matrix
+from expmatrix.runfiles import DamagedFile, write_json
+from expmatrix.store import RunStore
 
 
 def _dead_pid() -> int:
@@ -22,7 +26,7 @@ def _dead_pid() -> int:
 
 
 def _foreign_claim(store: RunStore, job: str, host: str, pid: int, age: float = 0.0) -> None:
-    p = store.path(job, "claim")
+    p = store.job(job).claim
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({"host": host, "pid": pid, "nonce": "someone"}))
     os.utime(p, (time.time() - age, time.time() - age))
@@ -30,42 +34,42 @@ def _foreign_claim(store: RunStore, job: str, host: str, pid: int, age: float = 
 
 def test_claims_are_exclusive_and_only_abandoned_ones_are_taken_over(tmp_path):
     store, other = RunStore(tmp_path, "exp", stale_after=60), RunStore(tmp_path, "exp", stale_after=60)
-    assert store.claim("j1") and not other.claim("j1")  # we are alive and beating: nobody else gets it
-    other.release("j1")  # releasing someone else's claim does nothing
-    assert store.path("j1", "claim").exists()
-    store.release("j1")
-    assert not store.path("j1", "claim").exists()
+    assert store.claims.take("j1") and not other.claims.take("j1")  # we are alive and beating: nobody else gets it
+    other.claims.release("j1")  # releasing someone else's claim does nothing
+    assert store.job("j1").claim.exists()
+    store.claims.release("j1")
+    assert not store.job("j1").claim.exists()
 
     _foreign_claim(store, "j2", socket.gethostname(), _dead_pid())
-    assert store.claim("j2")  # its owner's process on this host is gone
+    assert store.claims.take("j2")  # its owner's process on this host is gone
     _foreign_claim(store, "j3", "some-other-node", 1, age=10)
-    assert not store.claim("j3")  # another host's claim with a fresh heartbeat is never stolen
+    assert not store.claims.take("j3")  # another host's claim with a fresh heartbeat is never stolen
     _foreign_claim(store, "j4", "some-other-node", 1, age=61)
-    assert store.claim("j4")  # its heartbeat is older than stale_after: taken over
-    assert json.loads(store.path("j4", "claim").read_text())["host"] == socket.gethostname()
-    store.path("j5", "claim").parent.mkdir()
-    store.path("j5", "claim").write_text("")  # a writer died between create and write
-    assert not store.claim("j5")
-    os.utime(store.path("j5", "claim"), (time.time() - 61, time.time() - 61))
-    assert store.claim("j5")
+    assert store.claims.take("j4")  # its heartbeat is older than stale_after: taken over
+    assert json.loads(store.job("j4").claim.read_text())["host"] == socket.gethostname()
+    store.job("j5").claim.parent.mkdir()
+    store.job("j5").claim.write_text("")  # a writer died between create and write
+    assert not store.claims.take("j5")
+    os.utime(store.job("j5").claim, (time.time() - 61, time.time() - 61))
+    assert store.claims.take("j5")
 
 
 def test_heartbeat_keeps_a_claim_alive_and_notices_a_takeover(tmp_path):
     store = RunStore(tmp_path, "exp", stale_after=60)
-    assert store.claim("j")
-    os.utime(store.path("j", "claim"), (time.time() - 50, time.time() - 50))
-    with Heartbeat(store, "j", every=0.05) as beat:
+    assert store.claims.take("j")
+    os.utime(store.job("j").claim, (time.time() - 50, time.time() - 50))
+    with Heartbeat(store.claims, "j", every=0.05) as beat:
         time.sleep(0.3)
-        assert store.claim_info("j")["age"] < 1  # touched
+        assert store.claims.info("j")["age"] < 1  # touched
         assert not beat.lost.is_set()
         thief = RunStore(tmp_path, "exp", stale_after=0.01)
         time.sleep(0.02)
-        assert thief.claim("j")  # our heartbeat looks stale to a very impatient worker
+        assert thief.claims.take("j")  # our heartbeat looks stale to a very impatient worker
         time.sleep(0.3)
         assert beat.lost.is_set()  # we notice and stop writing
-    assert not store.heartbeat("j")
-    store.release("j")
-    assert store.path("j", "claim").exists()  # the thief's claim stays
+    assert not store.claims.beat("j")
+    store.claims.release("j")
+    assert store.job("j").claim.exists()  # the thief's claim stays
 
 
 def test_state_of_a_job_left_running_without_a_live_claim_is_interrupted(tmp_path):
@@ -73,16 +77,16 @@ def test_state_of_a_job_left_running_without_a_live_claim_is_interrupted(tmp_pat
     assert store.state("j") == "new"
     store.set_status("j", "running")
     assert store.state("j") == "interrupted"  # resumable on the next run
-    store.claim("j")
+    store.claims.take("j")
     assert store.state("j") == "running"
-    os.utime(store.path("j", "claim"), (time.time() - 61, time.time() - 61))
+    os.utime(store.job("j").claim, (time.time() - 61, time.time() - 61))
     assert store.state("j") == "interrupted"
 
 
 def test_a_write_killed_halfway_leaves_the_previous_file(tmp_path):
     target = tmp_path / "metrics.json"
     target.write_text('{"epoch": 1}')
-    code = "from pathlib import Path; from expmatrix.store import write_json; write_json(Path(r'%s'), {'epoch': 2})"
+    code = "from pathlib import Path; from expmatrix.runfiles import write_json; write_json(Path(r'%s'), {'epoch': 2})"
     env = {**os.environ, "EXPMATRIX_CRASH_WRITE": "metrics.json:1"}
     done = subprocess.run([sys.executable, "-c", code % target], env=env)
     assert done.returncode == -9  # killed by SIGKILL in the middle of the write
@@ -96,7 +100,7 @@ def test_a_write_killed_halfway_leaves_the_previous_file(tmp_path):
 def test_a_damaged_file_is_named_with_its_job_and_the_job_is_damaged_not_an_exception(tmp_path):
     store = RunStore(tmp_path, "exp")
     store.set_status("3fa9c1d2e0", "running")
-    path = store.status_file("3fa9c1d2e0")
+    path = store.job("3fa9c1d2e0").status
     path.write_text(path.read_text()[:12])
     with pytest.raises(DamagedFile) as caught:
         store.status("3fa9c1d2e0")
@@ -116,27 +120,27 @@ def test_a_damaged_file_is_named_with_its_job_and_the_job_is_damaged_not_an_exce
 def test_a_done_job_needs_readable_results(tmp_path):
     store = RunStore(tmp_path, "exp")
     store.set_status("j", "done")
-    missing = f"job j: metrics.json is damaged (missing, though the job is done): {store.metrics_file('j')}"
+    missing = f"job j: metrics.json is damaged (missing, though the job is done): {store.job('j').metrics}"
     assert store.state_of("j")[1]["error"] == missing
-    write_json(store.metrics_file("j"), {"test": {"auroc": 0.7}})
+    write_json(store.job("j").metrics, {"test": {"auroc": 0.7}})
     assert store.state("j") == "done"
-    store.history_file("j").write_text('{"epoch": 1}\n{"epoch": 2, "lo')
+    store.job("j").history.write_text('{"epoch": 1}\n{"epoch": 2, "lo')
     assert "metrics.jsonl is damaged (line 2: truncated JSON: Unterminated string" in store.state_of("j")[1]["error"]
-    store.history_file("j").write_text('{"epoch": 1}\n')
-    store.predictions_file("j").write_bytes(b"PAR1" + b"\0" * 100)  # cut before its footer
+    store.job("j").history.write_text('{"epoch": 1}\n')
+    store.job("j").predictions.write_bytes(b"PAR1" + b"\0" * 100)  # cut before its footer
     assert "predictions.parquet is damaged (truncated or not parquet (104 bytes" in store.state_of("j")[1]["error"]
 
 
 def test_set_status_and_appends_never_lose_a_damaged_file(tmp_path):
     store = RunStore(tmp_path, "exp")
-    store.status_file("j").parent.mkdir(parents=True)
-    store.status_file("j").write_text("")
+    store.job("j").status.parent.mkdir(parents=True)
+    store.job("j").status.write_text("")
     store.mark_failed("j", "boom")
-    (aside,) = store.job_dir("j").glob("status.json.damaged-*")
+    (aside,) = store.job("j").dir.glob("status.json.damaged-*")
     assert aside.read_text() == "" and store.status("j")["failures"] == 1
-    store.starts_file("j").write_text('{"time": 1}\n{"ti')  # a line cut by hand: kept, and the new one added
+    store.job("j").starts.write_text('{"time": 1}\n{"ti')  # a line cut by hand: kept, and the new one added
     store.log_start("j", resumed=False)
-    lines = store.starts_file("j").read_text().splitlines()
+    lines = store.job("j").starts.read_text().splitlines()
     assert lines[:2] == ['{"time": 1}', '{"ti'] and json.loads(lines[2])["resumed"] is False
     assert [d.path.name for d in store.damaged_files("j")] == ["starts.jsonl"]
 
@@ -146,7 +150,7 @@ def test_a_checkpoint_is_checked_by_its_zip_directory_and_crcs(tmp_path):
 
     store = RunStore(tmp_path, "exp")
     store.set_status("j", "preempted")
-    path = store.checkpoint_file("j")
+    path = store.job("j").checkpoint
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("ck/data/0", b"x" * 1000)
     assert store.state("j") == "preempted" and not store.damaged_files("j")
@@ -167,14 +171,16 @@ def test_the_store_of_a_job_record_and_of_a_spec(tmp_path):
     spec = load_experiment(exp)
     store = RunStore.for_spec(tmp_path / "runs", spec)
     assert (store.dir, store.stale_after) == (tmp_path / "runs" / "tiny", 120)
-    store.write_job({"id": "abc", "run": {"stale_after_seconds": 90, "heartbeat_seconds": 1}})
-    found, job_id = RunStore.for_job_file(store.job_file("abc"))
-    assert (found.dir, job_id, found.stale_after) == (store.dir, "abc", 90)
-    copied = store.job_dir("xyz") / "job.yaml"
+    job = build_matrix(exp).jobs[0]
+    job = replace(job, run=job.run.model_copy(update={"stale_after_seconds": 90}))
+    store.write_job(job)
+    found, read = RunStore.for_job_file(store.job(job.id).record)
+    assert (found.dir, read, found.stale_after) == (store.dir, job, 90)
+    copied = store.job("xyz").record
     copied.parent.mkdir()
-    copied.write_text(store.job_file("abc").read_text())
-    with pytest.raises(SpecError, match="holds job abc, but its folder is xyz"):
+    copied.write_text(store.job(job.id).record.read_text())
+    with pytest.raises(SpecError, match=f"holds job {job.id}, but its folder is xyz"):
         RunStore.for_job_file(copied)
     copied.write_text("id: [")
-    with pytest.raises(DamagedFile, match=r"^job xyz: job.yaml is damaged \(corrupt YAML: "):
+    with pytest.raises(DamagedFile, match=rf"^job xyz: {copied.name} is damaged \(corrupt YAML: "):
         RunStore.for_job_file(copied)

@@ -211,12 +211,10 @@ def train(job_file: str, threads: int | None) -> None:
     """Run one job from its JOB_FILE (runs/<experiment>/<id>/job.yaml), outside any matrix.
 
     Exit status: 0 done, 1 failed, 75 preempted (checkpointed on SIGTERM/SIGUSR1; run again to resume)."""
-    from expmatrix.config import Job
     from expmatrix.store import RunStore
     from expmatrix.training.job import run_job
 
-    store, job_id = RunStore.for_job_file(job_file)
-    job = Job.from_record(store.read_job(job_id))
+    store, job = RunStore.for_job_file(job_file)
     state = run_job(job, store, threads or os.cpu_count() or 1)
     click.echo(f"job {job.id}: {state}")
     if state == "failed":

@@ -28,9 +28,9 @@ def fit(preset, data_path, presets, vect, met, max_events, overrides, runs_root)
     """Fit PRESET (a name in --presets or a .yaml) on the training split of --data, as a job of that data
     selection would: the artifact goes to the same cache (runs/_cache/tokenizers/), so a later `run` of a
     matrix with the same preset, features and data reuses it. Prints the codebook health of a VQ-VAE."""
-    from expmatrix.config import VECTORS, JobConfig, Presets, parse_set, set_dotted, validate
+    from expmatrix.assembly.parts import Assembly
+    from expmatrix.config import VECTORS, Job, JobConfig, Presets, parse_set, set_dotted, validate
     from expmatrix.datafiles import check_data_file
-    from expmatrix.stages import fitted_tokenizer
     from expmatrix.store import RunStore
 
     folder, name = (Path(preset).parent, Path(preset).stem) if preset.endswith((".yaml", ".yml")) else (presets, preset)
@@ -42,8 +42,9 @@ def fit(preset, data_path, presets, vect, met, max_events, overrides, runs_root)
     cfg = validate(JobConfig, raw, "tokenizer fit")
     store = RunStore(runs_root, "_tokenizer_fit")  # only its shared cache is used
     check_data_file(cfg.data, cfg.data.path, store)
-    tok, path = fitted_tokenizer(cfg, cfg.data.path, store, with_path=True)
-    click.echo(_describe(tok.state_dict(), path))
+    parts = Assembly(Job("tokenizer-fit", "", {}, cfg.seed, cfg, cfg.data.path), store)  # a job of that selection
+    path = store.paths.cache.fit(parts.recipe.fit_key).artifact
+    click.echo(_describe(parts.tokenizer.state_dict(), path))
 
 
 @tokenizer.command("inspect")
@@ -54,10 +55,10 @@ def fit(preset, data_path, presets, vect, met, max_events, overrides, runs_root)
 def inspect(artifact, plots, runs_root) -> None:
     """Print what ARTIFACT (a fitted tokenizer: a .json path, or its key in runs/_cache/tokenizers/) was fitted on,
     and for a VQ-VAE its codebook health; write reconstruction.png and codebook.png."""
+    from expmatrix.paths import CachePaths
     from expmatrix.runfiles import read_object
-    from expmatrix.store import RunStore
 
-    path = Path(artifact) if artifact.endswith(".json") else RunStore(runs_root, "_tokenizer_fit").fit_file(artifact)
+    path = Path(artifact) if artifact.endswith(".json") else CachePaths.under(runs_root).fit(artifact).artifact
     if not path.exists():
         raise click.ClickException(f"{path}: no such fitted tokenizer (run `expmatrix tokenizer fit` or a matrix)")
     record = read_object(path, None, "signature")

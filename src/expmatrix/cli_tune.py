@@ -11,8 +11,6 @@ import click
 
 from expmatrix.cli_common import PROFILE, RUNS, SET, friendly
 
-MODES = ("worker", "export", "report", "run")
-
 
 def tuning_of(experiment, profile, overrides, runs_root, arms=None, trials=None):
     from expmatrix.config import parse_set

@@ -41,8 +41,8 @@ def check_data(jobs: list[Job], store: RunStore) -> None:
     Synthetic data not generated yet is skipped: the generator writes what the reader expects."""
     needed: dict[Path, set[str]] = {}
     for job in jobs:
-        cfg = DataConfig.model_validate(job.config["data"])
-        path = synthetic_path(store.cache_dir, cfg) if job.data_path == "synthetic" else Path(job.data_path)
+        cfg = job.config.data
+        path = synthetic_path(store.paths.cache.dir, cfg) if job.data_path == "synthetic" else Path(job.data_path)
         if job.data_path != "synthetic" or path.exists():
             needed.setdefault(path, set()).update(required_datasets(cfg))
     for path, names in needed.items():
@@ -54,16 +54,16 @@ def prepare_data(jobs: list[Job], store: RunStore) -> None:
     data file (`check_data`)."""
     seen = set()
     for job in jobs:
-        cfg = DataConfig.model_validate(job.config["data"])
+        cfg = job.config.data
         key = (cfg.source, job.data_path, cfg.synthetic.model_dump_json())
         if key not in seen:
             seen.add(key)
-            ensure_file(cfg, job.data_path, store.cache_dir)
+            ensure_file(cfg, job.data_path, store.paths.cache.dir)
     check_data(jobs, store)
 
 
 def check_data_file(cfg: DataConfig, data_path: str, store: RunStore) -> Path:
     """The file of one data section, generated if synthetic, and checked; its path."""
-    path = ensure_file(cfg, data_path, store.cache_dir)
+    path = ensure_file(cfg, data_path, store.paths.cache.dir)
     _check_file(path, required_datasets(cfg))
     return path

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from expmatrix.assembly.fits import tokenizer_for
 from expmatrix.config import JobConfig, SpecError, n_outputs, record_reads, short_hash
 from expmatrix.data import data_selection
 from expmatrix.matrix import Matrix
@@ -20,7 +21,6 @@ from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.pretraining import pretrain_settings
 from expmatrix.provenance import code_version
 from expmatrix.runfiles import DamagedFile, read_file, set_aside, write_json
-from expmatrix.stages import tokenizer_for
 from expmatrix.store import RunStore
 from expmatrix.training.trainer import Trainer
 
@@ -62,23 +62,23 @@ def unread(settings: dict[str, str], reads: set[str]) -> list[str]:
     return [where for key, where in settings.items() if not _is_read(key, reads)]
 
 
-def cached_reads(job_config: dict[str, Any], store: RunStore) -> set[str]:
-    """The keys a config shape reads, cached per shape and code version (`RunStore.consumed_file`)."""
-    path = store.consumed_file(short_hash([_shape(job_config), code_version()]))
+def cached_reads(cfg: JobConfig, store: RunStore) -> set[str]:
+    """The keys a config shape reads, cached per shape and code version (`CachePaths.consumed`)."""
+    path = store.paths.cache.consumed(short_hash([_shape(cfg.model_dump(mode="json")), code_version()]))
     try:
         return set(read_file(path))
     except FileNotFoundError:
         pass
     except DamagedFile:
         set_aside(path)  # a cache: compute it again
-    reads = consumed_keys(JobConfig.model_validate(job_config))
+    reads = consumed_keys(cfg)
     write_json(path, sorted(reads))
     return reads
 
 
 def unused_pretrain(matrix: Matrix) -> list[str]:
     """`pretrain` settings in a matrix without a pretrained job would do nothing anywhere."""
-    if any("pretrain" in job.config for job in matrix.jobs):
+    if any(job.config.model.init == "pretrained" for job in matrix.jobs):
         return []
     return [f"  {where}  (no job has model.init: pretrained)" for cell in matrix.settings.values()
             for key, where in cell.items() if key.split(".")[0] == "pretrain"][:1]  # fmt: skip
@@ -89,12 +89,13 @@ def check_consumed(matrix: Matrix, store: RunStore) -> None:
     cache: dict[str, set[str]] = {}
     problems: list[str] = []
     for cell, job in {j.cell: j for j in matrix.jobs}.items():
-        shape = short_hash(_shape(job.config))
+        resolved = job.config.model_dump(mode="json")
+        shape = short_hash(_shape(resolved))
         if shape not in cache:
             cache[shape] = cached_reads(job.config, store)
         levels = ", ".join(f"{k}={v}" for k, v in job.levels.items()) or "the only cell"
         # a section the job leaves out of its config is not its setting (`pretrain` in a scratch cell)
-        own = {k: w for k, w in matrix.settings.get(cell, {}).items() if k.split(".")[0] in job.config}
+        own = {k: w for k, w in matrix.settings.get(cell, {}).items() if k.split(".")[0] in resolved}
         problems += [f"  {where}  (in cell {levels})" for where in unread(own, cache[shape])]
     problems += unused_pretrain(matrix)
     if problems:

@@ -143,8 +143,8 @@ def _origin(layers: list[Layer], key: str) -> str:
     return key if found is None else found + key
 
 
-def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> dict[str, Any]:
-    """Load the tokenizer preset, apply the layers' overrides on top, validate; returns the canonical config.
+def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> JobConfig:
+    """Load the tokenizer preset, apply the layers' overrides on top, validate; returns the job's config.
 
     The last layer that names a preset (`tokenizer: binned_ambre5`) picks it; `tokenizer.<key>`
     overrides from any layer apply to it (e.g. a factor over `tokenizer.n_bins`)."""
@@ -162,16 +162,13 @@ def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> dict[str, 
     if "tokenizer" not in raw:
         raise SpecError(f"{exp_path}: no tokenizer: set base.tokenizer or a `tokenizer` factor to a preset name")
     try:
-        config = JobConfig.model_validate(raw).model_dump(mode="json")
+        return JobConfig.model_validate(raw)
     except ValidationError as e:
         key, msg = describe_errors(e, JobConfig)[0]
         overridden = any(k != "tokenizer" and (k == key or key.startswith(k + ".")) for _, over in layers for k in over)
         if key.startswith("tokenizer.") and preset_file is not None and not overridden:
             raise SpecError(f"{preset_file}: {key.removeprefix('tokenizer.')}: {msg}") from None
         raise SpecError(f"{exp_path}: {_origin(layers, key)}: {msg}") from None
-    if config["data"]["path"] != "synthetic":
-        del config["data"]["synthetic"]  # generator settings mean nothing for a file (and are rejected there)
-    return config
 
 
 def _check_no_shadowing(factors: dict[str, Factor], later: list[Layer], exp_path: Path) -> None:
@@ -223,7 +220,6 @@ def build_matrix(
                 raise SpecError(f"{path}: exclude[{i}].{name}: no such factor level {level!r}")
 
     base: list[Layer] = [("", {"data." + k: v for k, v in flatten(spec.data).items()}), ("base.", flatten(spec.base))]
-    run = spec.run.model_dump(mode="json")
     jobs: list[Job] = []
     settings: dict[str, dict[str, str]] = {}
     for chosen in _combos(factors):
@@ -241,15 +237,15 @@ def build_matrix(
             _check_no_shadowing(factors, [own], path)
             layers.append(own)
         config = resolve(layers, presets, path)  # validated once per cell: seeds differ in `seed` only
-        data_path = config["data"]["path"]
+        data_path = config.data.path
         if data_path != "synthetic":
             data_path = str((path.parent / data_path).resolve())
         no_seed = {k: v for k, v in _identity(config).items() if k != "seed"}
         cell = _hash_sections(no_seed)
         for seed in seeds:
-            job_config = {**config, "seed": seed}  # sections shared between the seeds: read-only
+            job_config = config.model_copy(update={"seed": seed})  # sections shared between the seeds: read-only
             job_id = _hash_sections({**no_seed, "seed": json.dumps(seed)})
-            jobs.append(Job(job_id, cell, levels, seed, job_config, data_path, run))
+            jobs.append(Job(job_id, cell, levels, seed, job_config, data_path, spec.run))
         settings[cell] = explicit_settings(layers, presets)
     _check_distinct_cells(jobs, path)
     return Matrix(spec, path, jobs, list(factors), settings)
@@ -273,16 +269,16 @@ def reseed(job: Job, seed: int) -> Job:
     """The job of the same cell with another seed (its id computed as `build_matrix` does)."""
     no_seed = {k: v for k, v in _identity(job.config).items() if k != "seed"}
     job_id = _hash_sections({**no_seed, "seed": json.dumps(seed)})
-    return Job(job_id, job.cell, job.levels, seed, {**job.config, "seed": seed}, job.data_path, job.run)
+    return Job(job_id, job.cell, job.levels, seed, job.config.model_copy(update={"seed": seed}), job.data_path, job.run)
 
 
 COSMETIC = ("tokenizer.name",)  # labels, not settings: renaming a preset keeps its jobs' ids
 
 
-def _identity(config: dict[str, Any]) -> dict[str, str]:
-    """Each top-level section of the config, without cosmetic keys, as canonical JSON."""
+def _identity(config: JobConfig) -> dict[str, str]:
+    """Each top-level section of the resolved config, without cosmetic keys, as canonical JSON."""
     out = {}
-    for section, value in config.items():
+    for section, value in config.model_dump(mode="json").items():
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if f"{section}.{k}" not in COSMETIC}
         out[section] = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

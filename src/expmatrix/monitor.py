@@ -15,9 +15,10 @@ from expmatrix.config import Job, short_hash
 from expmatrix.matrix import Matrix
 from expmatrix.provenance import code_version, is_stale
 from expmatrix.runfiles import DamagedFile, read_file, set_aside, write_json
+from expmatrix.states import STATES
 from expmatrix.store import RunStore
 
-ORDER = ("new", "running", "interrupted", "preempted", "damaged", "failed", "done", "stale")
+ORDER = (*STATES, "stale")  # stale: done, but by other code than the installed one
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ def job_states(matrix: Matrix, store: RunStore) -> list[JobState]:
 
 def _solved_size(job: Job, store: RunStore) -> tuple[int, int]:
     """(parameters, width) of the job's model, from the disk cache or solved (which needs torch)."""
-    shape = {k: job.config[k] for k in ("tokenizer", "data", "model")}  # all that decides the size
-    path = store.size_file(short_hash([shape, code_version()]))
+    shape = job.config.model_dump(mode="json", include={"tokenizer", "data", "model"})  # all that decides the size
+    path = store.paths.cache.size(short_hash([shape, code_version()]))
     try:
         size = read_file(path)
         return size["params"], size["d_model"]
@@ -46,11 +47,11 @@ def _solved_size(job: Job, store: RunStore) -> tuple[int, int]:
         pass
     except (DamagedFile, KeyError, TypeError):
         set_aside(path)  # a cache: solve again
-    from expmatrix.config import JobConfig, n_outputs
+    from expmatrix.assembly.fits import tokenizer_for
+    from expmatrix.config import n_outputs
     from expmatrix.models.sizing import solve_size
-    from expmatrix.stages import tokenizer_for
 
-    cfg = JobConfig.model_validate(job.config)
+    cfg = job.config
     size = solve_size(tokenizer_for(cfg), cfg.model, n_outputs(cfg.data))
     write_json(path, {"params": size.params, "d_model": size.d_model, "d_ff": size.d_ff})
     return size.params, size.d_model
@@ -87,19 +88,19 @@ def _levels(job: Job) -> list[str]:
 def stages_table(states: list[JobState], store: RunStore) -> str:
     """The shared stages (tokenizer fits, VQ-VAE pretrainings) the unfinished jobs need: which are ready,
     which wait (and how many jobs wait for each), which failed and why."""
-    from expmatrix.stages import fit_stages  # reads h5py, not torch
+    from expmatrix.shared_stages import shared_stages  # reads h5py, not torch
 
     waiting = [s.job for s in states if s.state not in ("done", "stale")]
     if not waiting:
         return ""
     try:
-        stages = fit_stages(waiting, store)
+        stages = shared_stages(waiting, store)
     except FileNotFoundError as e:
         return f"shared stages: unknown, the data file {e.filename} is not there"
     rows = []
     for st in stages:
         if st.state != "done":
-            failure = st.files(store)[1]
+            failure = st.files(store.paths.cache).failure
             why = _one_line(read_file(failure).get("error"), 80) if st.state == "failed" else ""
             rows.append([st.describe(), st.state, f"{st.n_jobs} ({st.n_cells} cells)", why])
     ready = sum(st.state == "done" for st in stages)
@@ -129,7 +130,7 @@ def status_tables(matrix: Matrix, states: list[JobState], store: RunStore) -> st
     running = []
     for s in states:
         if s.state == "running":
-            claim = store.claim_info(s.job.id) or {}
+            claim = store.claims.info(s.job.id) or {}
             beat = f"{claim.get('age', float('nan')):.0f} s ago"
             epoch = f"{s.status.get('epoch', 0)}/{s.status.get('epochs', '?')}"
             running.append([s.job.id, *_levels(s.job), epoch, claim.get("host", "?"), beat])

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from expmatrix.config import Job, JobConfig, SpecError, n_outputs
-from expmatrix.models.sizing import build_model, solve_size
+from expmatrix.assembly.fits import tokenizer_for
+from expmatrix.assembly.parts import Assembly
+from expmatrix.config import Job, SpecError
+from expmatrix.paths import JobPaths
 from expmatrix.runfiles import read_file, write_json
-from expmatrix.stages import features_of, job_splits, tokenizer_for
 from expmatrix.store import RunStore
-from expmatrix.tokenizers import Tokenizer, Tokens
+from expmatrix.tokenizers import Tokens
 from expmatrix.training.trainer import Trainer, outputs
 
 TOLERANCE = 1e-4  # max abs difference between onnxruntime's and torch's outputs accepted
@@ -37,22 +38,17 @@ class Inputs(nn.Module):
         return self.model(dict(zip(self.names, tensors, strict=True)))
 
 
-def evaluated_model(job: Job, store: RunStore) -> tuple[nn.Module, Tokenizer, dict[str, Tokens], int]:
+def evaluated_model(job: Job, store: RunStore) -> tuple[nn.Module, Assembly]:
     """The job's model with the weights its metrics were computed with (last or best, EMA or not: the trainer
-    decides, resuming from the finished checkpoint), its fitted tokenizer, the tokens of its splits and the
-    number of object slots."""
-    cfg = JobConfig.model_validate(job.config)
-    splits = job_splits(cfg, job.data_path, store.cache_dir)
-    tokenizer = tokenizer_for(cfg)
-    tokenizer.load_state_dict(read_file(store.tokenizer_file(job.id), job.id))
-    tokens = {s: tokenizer.transform(ev) for s, ev in splits.items()}
-    labels = {s: torch.from_numpy(ev.label if ev.target is None else ev.target) for s, ev in splits.items()}
-    seq_len = tokens["train"]["mask"].shape[1]
-    model = build_model(tokenizer, cfg.model, solve_size(tokenizer, cfg.model, n_outputs(cfg.data), seq_len),
-                        n_outputs(cfg.data), seq_len)  # fmt: skip
-    trainer = Trainer(model, cfg.train.model_copy(update={"compile": False}), "cpu", len(labels["train"]), cfg.seed)
-    trainer.fit((tokens["train"], labels["train"]), (tokens["val"], labels["val"]), store.checkpoint_file(job.id))
-    return model.eval(), tokenizer, tokens, splits["test"].ids.shape[1]
+    decides, from the finished checkpoint), and the job's parts with the tokenizer state of its run directory."""
+    tokenizer = tokenizer_for(job.config)
+    tokenizer.load_state_dict(read_file(store.job(job.id).tokenizer, job.id))
+    parts = Assembly(job, store, "cpu", tokenizer)
+    model = parts.model()
+    trainer = Trainer(model, job.config.train.model_copy(update={"compile": False}), "cpu",
+                      len(parts.splits["train"]), job.config.seed)  # fmt: skip
+    trainer.load_evaluated(store.job(job.id).checkpoint)
+    return model.eval(), parts
 
 
 def trim(tokens: Tokens, slots: int, n_objects: int) -> Tokens:
@@ -94,23 +90,22 @@ def max_difference(model: nn.Module, path: Path, tokens: Tokens) -> float:
 def export_job(job_dir: str | Path, onnx_file: str | Path) -> dict[str, Any]:
     """Export the finished job in `job_dir` to `onnx_file` (+ `<stem>.tokenizer.json`), check it on the test
     events (padded as stored, and cut to fewer slots); returns the figures."""
-    store, job_id = RunStore.for_job_file(Path(job_dir) / "job.yaml")
-    state = store.state(job_id)
+    store, job = RunStore.for_job_file(JobPaths(Path(job_dir)).record)
+    job_id, state = job.id, store.state(job.id)
     if state != "done":
         raise SpecError(f"job {job_id} is not finished (state {state}): only a done job has evaluated weights")
-    job = Job.from_record(store.read_job(job_id))
-    model, tokenizer, tokens, n_objects = evaluated_model(job, store)
-    test, path = tokens["test"], Path(onnx_file)
+    model, parts = evaluated_model(job, store)
+    test, path, n_objects = parts.tokens["test"], Path(onnx_file), parts.splits["test"].ids.shape[1]
     export_onnx(model, {k: v[:3] for k, v in test.items()}, path)
     longest = int(test["mask"].sum(1).max()) - (test["mask"].shape[1] - n_objects)  # real objects of the longest
     diffs = {"test": max_difference(model, path, test),
              "test_cut": max_difference(model, path, trim(test, max(1, longest), n_objects))}  # fmt: skip
     side = path.with_suffix(".tokenizer.json")
-    features, use_met = features_of(JobConfig.model_validate(job.config))
     inputs = {i.name: {"type": i.type, "shape": i.shape} for i in session(path).get_inputs()}
-    write_json(side, {"job": job_id, "tokenizer": job.config["tokenizer"], "features": features,
-                      "use_met": use_met, "state": tokenizer.state_dict(), "inputs": inputs,
-                      "loss": job.config["train"]["loss"]})  # fmt: skip
+    write_json(side, {"job": job_id, "tokenizer": job.config.tokenizer.model_dump(mode="json"),
+                      "features": parts.recipe.features, "use_met": parts.recipe.use_met,
+                      "state": parts.tokenizer.state_dict(), "inputs": inputs,
+                      "loss": job.config.train.loss})  # fmt: skip
     if max(diffs.values()) > TOLERANCE:
         raise SpecError(f"{path}: onnxruntime differs from torch by {max(diffs.values()):.2e} (> {TOLERANCE})")
     return {"job": job_id, "onnx": str(path), "tokenizer": str(side), "events": len(test["mask"]),

@@ -1,6 +1,6 @@
 """One file of the run store at a time: atomic writes and appends, and reads that tell a damaged file
 (truncated, empty, corrupt) from a good one by raising `DamagedFile`, which names the job and the file.
-Which file is where is `RunStore`'s business (store.py); this module knows formats only.
+Which file is where is `RunPaths`' business (paths.py); this module knows formats only.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -13,6 +14,9 @@ from click.testing import CliRunner
 from conftest import REPO
 from pydantic import ValidationError
 
+from expmatrix.assembly.fits import tokenizer_for
+from expmatrix.assembly.parts import Assembly
+from expmatrix.assembly.recipe import Recipe
 from expmatrix.cli import main
 from expmatrix.config import JobConfig, SpecError
 from expmatrix.data import DataError, data_selection, synthetic_path
@@ -31,7 +35,6 @@ from expmatrix.data.icecube_synthetic import (
 )
 from expmatrix.inert import check_consumed, consumed_keys, unread
 from expmatrix.matrix import build_matrix
-from expmatrix.stages import fit_key, job_splits, tokenizer_for
 from expmatrix.store import RunStore
 
 EXPERIMENT = REPO / "experiments" / "icecube_direction.yaml"
@@ -219,9 +222,9 @@ def test_an_object_type_embedding_on_pulses_is_rejected_where_it_is_set(tmp_path
 
 def test_a_fourtops_tokenizer_on_pulses_is_an_error_before_anything_runs():
     matrix = build_matrix(EXPERIMENT, "quick")  # the first cell: direct_icecube
-    cfg = JobConfig.model_validate(matrix.jobs[0].config)
+    cfg = matrix.jobs[0].config
     fourtops_direct = {"kind": "direct", "name": "direct", "object_type": False}
-    four = JobConfig.model_validate({**matrix.jobs[0].config, "tokenizer": fourtops_direct})
+    four = JobConfig.model_validate({**cfg.model_dump(), "tokenizer": fourtops_direct})
     assert tokenizer_for(cfg).features == ("time", "charge", "x", "y", "z") and not tokenizer_for(cfg).use_met
     with pytest.raises(SpecError, match=r"tokenizer 'direct' declares features \['E', 'pT', 'eta', 'phi', 'MET', 'M"):
         tokenizer_for(four)
@@ -230,7 +233,7 @@ def test_a_fourtops_tokenizer_on_pulses_is_an_error_before_anything_runs():
 def test_inert_check_passes_the_experiment_and_flags_fourtops_keys(tmp_path):
     matrix = build_matrix(EXPERIMENT, "quick")
     check_consumed(matrix, RunStore(tmp_path, matrix.spec.name))  # every key the experiment sets is read
-    reads = consumed_keys(JobConfig.model_validate(matrix.jobs[0].config))
+    reads = consumed_keys(matrix.jobs[0].config)
     assert unread({"data.use_met": "data.use_met", "data.unit": "base.data.unit"}, reads) == [
         "data.use_met",
         "base.data.unit",
@@ -242,30 +245,31 @@ def test_inert_check_passes_the_experiment_and_flags_fourtops_keys(tmp_path):
 
 def test_cache_keys_never_mix_sources(tmp_path):
     job = build_matrix(EXPERIMENT, "quick").jobs[0]
-    ice = JobConfig.model_validate(job.config)
-    four = JobConfig.model_validate({**job.config, "data": {"path": "synthetic", "synthetic": {"events": 3000}},
+    ice = job.config
+    four = JobConfig.model_validate({**ice.model_dump(), "data": {"path": "synthetic", "synthetic": {"events": 3000}},
                                      "train": {"loss": "cross_entropy"}})  # fmt: skip
     assert data_selection(ice.data) == {"source": "icecube", "max_events": None,
                                         "synthetic": {"events": 3000, "seed": 0}}  # fmt: skip
     assert data_selection(four.data)["source"] == "fourtops"
     assert "use_met" not in ice.model_dump()["data"] and "task" not in ice.model_dump()["data"]
-    assert fit_key(ice, "synthetic") != fit_key(four, "synthetic")
-    store = RunStore(tmp_path, "x")
-    assert synthetic_path(store.cache_dir, ice.data).name == "icecube_synthetic_e3000_s0.h5"
-    assert synthetic_path(store.cache_dir, four.data).name == "fourtops_synthetic_e3000_s0.h5"
+    assert Recipe.of(job).fit_key != Recipe.of(replace(job, config=four)).fit_key
+    cache = RunStore(tmp_path, "x").paths.cache.dir
+    assert synthetic_path(cache, ice.data).name == "icecube_synthetic_e3000_s0.h5"
+    assert synthetic_path(cache, four.data).name == "fourtops_synthetic_e3000_s0.h5"
 
 
 def test_a_file_in_the_layout_works_through_data_path(pulse_file, tmp_path):
-    job = build_matrix(EXPERIMENT, "quick").jobs[0]
-    cfg = JobConfig.model_validate({**job.config, "data": {"source": "icecube", "path": str(pulse_file)}})
-    splits = job_splits(cfg, str(pulse_file), tmp_path)
+    job, store = build_matrix(EXPERIMENT, "quick").jobs[0], RunStore(tmp_path, "x")
+
+    def splits_of(data: dict) -> dict:
+        cfg = JobConfig.model_validate({**job.config.model_dump(), "data": data})
+        return Assembly(replace(job, config=cfg, data_path=str(pulse_file)), store).splits
+
+    splits = splits_of({"source": "icecube", "path": str(pulse_file)})
     assert {s: len(e) for s, e in splits.items()} == {"train": 480, "val": 60, "test": 60}
     assert splits["train"].feature_names == ("time", "charge", "x", "y", "z") and splits["test"].target.shape == (60, 3)
-    data = {"source": "icecube", "path": str(pulse_file), "max_events": 120}
-    capped = JobConfig.model_validate({**job.config, "data": data})
-    assert {s: len(e) for s, e in job_splits(capped, str(pulse_file), tmp_path).items()} == {
-        "train": 120, "val": 15, "test": 15
-    }  # fmt: skip
+    capped = splits_of({"source": "icecube", "path": str(pulse_file), "max_events": 120})
+    assert {s: len(e) for s, e in capped.items()} == {"train": 120, "val": 15, "test": 15}
     assert not list(tmp_path.iterdir())  # a file path generates nothing
 
 

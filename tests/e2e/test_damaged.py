@@ -63,12 +63,12 @@ def _redo(exp: Path, store: RunStore, job: str, other: str) -> str:
 def test_a_truncated_status_json_is_named_by_status_report_and_redone_by_run(copy):
     exp, store, (job, other) = copy
     metrics = store.metrics(job)
-    original = _truncate(store.status_file(job))
+    original = _truncate(store.job(job).status)
     damaged = f"job {job}: status.json is damaged (truncated JSON: "
 
     status = cli("status", exp, "--runs", store.root)
     assert status.exit_code == 0 and "1 damaged, 1 done" in status.output
-    assert damaged in status.output and str(store.status_file(job)) in status.output
+    assert damaged in status.output and str(store.job(job).status) in status.output
     report = cli("report", exp, "--runs", store.root, "--no-plots")
     assert report.exit_code == 0 and "left out: 1 damaged" in report.output
     assert f"damaged job {job} (tokenizer=" in report.output and damaged in report.output
@@ -77,7 +77,7 @@ def test_a_truncated_status_json_is_named_by_status_report_and_redone_by_run(cop
     redone = "status.json was damaged (truncated JSON: "
     assert f"redone {job} " in out and redone in out and "resumed from checkpoint.pt after epoch 1 of 1" in out
     assert "resumed from checkpoint.pt after epoch 1 of 1" in store.status(job)["redone"]  # and in status.json
-    (aside,) = store.job_dir(job).glob("status.json.damaged-*")
+    (aside,) = store.job(job).dir.glob("status.json.damaged-*")
     assert original.startswith(aside.read_bytes())  # set aside as it was, never deleted
     assert store.metrics(job)["test"] == metrics["test"]  # evaluated again from the last checkpoint
 
@@ -85,8 +85,8 @@ def test_a_truncated_status_json_is_named_by_status_report_and_redone_by_run(cop
 def test_an_empty_metrics_json_of_a_done_job_is_left_out_of_the_report_and_retrained(copy):
     exp, store, (job, other) = copy
     metrics = store.metrics(job)
-    store.metrics_file(job).write_text("")
-    damaged = f"job {job}: metrics.json is damaged (empty file): {store.metrics_file(job)}"
+    store.job(job).metrics.write_text("")
+    damaged = f"job {job}: metrics.json is damaged (empty file): {store.job(job).metrics}"
 
     status = cli("status", exp, "--runs", store.root)
     assert status.exit_code == 0 and "1 damaged, 1 done" in status.output and damaged in status.output
@@ -104,9 +104,9 @@ def test_an_empty_metrics_json_of_a_done_job_is_left_out_of_the_report_and_retra
 def test_a_truncated_checkpoint_is_named_and_the_job_trained_again_from_scratch(copy):
     exp, store, (job, other) = copy
     metrics = store.metrics(job)
-    store.metrics_file(job).unlink()  # the job was killed in its last epoch: running, no live claim
+    store.job(job).metrics.unlink()  # the job was killed in its last epoch: running, no live claim
     store.set_status(job, "running", epoch=0, epochs=1)
-    _truncate(store.checkpoint_file(job))
+    _truncate(store.job(job).checkpoint)
     damaged = f"job {job}: checkpoint.pt is damaged (truncated or not a zip archive: "
 
     status = cli("status", exp, "--runs", store.root)
@@ -114,14 +114,14 @@ def test_a_truncated_checkpoint_is_named_and_the_job_trained_again_from_scratch(
     out = _redo(exp, store, job, other)
     assert f"redone {job} " in out and "checkpoint.pt was damaged (truncated or not a zip archive" in out
     assert out.count("trained from scratch") == 1 and store.status(job)["redone"].endswith("trained from scratch")
-    assert len(list(store.job_dir(job).glob("checkpoint.pt.damaged-*"))) == 1
+    assert len(list(store.job(job).dir.glob("checkpoint.pt.damaged-*"))) == 1
     assert store.metrics(job)["test"] == metrics["test"]  # the same seed from scratch: the same numbers
 
 
 def test_a_checkpoint_with_a_flipped_byte_is_caught_by_its_crc(copy):
     exp, store, (job, other) = copy
     store.set_status(job, "preempted", reason="SIGTERM after epoch 1")
-    path = store.checkpoint_file(job)
+    path = store.job(job).checkpoint
     with zipfile.ZipFile(path) as z:  # a byte in the middle of the largest tensor's data
         member = max(z.infolist(), key=lambda m: m.file_size)
         at = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra) + member.file_size // 2
@@ -162,9 +162,9 @@ def test_list_status_and_report_agree_on_a_stale_claim(tmp_path):
     job, _ = build_matrix(exp).jobs
     store = RunStore(tmp_path / "runs", "tiny")
     store.set_status(job.id, "running", epoch=0, epochs=1)
-    store.claim_file(job.id).write_text(json.dumps({"host": "node-that-crashed", "pid": 4242, "nonce": "x"}))
+    store.job(job.id).claim.write_text(json.dumps({"host": "node-that-crashed", "pid": 4242, "nonce": "x"}))
     old = time.time() - 121  # stale for this experiment, not for the default of 600 s
-    os.utime(store.claim_file(job.id), (old, old))
+    os.utime(store.job(job.id).claim, (old, old))
     listed = cli("list", exp, "--runs", store.root).output
     assert [line.split()[-1] for line in listed.splitlines() if line.startswith(job.id)] == ["interrupted"]
     assert "1 new, 1 interrupted" in cli("status", exp, "--runs", store.root).output

@@ -8,7 +8,7 @@ from conftest import PRESETS, write_experiment
 
 from expmatrix.cli import main
 from expmatrix.matrix import build_matrix
-from expmatrix.stages import pending_stages
+from expmatrix.shared_stages import pending_stages
 from expmatrix.store import RunStore
 
 

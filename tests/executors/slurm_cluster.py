@@ -2,9 +2,10 @@
 
 `LocalSlurm(folder).start()` writes a slurm.conf whose state, spool, pid and log files all live
 under `folder`, starts munged (unless one already answers), slurmctld and slurmd, and waits until
-the node is idle. `stop()` ends exactly the daemons it started, by their PID files. Why each
-slurm.conf line is there: /work/shared/notes/slurm-local.md (cgroup tracking fails here, CPUs must
-match `slurmd -C`, `kill_invalid_depend`, no slurmdbd so finished jobs come from jobcomp/filetxt).
+the node is idle. `stop()` ends exactly the daemons it started, by their PID files. Why the slurm.conf
+lines are there: cgroup process tracking fails without systemd (linuxproc tracking instead), the node's
+CPUs and memory must match `slurmd -C` (else it is INVAL), `kill_invalid_depend` ends a job whose `afterok`
+parent failed (else it pends for ever), and without slurmdbd finished jobs come from jobcomp/filetxt.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The executor contract (STYLE.md 10): one suite that every way of running a matrix passes.
+"""The executor contract: one suite that every way of running a matrix passes (as optuna tests every storage).
 
 Executors, each a small adapter below:
   local    `expmatrix run --workers 1`: the runner trains the jobs in its own process
@@ -71,7 +71,7 @@ def job_ids(exp: Path) -> list[str]:
 
 
 def has_checkpoint(store: RunStore, job_id: str) -> Callable[[], bool]:
-    return lambda: store.path(job_id, "checkpoint.pt").exists()
+    return lambda: store.job(job_id).checkpoint.exists()
 
 
 # ---------------------------------------------------------------- adapters: one per backend
@@ -261,9 +261,9 @@ def executor(request) -> Executor:
 
 def final(runs: Path, job_id: str) -> dict:
     store = RunStore(runs, "tiny")
-    metrics = json.loads(store.path(job_id, "metrics.json").read_text())
+    metrics = json.loads(store.job(job_id).metrics.read_text())
     history = [{k: v for k, v in json.loads(line).items() if k != "seconds"}
-               for line in store.path(job_id, "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+               for line in store.job(job_id).history.read_text().splitlines()]  # fmt: skip
     return {"test": metrics["test"], "val": metrics["val"], "epochs": metrics["epochs"], "history": history}
 
 
@@ -307,7 +307,7 @@ def test_a_job_claimed_by_a_live_owner_is_left_to_it_and_taken_over_once_that_ow
     store = RunStore(runs, "tiny")
     owner = subprocess.Popen(["sleep", "600"])  # another runner on this host, alive
     try:
-        claim = store.path(claimed, "claim")
+        claim = store.job(claimed).claim
         claim.parent.mkdir(parents=True)
         claim.write_text(json.dumps({"host": socket.gethostname(), "pid": owner.pid, "nonce": "theirs"}))
         codes = executor.run_all(exp, runs)
@@ -331,7 +331,7 @@ def test_a_job_killed_after_its_first_epoch_resumes_to_the_uninterrupted_result(
     exp, runs = tmp_path / "tiny.yaml", tmp_path / "runs"
     first, second = job_ids(exp)
     store = RunStore(runs, "tiny")
-    assert store.state(first) == "interrupted" and store.path(first, "checkpoint.pt").exists()
+    assert store.state(first) == "interrupted" and store.job(first).checkpoint.exists()
     codes = executor.run_all(exp, runs)
     assert codes and set(codes) == {0}, executor.log
     assert [s["resumed"] for s in store.starts(first)] == [False, True]  # went on from the epoch-1 checkpoint
@@ -387,7 +387,7 @@ def test_a_stopped_job_exits_75_and_resumes_from_its_checkpoint_to_the_uninterru
     assert executor.preempt(exp, runs, first) == PREEMPTED_EXIT, executor.log
     if not executor.requeues:
         assert store.state(first) == "preempted" and 1 <= store.status(first)["epoch"] < 4, store.status(first)
-    assert store.path(first, "checkpoint.pt").exists()
+    assert store.job(first).checkpoint.exists()
 
     codes = executor.run_all(exp, runs)  # (SLURM requeued the task itself: then nothing is left to run)
     assert set(codes) <= {0}, executor.log

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,11 @@ from expmatrix.executors.backend import ArrayStage, Plan
 from expmatrix.executors.condor import CondorBackend, parse_condor_json, parse_submit_dag
 from expmatrix.executors.queue_status import verdict
 from expmatrix.executors.render import render
+from expmatrix.executors.slots import Interrupted, candidates, stop_on_signals
 from expmatrix.executors.slurm import SlurmBackend, parse_sacct, parse_sbatch, parse_squeue
-from expmatrix.executors.worker import Interrupted, candidates, stop_on_signals
+from expmatrix.runfiles import write_json
 from expmatrix.states import PREEMPTED_EXIT
-from expmatrix.store import RunStore, write_json
+from expmatrix.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 HPC = REPO / "hpc"
@@ -34,7 +36,7 @@ GOLDEN = Path(__file__).parent / "golden" / "hpc"
 
 def finish_elsewhere(store: RunStore, job_id: str) -> None:
     """A job done by another runner: its result, then its state (a `done` without metrics.json is damaged)."""
-    write_json(store.metrics_file(job_id), {"test": {"auroc": 0.5}})
+    write_json(store.job(job_id).metrics, {"test": {"auroc": 0.5}})
     store.set_status(job_id, "done")
 
 
@@ -100,8 +102,10 @@ def test_every_value_reaches_the_shell_as_the_literal_it_was(tmp_path):
 
 
 def test_values_that_cannot_be_quoted_in_a_directive_are_rejected():
-    plan = plan_for("merlin7", partition="gpu\n#SBATCH --account=other")
-    with pytest.raises(SpecError, match="cannot go into a scheduler directive"):
+    with pytest.raises(SpecError, match=r"^partition: .*cannot go into a scheduler directive.*got 'gpu\\n#SBATCH"):
+        plan_for("merlin7", partition="gpu\n#SBATCH --account=other")
+    plan = replace(plan_for("merlin7"), name="thesis;rm")  # a value no setting checked: the filter refuses it
+    with pytest.raises(SpecError, match="'expmatrix-thesis;rm' cannot go into a scheduler directive"):
         SlurmBackend().files(plan)
 
 
@@ -111,6 +115,7 @@ def test_values_that_cannot_be_quoted_in_a_directive_are_rejected():
         ({"cpus": 0}, "cpus: Input should be greater than or equal to 1, got 0"),
         ({"memory": "lots"}, "memory: String should match pattern"),
         ({"partitoin": "gpu"}, "partitoin: unknown key; valid keys: account, backend, command,"),
+        ({"partition": "gpu; touch x"}, "partition: Value error, cannot go into a scheduler directive"),
         ({"setup": {"env": {"NOT-A-NAME": "1"}}}, "not a shell variable name"),
         ({"time": "00:05:00", "signal_seconds": 300}, "signal_seconds (300) must be shorter than the time limit"),
     ],
@@ -200,7 +205,7 @@ def test_condor_wrapper_runs_its_task_with_the_environment_condor_sets(tmp_path)
 
     task = subprocess.run([folder / "train.sh"], env={**os.environ, "EXPMATRIX_TASK": "1"}, capture_output=True)
     assert task.returncode == 0 and f"task (env): job {jobs[1]}: done" in task.stdout.decode()
-    assert store.state(jobs[1]) == "done" and '"task": 1' in store.path(jobs[1], "attempts.jsonl").read_text()
+    assert store.state(jobs[1]) == "done" and '"task": 1' in store.job(jobs[1]).attempts.read_text()
     late = subprocess.run([folder / "train.sh"], env={**os.environ, "EXPMATRIX_TASK": "0"}, capture_output=True)
     assert late.returncode == 0 and b"job None: nothing" in late.stdout  # its job is done and no other is new
 

@@ -61,7 +61,7 @@ def wait_drained(slurm: LocalSlurm, seconds: float, on_tick=lambda: None) -> Non
 
 
 def attempts(store: RunStore, job_id: str) -> list[dict]:
-    return [json.loads(line) for line in store.path(job_id, "attempts.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in store.job(job_id).attempts.read_text().splitlines()]
 
 
 def test_an_array_trains_every_job_and_the_report_job_sees_them(slurm, tmp_path, monkeypatch):
@@ -144,16 +144,16 @@ def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(s
     restarts = [int(a.get("slurm_restart_count", 0)) for a in tries]
     assert restarts == sorted(set(restarts)) and restarts[-1] >= 1 and {a["task"] for a in tries} == {0}
     assert [a["state"] for a in attempts(full_store, job_id)] == ["done"]
-    starts = [json.loads(line) for line in cut_store.path(job_id, "starts.jsonl").read_text().splitlines()]
+    starts = [json.loads(line) for line in cut_store.job(job_id).starts.read_text().splitlines()]
     assert any(s["resumed"] for s in starts)  # a requeued attempt went on from a checkpoint
 
-    a, b = (json.loads(s.path(job_id, "metrics.json").read_text()) for s in (cut_store, full_store))
+    a, b = (json.loads(s.job(job_id).metrics.read_text()) for s in (cut_store, full_store))
     assert a["epochs"] == b["epochs"] == epochs
     assert a["test"] == b["test"] and a["val"] == b["val"]  # bitwise: the resumed run is the uninterrupted one
     history = [
         [
             {k: v for k, v in h.items() if k != "seconds"}
-            for h in map(json.loads, s.path(job_id, "metrics.jsonl").open())
+            for h in map(json.loads, s.job(job_id).history.open())
         ]
         for s in (cut_store, full_store)
     ]

@@ -73,18 +73,18 @@ def test_a_failed_or_killed_job_of_a_packed_task_does_not_stop_its_neighbours(tm
     result = dry_run(exp, runs, "condor", "--jobs-per-task", "3", "--hpc", "cpus=2")
     folder = Path(result.output.strip().splitlines()[-1])
     store, ids = RunStore(runs, "tiny"), (folder / "train.jobs").read_text().split()
-    by_kind = {store.read_job(j)["levels"]["kind"]: j for j in ids}
+    by_kind = {store.read_job(j).levels["kind"]: j for j in ids}
     killed = by_kind["killed"]
     task = subprocess.Popen(
         [folder / "train.sh"], env={**os.environ, "EXPMATRIX_TASK": "0"}, stdout=subprocess.PIPE, text=True
     )
 
     def training() -> bool:
-        claim = store.claim_info(killed)
-        return claim is not None and "pid" in claim and store.path(killed, "checkpoint.pt").exists()
+        claim = store.claims.info(killed)
+        return claim is not None and "pid" in claim and store.job(killed).checkpoint.exists()
 
     wait_for(training, "the long job to train", alive=task)
-    os.kill(store.claim_info(killed)["pid"], signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    os.kill(store.claims.info(killed)["pid"], signal.SIGKILL)  # as the kernel's out-of-memory killer would
     out = task.communicate(timeout=300)[0]
 
     assert task.returncode == 1, out  # failed, not preempted: nothing to requeue
@@ -129,8 +129,8 @@ def test_a_stopped_packed_task_is_requeued_and_resumes_every_job_bitwise(slurm, 
 
     def freeze() -> bool:
         for job_id in packed:
-            claim = store.claim_info(job_id)
-            if job_id not in frozen and claim and "pid" in claim and store.path(job_id, "checkpoint.pt").exists():
+            claim = store.claims.info(job_id)
+            if job_id not in frozen and claim and "pid" in claim and store.job(job_id).checkpoint.exists():
                 os.kill(claim["pid"], signal.SIGSTOP)
                 frozen[job_id] = claim["pid"]
         return len(frozen) == 2

@@ -59,7 +59,7 @@ def test_kill_9_of_the_runner_resumes_to_the_uninterrupted_result(tmp_path):
     runner = expmatrix(*args, "--runs", str(runs))
     store = RunStore(runs, "tiny")
     ids = [j.id for j in build_matrix(exp).jobs]
-    wait_for(lambda: all(store.path(i, "checkpoint.pt").exists() for i in ids))
+    wait_for(lambda: all(store.job(i).checkpoint.exists() for i in ids))
     runner.send_signal(signal.SIGKILL)  # the runner only: its pool workers must die with it
     runner.wait()
     wait_for(lambda: all(store.state(i) == "interrupted" for i in ids), timeout=10)
@@ -87,7 +87,7 @@ def test_a_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_path
     assert crashed.returncode == -signal.SIGKILL
     (job,) = build_matrix(exp).jobs
     store = RunStore(runs, "tiny")
-    assert list(store.job_dir(job.id).glob(".checkpoint.pt.*.tmp"))  # the torn write, never read
+    assert list(store.job(job.id).dir.glob(".checkpoint.pt.*.tmp"))  # the torn write, never read
     assert store.state(job.id) == "interrupted" and store.status(job.id)["epoch"] == 1  # epoch 2 was lost
     out = finish(expmatrix(*args, "--runs", str(runs)))
     assert "1 done" in out, out
@@ -116,7 +116,7 @@ def test_a_stale_claim_is_taken_over(tmp_path):
     (job,) = build_matrix(exp).jobs
     store = RunStore(tmp_path / "runs", "tiny")
     store.set_status(job.id, "running", epoch=0, epochs=1)
-    claim = store.path(job.id, "claim")
+    claim = store.job(job.id).claim
     claim.write_text(json.dumps({"host": "node-that-crashed", "pid": 4242, "nonce": "x"}))
     cli = CliRunner()
     assert "running" in cli.invoke(main, ["status", str(exp), "--runs", str(tmp_path / "runs")]).output
@@ -161,7 +161,7 @@ def test_jobs_sharing_a_tokenizer_fit_it_once_and_later_experiments_reuse_it(tmp
     store = RunStore(runs, "tiny")
     states = {}
     for job in build_matrix(exp).jobs:
-        states.setdefault(job.levels["tokenizer"], set()).add(store.path(job.id, "tokenizer.json").read_text())
+        states.setdefault(job.levels["tokenizer"], set()).add(store.job(job.id).tokenizer.read_text())
     assert all(len(s) == 1 for s in states.values())  # cls and max jobs use the identical fitted state
     assert json.loads(next(iter(states["binned_ambre5"])))["edges"]  # a real fitted state
     (tmp_path / "later").mkdir()

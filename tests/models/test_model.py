@@ -10,8 +10,8 @@ import torch
 from conftest import PRESETS, make_events
 
 from expmatrix.config import JobConfig, ModelConfig, Presets, TrainConfig
-from expmatrix.models.blocks import rotate
-from expmatrix.models.packing import Packing
+from expmatrix.layers.blocks import rotate
+from expmatrix.layers.packing import Packing
 from expmatrix.models.sizing import BudgetError, build_model, solve_size
 from expmatrix.models.transformer import pool, rotary, trainable_params
 from expmatrix.tokenizers import build_tokenizer

@@ -13,17 +13,19 @@ import torch
 import yaml
 from conftest import PRESETS, REPO, write_experiment
 
+from expmatrix.assembly.parts import Assembly
+from expmatrix.assembly.recipe import Recipe
+from expmatrix.checkpoint import load_checkpoint
 from expmatrix.config import JobConfig, SpecError
 from expmatrix.inert import check_consumed
 from expmatrix.matrix import build_matrix
 from expmatrix.pretraining import PretrainFailed
+from expmatrix.pretraining.loop import Pretraining, batch_loss
 from expmatrix.pretraining.model import mask_objects
-from expmatrix.pretraining.stage import Pretraining, batch_loss
-from expmatrix.stages import fit_stages, pending_stages, pretrain_key, run_stage
+from expmatrix.shared_stages import pending_stages, run_stage, shared_stages
 from expmatrix.store import RunStore
-from expmatrix.training.checkpoint import load_checkpoint
+from expmatrix.tokenizers.base import take
 from expmatrix.training.job import train_job
-from expmatrix.training.trainer import take
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +71,7 @@ def test_masks_cover_real_objects_only_at_the_fraction():
 
 def test_only_masked_objects_are_predicted_and_their_inputs_are_hidden(tmp_path, root):
     matrix, store = matrix_and_store(tmp_path, root, seed=11)
-    run = Pretraining(JobConfig.model_validate(matrix.jobs[0].config), matrix.jobs[0].data_path, store)
+    run = Pretraining(Assembly(matrix.jobs[0], store))
     idx = torch.arange(32)
     tokens, table, real = take(run.tokens, idx), run.table[idx], run.real[idx]
     masked = mask_objects(real, 0.2, torch.Generator().manual_seed(1))
@@ -96,8 +98,8 @@ def test_one_artifact_is_shared_and_fine_tuning_starts_from_its_weights(tmp_path
     monkeypatch.setattr(Pretraining, "run", lambda self, run=Pretraining.run: runs.append(1) or run(self))
     first, second = (train_job(job, store) for job in matrix.jobs)
     assert len(runs) == 1 and not pending_stages(matrix.jobs, store)  # the second job reused the artifact
-    artifact = load_checkpoint(store.pretrain_file(stage.key))
-    state = load_checkpoint(store.checkpoint_file(matrix.jobs[0].id))["model"]
+    artifact = load_checkpoint(store.paths.cache.pretrained(stage.key).artifact)
+    state = load_checkpoint(store.job(matrix.jobs[0].id).checkpoint)["model"]
     for k, v in artifact["state"].items():
         torch.testing.assert_close(state[k], v, rtol=0, atol=0)
     assert first["pretrained"]["artifact"] == stage.key == second["pretrained"]["artifact"]
@@ -107,29 +109,30 @@ def test_one_artifact_is_shared_and_fine_tuning_starts_from_its_weights(tmp_path
 
 def test_a_killed_pretraining_resumes_to_the_same_weights(tmp_path, root):
     matrix, store = matrix_and_store(tmp_path, root, seed=13)
-    (stage,) = [s for s in fit_stages(matrix.jobs, store) if s.kind == "pretrain"]
+    (stage,) = [s for s in shared_stages(matrix.jobs, store) if s.kind == "pretrain"]
     code = (
         "import sys, torch; torch.set_num_threads(1)\n"
-        "from expmatrix.matrix import build_matrix\nfrom expmatrix.stages import fit_stages, run_stage\n"
+        "from expmatrix.matrix import build_matrix\nfrom expmatrix.shared_stages import shared_stages, run_stage\n"
         "from expmatrix.store import RunStore\nm = build_matrix(sys.argv[1]); s = RunStore(sys.argv[2], 'pt')\n"
-        "run_stage([t for t in fit_stages(m.jobs, s) if t.kind == 'pretrain'][0], s)\n"
+        "run_stage([t for t in shared_stages(m.jobs, s) if t.kind == 'pretrain'][0], s)\n"
     )
     env = {**os.environ, "EXPMATRIX_CRASH_WRITE": "checkpoint.pt:2"}  # killed writing epoch 2's checkpoint
     killed = subprocess.run([sys.executable, "-c", code, str(matrix.path), str(root)], env=env, check=False)
-    assert killed.returncode == -9 and not store.pretrain_file(stage.key).exists()
-    assert load_checkpoint(store.pretrain_file(stage.key, "checkpoint.pt"))["history"][-1]["epoch"] == 1
+    files = store.paths.cache.pretrained(stage.key)
+    assert killed.returncode == -9 and not files.artifact.exists()
+    assert load_checkpoint(files.checkpoint)["history"][-1]["epoch"] == 1
     run_stage(stage, store)  # resumes after epoch 1
     fresh = RunStore(tmp_path / "fresh", "pt")
-    shutil.copytree(root / "_cache", fresh.cache_dir, ignore=shutil.ignore_patterns("pretrained"))
+    shutil.copytree(root / "_cache", fresh.paths.cache.dir, ignore=shutil.ignore_patterns("pretrained"))
     run_stage(stage, fresh)  # uninterrupted
-    resumed, whole = (load_checkpoint(s.pretrain_file(stage.key)) for s in (store, fresh))
+    resumed, whole = (load_checkpoint(s.paths.cache.pretrained(stage.key).artifact) for s in (store, fresh))
     for k, v in whole["state"].items():
         torch.testing.assert_close(resumed["state"][k], v, rtol=0, atol=0)
     drop = ("seconds",)
     assert [{k: v for k, v in h.items() if k not in drop} for h in resumed["record"]["history"]] == [
         {k: v for k, v in h.items() if k not in drop} for h in whole["record"]["history"]
     ]
-    assert not store.pretrain_file(stage.key, "checkpoint.pt").exists()
+    assert not files.checkpoint.exists()
 
 
 def test_an_artifact_of_another_width_is_refused_naming_both(tmp_path, root):
@@ -140,10 +143,9 @@ def test_an_artifact_of_another_width_is_refused_naming_both(tmp_path, root):
     spec["base"]["model"]["target_params"] = 12000
     path.write_text(yaml.safe_dump(spec))
     wide = build_matrix(path).jobs[0]
-    key = pretrain_key(JobConfig.model_validate(wide.config), wide.data_path)
-    target = store.pretrain_file(key)
+    target = store.paths.cache.pretrained(Recipe.of(wide).pretrain_key).artifact
     target.parent.mkdir(parents=True)
-    shutil.copy(store.pretrain_file(pretrain_key(JobConfig.model_validate(small.jobs[0].config), "synthetic")), target)
+    shutil.copy(store.paths.cache.pretrained(Recipe.of(small.jobs[0]).pretrain_key).artifact, target)
     with pytest.raises(PretrainFailed, match=r"pretrained for width \{'d_model': \d+.*but this job needs \{'d_model'"):
         train_job(wide, RunStore(root, "wide"))
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 from conftest import PRESETS, make_events, write_experiment
 
+from expmatrix.assembly.parts import Assembly
+from expmatrix.assembly.recipe import Recipe
 from expmatrix.config import JobConfig, Presets, SpecError, load_preset
 from expmatrix.matrix import build_matrix
-from expmatrix.stages import fitted_tokenizer, pending_stages
+from expmatrix.shared_stages import pending_stages
 from expmatrix.store import RunStore
 from expmatrix.tokenizers import TokenizerError, build_tokenizer
 from expmatrix.tokenizers.vqvae.health import plot_health
@@ -148,11 +150,11 @@ def test_a_second_experiment_reuses_the_pretrained_codebook(tmp_path, one_thread
     store = RunStore(tmp_path / "runs", first.spec.name)
     stages = pending_stages(first.jobs, store)
     assert len(stages) == 1
-    fitted = fitted_tokenizer(JobConfig.model_validate(first.jobs[0].config), first.jobs[0].data_path, store)
+    fitted = Assembly(first.jobs[0], store).tokenizer
     other = write_experiment(tmp_path / "b", **small, name="other", base={"tokenizer": "vqvae512"})
     second = build_matrix(other, overrides={"model.pooling": "max"})  # another experiment and model
     assert pending_stages(second.jobs, RunStore(tmp_path / "runs", "other")) == []  # nothing to pretrain
-    reused = fitted_tokenizer(JobConfig.model_validate(second.jobs[0].config), second.jobs[0].data_path, store)
+    reused = Assembly(second.jobs[0], store).tokenizer
     assert reused.state_dict() == fitted.state_dict()
 
 
@@ -170,29 +172,30 @@ def test_an_artifact_of_another_data_selection_is_refused_naming_both(tmp_path, 
     exp = write_experiment(tmp_path, factors={}, base={"tokenizer": "kmeans512"},
                            data={"path": "synthetic", "synthetic": {"events": 2000, "seed": 1}})  # fmt: skip
     job = build_matrix(exp).jobs[0]
-    cfg, store = JobConfig.model_validate(job.config), RunStore(tmp_path / "runs", "tiny")
-    _, path = fitted_tokenizer(cfg, job.data_path, store, with_path=True)
+    store = RunStore(tmp_path / "runs", "tiny")
+    _ = Assembly(job, store).tokenizer
+    path = store.paths.cache.fit(Recipe.of(job).fit_key).artifact
     record = json.loads(path.read_text())
     record["data"]["max_events"] = 500  # as if fitted on another selection, under this key
     path.write_text(json.dumps(record))
     with pytest.raises(TokenizerError, match=r"fitted for data .*'max_events': 500.* but this job needs .*None"):
-        fitted_tokenizer(cfg, job.data_path, store)
+        _ = Assembly(job, store).tokenizer
 
 
 def test_a_failed_fit_is_recorded_once_for_every_job_that_needs_it(tmp_path, one_thread):
     """The second job does not repeat a failed pretraining; --retry-failed (clear_failed_stages) fits again."""
-    from expmatrix.stages import FitFailed, clear_failed_stages, fit_stages
+    from expmatrix.assembly.fits import FitFailed
+    from expmatrix.shared_stages import clear_failed_stages, shared_stages
 
     exp = write_experiment(tmp_path, factors={}, seeds=[0, 1], data={"path": "synthetic", "synthetic": {"events": 300}},
                            base={"tokenizer": "vqvae512"})  # fmt: skip  # 240 training events: too few objects
     jobs = build_matrix(exp).jobs
     store = RunStore(tmp_path / "runs", "tiny")
-    cfg = JobConfig.model_validate(jobs[0].config)
     with pytest.raises(TokenizerError, match="tokenizer .vqvae512.: "):  # too few objects, or a collapse
-        fitted_tokenizer(cfg, jobs[0].data_path, store)
-    assert [s.state for s in fit_stages(jobs, store)] == ["failed"] and pending_stages(jobs, store) == []
+        _ = Assembly(jobs[0], store).tokenizer
+    assert [s.state for s in shared_stages(jobs, store)] == ["failed"] and pending_stages(jobs, store) == []
     with pytest.raises(FitFailed, match=r"the shared tokenizer fit \w+ failed \(TokenizerError: tokenizer 'vqvae512'"):
-        fitted_tokenizer(JobConfig.model_validate(jobs[1].config), jobs[1].data_path, store)
+        _ = Assembly(jobs[1], store).tokenizer
     clear_failed_stages(jobs, store)
     assert [s.state for s in pending_stages(jobs, store)] == ["pending"]
 
@@ -200,12 +203,12 @@ def test_a_failed_fit_is_recorded_once_for_every_job_that_needs_it(tmp_path, one
 def test_object_order_is_a_factor_like_any_other():
     spec = PRESETS.parent / "experiments" / "binning_vs_direct.yaml"
     matrix = build_matrix(spec, "quick")
-    assert all("order" not in j.config["data"] for j in matrix.jobs)  # at its default: out of the job ids
+    assert all("order" not in j.config.model_dump()["data"] for j in matrix.jobs)  # at its default: out of the job ids
     from expmatrix.config import load_experiment
 
     assert load_experiment(spec).name == "binning_vs_direct"
     by_order = build_matrix(spec, "quick", {"data.order": "pt"})
-    assert {j.config["data"]["order"] for j in by_order.jobs} == {"pt"}
+    assert {j.config.data.order for j in by_order.jobs} == {"pt"}
     assert not {j.id for j in by_order.jobs} & {j.id for j in matrix.jobs}
 
 

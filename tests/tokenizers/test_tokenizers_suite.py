@@ -44,7 +44,7 @@ def test_the_suite_expands_and_every_tokenizer_trains_one_tiny_job(tmp_path):
     errors = {n: store.status(j.id).get("error") for n, j in picked.items() if states[n] != "done"}
     assert errors == {}
     for name, job in picked.items():
-        metrics = json.loads(store.path(job.id, "metrics.json").read_text())
+        metrics = json.loads(store.job(job.id).metrics.read_text())
         assert 0.0 <= metrics["test"]["auroc"] <= 1.0 and metrics["epochs"] == 1
         assert abs(metrics["params"] - 100000) / 100000 < TOLERANCE, (name, metrics["params"])
-        assert json.loads(store.path(job.id, "tokenizer.json").read_text())  # fitted state saved beside the run
+        assert json.loads(store.job(job.id).tokenizer.read_text())  # fitted state saved beside the run

@@ -60,7 +60,7 @@ def test_the_setting_is_recorded_when_set_and_leaves_existing_job_ids_alone(tmp_
     explicit = {"model": model, "train": {**train, "warmup_steps": 5, "fixed_shape": False}}
     assert {j.id for j in build_matrix(write_experiment(tmp_path, base=explicit)).jobs} == ids
     padded = build_matrix(write_experiment(tmp_path, base={"model": model, "train": {**train, "fixed_shape": "pad"}}))
-    assert not {j.id for j in padded.jobs} & ids and all(j.config["train"]["fixed_shape"] == "pad" for j in padded.jobs)
+    assert not {j.id for j in padded.jobs} & ids and all(j.config.train.fixed_shape == "pad" for j in padded.jobs)
     graphs = {"model": model, "train": {**train, "compile": "reduce-overhead"}}
     with pytest.raises(SpecError, match=r"train: .*reduce-overhead \(CUDA graphs\) replays one shape: set train"):
         build_matrix(write_experiment(tmp_path, base=graphs))

@@ -13,13 +13,12 @@ import yaml
 from click.testing import CliRunner
 from conftest import REPO
 
+from expmatrix.assembly.parts import Assembly
 from expmatrix.cli import main
-from expmatrix.config import JobConfig, ReportConfig, n_outputs
+from expmatrix.config import ReportConfig
 from expmatrix.matrix import build_matrix
 from expmatrix.metrics import higher_is_better
-from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.report.settings import ReportSettings
-from expmatrix.stages import fitted_tokenizer, job_splits
 from expmatrix.store import RunStore
 from expmatrix.training.directions import direction_metrics, evaluate_directions
 from expmatrix.training.trainer import Trainer
@@ -107,18 +106,18 @@ def test_a_tiny_regression_matrix_learns_the_direction(trained):
     matrix = build_matrix(exp)
     store = RunStore(runs, matrix.spec.name)
     for job in matrix.jobs:
-        metrics = json.loads(store.path(job.id, "metrics.json").read_text())
+        metrics = json.loads(store.job(job.id).metrics.read_text())
         test = metrics["test"]
         # a random direction is off by pi/2 (90 deg) at the median; trained, well under 0.6 rad (34 deg)
         assert test["angular_error_median"] < 0.6, test
         assert test["angular_error_median"] <= test["angular_error_68"] and test["kappa_median"] > 1
-        preds = pl.read_parquet(store.path(job.id, "predictions.parquet"))
+        preds = pl.read_parquet(store.job(job.id).predictions)
         assert preds.height == metrics["events"]["test"] == 200
         # the reported metrics are those of the saved predictions (one forward path)
         pred, true = preds.select("pred_x", "pred_y", "pred_z").to_numpy(), preds.select("true_x", "true_y", "true_z")
         assert direction_metrics(pred, true.to_numpy(), preds["kappa"].to_numpy()) == pytest.approx(test, abs=1e-12)
         np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1.0, atol=1e-6)
-        history = [json.loads(line) for line in store.path(job.id, "metrics.jsonl").read_text().splitlines()]
+        history = [json.loads(line) for line in store.job(job.id).history.read_text().splitlines()]
         assert len(history) == 3 and history[-1]["val_angle_median"] < history[0]["val_angle_median"]
         assert metrics["val"]["val_angle_median"] == history[-1]["val_angle_median"]
 
@@ -127,15 +126,10 @@ def test_the_same_model_untrained_is_no_better_than_a_random_guess(trained, tmp_
     """The guard against an untrained embedding: the threshold above is out of reach without training."""
     exp, runs = trained
     job = build_matrix(exp).jobs[0]
-    cfg, store = JobConfig.model_validate(job.config), RunStore(runs, "icecube_direction")
-    splits = job_splits(cfg, job.data_path, store.cache_dir)
-    tokenizer = fitted_tokenizer(cfg, job.data_path, store, splits["train"])
-    tokens = tokenizer.transform(splits["test"])
-    torch.manual_seed(cfg.seed)
-    size = solve_size(tokenizer, cfg.model, n_outputs(cfg.data), tokens["mask"].shape[1])
-    model = build_model(tokenizer, cfg.model, size, n_outputs(cfg.data), tokens["mask"].shape[1])
-    trainer = Trainer(model, cfg.train, "cpu", len(splits["train"]), cfg.seed)
-    untrained = evaluate_directions(trainer, tokens, splits["test"].target, tmp_path / "p.parquet")
+    parts = Assembly(job, RunStore(runs, "icecube_direction"))
+    torch.manual_seed(job.config.seed)
+    trainer = Trainer(parts.model(), job.config.train, "cpu", len(parts.splits["train"]), job.config.seed)
+    untrained = evaluate_directions(trainer, parts.tokens["test"], parts.splits["test"].target, tmp_path / "p.parquet")
     assert untrained["angular_error_median"] > 1.0 > 0.6  # about pi/2
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from expmatrix.checkpoint import epoch_order
 from expmatrix.config import DataConfig, DirectTokenizerConfig, ModelConfig, TrainConfig
 from expmatrix.data import load_splits
 from expmatrix.models.sizing import build_model
 from expmatrix.tokenizers import build_tokenizer
-from expmatrix.training.checkpoint import epoch_order
 from expmatrix.training.ema import EMA
 from expmatrix.training.trainer import NonFiniteLoss, Preempted, Trainer, lr_factor, take
 

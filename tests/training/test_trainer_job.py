@@ -39,15 +39,15 @@ def test_sigterm_preempts_the_job_and_a_rerun_finishes_it_identically(tmp_path):
     root = tmp_path / "runs"
     whole, cut = RunStore(root, "whole"), RunStore(root, "cut")
 
-    cut.write_job(job.record())
-    proc = _train_cli(cut.path(job.id, "job.yaml"))
+    cut.write_job(job)
+    proc = _train_cli(cut.job(job.id).record)
     _wait_for_epoch(cut, job.id, 1, proc)
     proc.send_signal(signal.SIGTERM)  # as SLURM does before the time limit (or HTCondor on eviction)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 75 and f"job {job.id}: preempted" in out, out  # 75: run again to resume
     status = cut.status(job.id)
     assert status["state"] == "preempted" and "SIGTERM at epoch" in status["reason"]
-    assert not cut.path(job.id, "metrics.json").exists() and not cut.path(job.id, "claim").exists()
+    assert not cut.job(job.id).metrics.exists() and not cut.job(job.id).claim.exists()
 
     threads = torch.get_num_threads()
     try:  # the rerun (here, in this process) and an uninterrupted run, with the preempted process's one thread
@@ -55,11 +55,11 @@ def test_sigterm_preempts_the_job_and_a_rerun_finishes_it_identically(tmp_path):
         assert run_job(job, whole, threads=1) == "done"
     finally:
         torch.set_num_threads(threads)
-    a, b = (json.loads(s.path(job.id, "metrics.json").read_text()) for s in (whole, cut))
+    a, b = (json.loads(s.job(job.id).metrics.read_text()) for s in (whole, cut))
     assert a["test"] == b["test"] and a["val"] == b["val"] and a["params"] == b["params"]
     history = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines] for lines in (
-        s.path(job.id, "metrics.jsonl").read_text().splitlines() for s in (whole, cut)
+        s.job(job.id).history.read_text().splitlines() for s in (whole, cut)
     )]
     assert history[0] == history[1] and len(history[0]) == 3
-    preds = [pl.read_parquet(s.path(job.id, "predictions.parquet")) for s in (whole, cut)]
+    preds = [pl.read_parquet(s.job(job.id).predictions) for s in (whole, cut)]
     assert preds[0].equals(preds[1])

@@ -62,7 +62,8 @@ def test_arms_default_to_every_factor_and_trial_jobs_are_matrix_jobs(tmp_path):
     arm = t.arms[1]
     job = t.trial_job(arm, {"train.lr": 3e-3, "train.warmup_steps": 9})
     assert (job.seed, job.levels) == (7, {"tokenizer": "binned_ambre5"})
-    assert job.config["train"] | {"lr": 3e-3, "warmup_steps": 9, "epochs": 3} == job.config["train"]
+    train = job.config.train.model_dump()
+    assert train | {"lr": 3e-3, "warmup_steps": 9, "epochs": 3} == train
     assert t.trial_job(arm, {"train.lr": 3e-3, "train.warmup_steps": 9}).id == job.id  # stable
     assert t.trial_job(arm, {"train.lr": 3e-3, "train.warmup_steps": 10}).id != job.id
 

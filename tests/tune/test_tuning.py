@@ -69,7 +69,7 @@ def test_every_arm_gets_its_budget_and_no_job_is_trained_twice(tuned):
         assert ts[0].params == {"train.lr": 1e-3}  # the arm's own settings came first
         for t in ts:
             assert t.value == store.metrics(t.user_attrs["job"])["val"]["val_auroc"]
-            assert store.read_job(t.user_attrs["job"])["levels"] == tuning.arm_of({"tokenizer": name[10:]}).levels
+            assert store.read_job(t.user_attrs["job"]).levels == tuning.arm_of({"tokenizer": name[10:]}).levels
 
 
 def test_the_killed_trial_is_given_back_and_its_job_resumed(tuned):
@@ -127,5 +127,5 @@ def test_a_trial_the_pruner_stops_ends_pruned_not_failed(tmp_path, one_thread):
     assert state == "pruned" and store.status(ticket.job.id)["pruned"].startswith("pruned after epoch 1 of 2")
     trial = study.trials[ticket.trial.number]  # the arm's own settings, enqueued first
     assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
-    assert store.checkpoint_file(ticket.job.id).exists() and not store.metrics_file(ticket.job.id).exists()
-    assert json.loads(store.status_file(ticket.job.id).read_text())["state"] == "pruned"
+    assert store.job(ticket.job.id).checkpoint.exists() and not store.job(ticket.job.id).metrics.exists()
+    assert json.loads(store.job(ticket.job.id).status.read_text())["state"] == "pruned"

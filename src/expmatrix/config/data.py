@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_serializer, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from expmatrix.config.layout import CONT_NAMES, DEFAULT_KEYS, PROCESSES
 from expmatrix.config.strict import Strict
@@ -51,6 +51,8 @@ FOURTOPS_ONLY = ("keys", "task", "use_met", "cont_features", "unit", "order")  #
 
 
 class DataConfig(Strict):
+    LATER_DEFAULTS = {"order": "input"}
+
     source: Literal["fourtops", "icecube"] = "fourtops"  # the layout, and the task: see SOURCE_TASKS
     path: str = "synthetic"  # "synthetic" (embedded generator, cached) or an .h5 path relative to the experiment
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -82,15 +84,14 @@ class DataConfig(Strict):
             )
         return v
 
-    @model_serializer(mode="wrap")
-    def _without_fourtops_fields(self, handler) -> dict[str, Any]:
-        """Other sources leave the 4tops settings out of the resolved config (and so out of job ids)."""
-        out = handler(self)
-        if self.source != "fourtops":
+    def _trim(self, out: dict[str, Any]) -> dict[str, Any]:
+        """Other sources leave the 4tops settings out of the resolved config (and so out of job ids), and a file
+        leaves out the generator's settings."""
+        if out["source"] != "fourtops":
             for key in FOURTOPS_ONLY:
                 out.pop(key, None)
-        if out.get("order") == "input":
-            del out["order"]  # added later: at its default it stays out of job ids (existing runs keep theirs)
+        if out["path"] != "synthetic":
+            out.pop("synthetic", None)
         return out
 
     @field_validator("cont_features")

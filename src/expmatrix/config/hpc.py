@@ -30,6 +30,17 @@ def keys_matching(pattern: str, what: str) -> AfterValidator:
 
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# a value that goes into a `#SBATCH` line or a submit-file token as it is (no shell reads it: refused, not quoted)
+DIRECTIVE = r"^[A-Za-z0-9_@%:,./+=-]+$"
+
+
+def _directive(v: str) -> str:
+    if not re.match(DIRECTIVE, v):
+        raise ValueError("cannot go into a scheduler directive: use letters, digits and _@%:,./+=- only")
+    return v
+
+
+Directive = Annotated[str, AfterValidator(_directive)]
 
 
 class Setup(Strict):
@@ -56,14 +67,14 @@ class ClusterSettings(Strict):
     """What a lab sets once per cluster and an experiment or the command line may override."""
 
     backend: Literal["slurm", "condor"] | None = None  # a profile may name its backend
-    job_name: str | None = None  # [default: expmatrix-<experiment>]
-    partition: str | None = None  # SLURM --partition
-    account: str | None = None  # SLURM --account; HTCondor accounting_group
-    qos: str | None = None  # SLURM --qos
+    job_name: Directive | None = None  # [default: expmatrix-<experiment>]
+    partition: Directive | None = None  # SLURM --partition
+    account: Directive | None = None  # SLURM --account; HTCondor accounting_group
+    qos: Directive | None = None  # SLURM --qos
     cpus: int = Field(1, ge=1)  # per task; also the worker's torch threads
     memory: str = Field("4G", pattern=r"^[0-9]+[KMGT]?$")  # per task, SLURM units (4G, 500M)
     gpus: int = Field(0, ge=0)  # per task: SLURM --gres=gpu:N (unless `gres`), HTCondor request_gpus
-    gres: str | None = None  # SLURM --gres as given, e.g. gpu:a100:1 (overrides gpus on SLURM)
+    gres: Directive | None = None  # SLURM --gres as given, e.g. gpu:a100:1 (overrides gpus on SLURM)
     # SLURM's [D-]HH:MM[:SS] or MM; a YAML number is seconds
     time: str = Field("04:00:00", pattern=r"^([0-9]+-)?[0-9]{1,2}(:[0-9]{2}){0,2}$")
     signal_seconds: int = Field(300, ge=10)  # USR1 this long before the time limit: checkpoint and requeue

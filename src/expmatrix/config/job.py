@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError, model_serializer, model_validator
+from pydantic import ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from expmatrix.config.data import SOURCE_TASKS, DataConfig
 from expmatrix.config.layout import CONT_NAMES
+from expmatrix.config.loading import describe_errors
 from expmatrix.config.model import ModelConfig
 from expmatrix.config.pretrain import PretrainConfig, check_targets
-from expmatrix.config.strict import Strict
+from expmatrix.config.run import RunConfig
+from expmatrix.config.strict import SpecError, Strict
 from expmatrix.config.tokenizers import TokenizerConfig
 from expmatrix.config.train import REGRESSION_LOSSES, TrainConfig
 
@@ -41,10 +43,8 @@ class JobConfig(Strict):
                 raise self._error(("pretrain", "targets"), pretrain.targets, why)
         return self
 
-    @model_serializer(mode="wrap")
-    def _pretrain_only_where_read(self, handler) -> dict[str, Any]:
+    def _trim(self, out: dict[str, Any]) -> dict[str, Any]:
         """A scratch job never reads `pretrain`: it stays out of its resolved config and id."""
-        out = handler(self)
         if out.get("pretrain") is None or out["model"].get("init", "scratch") == "scratch":
             out.pop("pretrain", None)
         return out
@@ -88,15 +88,16 @@ class JobConfig(Strict):
 
 @dataclass(frozen=True)
 class Job:
-    """A job of a matrix as written to its `job.yaml`: who it is, and the config it runs."""
+    """A job of a matrix as written to its `job.yaml`: who it is, and the config it runs (validated once, when
+    the matrix is built or the record is read)."""
 
     id: str  # hash of the resolved config, seed included
     cell: str  # the same without the seed: groups seeds of one cell
     levels: dict[str, str]  # factor -> level name
     seed: int
-    config: dict[str, Any]  # validated JobConfig, as plain data
+    config: JobConfig
     data_path: str  # the data file resolved for this machine ("synthetic" stays symbolic)
-    run: dict[str, Any] = field(default_factory=dict)  # RunConfig: tracking, attempts (not part of the id)
+    run: RunConfig = field(default_factory=RunConfig)  # tracking, attempts (not part of the id)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -105,13 +106,20 @@ class Job:
             "levels": self.levels,
             "seed": self.seed,
             "data_path": self.data_path,
-            "config": self.config,
-            "run": self.run,
+            "config": self.config.model_dump(mode="json"),
+            "run": self.run.model_dump(mode="json"),
         }
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Job:
-        return cls(**rec)
+    def from_record(cls, rec: dict[str, Any], where: Any = "job record") -> Job:
+        """The job a record (`job.yaml`) holds; a config that no longer validates is a `SpecError` naming `where`
+        and the key."""
+        try:
+            config, run = JobConfig.model_validate(rec["config"]), RunConfig.model_validate(rec.get("run", {}))
+        except ValidationError as e:
+            key, msg = describe_errors(e, JobConfig)[0]
+            raise SpecError(f"{where}: config.{key}: {msg}") from None
+        return cls(rec["id"], rec["cell"], rec["levels"], rec["seed"], config, rec["data_path"], run)
 
     def describe(self) -> str:
         """`factor=level ... seed=N`: how messages and tables name the job."""

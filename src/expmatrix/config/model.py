@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from expmatrix.config.strict import Strict
 
 
 class ModelConfig(Strict):
+    LATER_DEFAULTS = {"init": "scratch"}
+
     target_params: int = Field(400_000, ge=1000)  # width is solved so the trainable total lands within 2% of this
     layers: int = Field(8, ge=1)
     heads: int = Field(8, ge=1)
@@ -20,11 +22,3 @@ class ModelConfig(Strict):
     pooling: Literal["cls", "mean", "max"] = "cls"
     dropout: float = Field(0.0, ge=0, lt=1)
     init: Literal["scratch", "pretrained"] = "scratch"  # pretrained: from the `pretrain` stage's artifact
-
-    @model_serializer(mode="wrap")
-    def _without_default_init(self, handler) -> dict[str, Any]:
-        """Added later: at `scratch` it stays out of the resolved config and job ids (existing runs keep theirs)."""
-        out = handler(self)
-        if out.get("init") == "scratch":
-            del out["init"]
-        return out

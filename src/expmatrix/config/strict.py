@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 # While a job's components are built, `record_reads` notes every config field they read.
 _TRACE: ContextVar[tuple[dict[int, str], set[str]] | None] = ContextVar("config_reads", default=None)
@@ -24,6 +24,21 @@ class SpecError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # fields added after runs existed, with their defaults: at that value a field stays out of the resolved
+    # config, so existing job ids and cache keys do not change
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _canonical(self, handler) -> dict[str, Any]:
+        out = handler(self)
+        for key, default in self.LATER_DEFAULTS.items():
+            if key in out and out[key] == default:
+                del out[key]
+        return self._trim(out)
+
+    def _trim(self, out: dict[str, Any]) -> dict[str, Any]:
+        """What a section leaves out of its resolved form besides `LATER_DEFAULTS` (settings that do nothing there)."""
+        return out
 
     def __getattribute__(self, name: str) -> Any:
         value = super().__getattribute__(name)

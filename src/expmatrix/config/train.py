@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from expmatrix.config.strict import Strict
 
 
 class TrainConfig(Strict):
+    LATER_DEFAULTS = {"fixed_shape": False}
+
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(64, ge=1)  # events per forward pass; an optimizer step sees batch_size * grad_accum
     grad_accum: int = Field(1, ge=1)  # micro-batches whose gradients are summed before one optimizer step
@@ -40,13 +42,6 @@ class TrainConfig(Strict):
                 "compile: reduce-overhead (CUDA graphs) replays one shape: set train.fixed_shape pad or drop"
             )
         return self
-
-    @model_serializer(mode="wrap")
-    def _without_defaults_added_later(self, handler) -> dict[str, Any]:
-        out = handler(self)
-        if out.get("fixed_shape") is False:
-            del out["fixed_shape"]  # added later: at its default it stays out of job ids (existing runs keep theirs)
-        return out
 
 
 REGRESSION_LOSSES = ("cosine", "vmf", "mse", "huber")

@@ -40,3 +40,10 @@ class Events:
         """The events in `s` (views, not copies)."""
         return Events(self.ids[s], self.cont[s], None if self.globals_ is None else self.globals_[s], self.label[s],
                       self.process[s], self.feature_names, None if self.target is None else self.target[s])  # fmt: skip
+
+
+def split_holdout(n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(training events, held-out events) of a seeded permutation: what a pretraining checks itself on."""
+    order = rng.permutation(n)
+    n_hold = max(1, int(round(share * n)))
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])

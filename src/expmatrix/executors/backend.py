@@ -14,8 +14,9 @@ from typing import Any
 
 from expmatrix.config.hpc import ClusterSettings
 from expmatrix.executors.render import render
+from expmatrix.executors.tasks import n_tasks
+from expmatrix.paths import SubmissionPaths
 from expmatrix.states import PREEMPTED_EXIT
-from expmatrix.store import RunStore
 
 
 class SchedulerError(RuntimeError):
@@ -39,7 +40,7 @@ class ArrayStage:
     @property
     def tasks(self) -> int:
         """Array tasks: ceil(jobs / jobs_per_task), or the tune workers."""
-        return self.workers or -(-len(self.job_ids) // self.jobs_per_task)
+        return self.workers or n_tasks(len(self.job_ids), self.jobs_per_task)
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,10 @@ class Plan:
 
     @property
     def log_dir(self) -> Path:
-        return Path(self.settings.log_dir) if self.settings.log_dir else RunStore.submission_logs(self.folder)
+        return Path(self.settings.log_dir) if self.settings.log_dir else SubmissionPaths(self.folder).logs
 
     def jobs_file(self, stage: ArrayStage) -> Path:
-        return RunStore.jobs_list(self.folder, stage.name)
+        return SubmissionPaths(self.folder).jobs_list(stage.name)
 
     def worker_command(self, stage: ArrayStage) -> list[str]:
         """What one array task of `stage` runs: `expmatrix worker` on its job list, or a tune worker."""
@@ -104,7 +105,7 @@ class Submitted:
 
     backend: str
     ids: dict[str, str] = field(default_factory=dict)
-    jobs_per_task: dict[str, int] = field(default_factory=dict)  # stage -> K where K > 1: task = job line // K
+    jobs_per_task: dict[str, int] = field(default_factory=dict)  # stage -> K where K > 1 (see executors/tasks.py)
 
 
 def run_command(cmd: list[str], cwd: Path | None = None) -> str:
@@ -121,8 +122,6 @@ class Backend:
     """Subclasses set `name` and implement `files`, `submit` and `query`."""
 
     name = ""
-    array_template = ""
-    report_template = ""
 
     def render(self, plan: Plan, template: str, **more: Any) -> str:
         return render(plan.templates, f"{self.name}/{template}", plan.context(**more))

@@ -10,23 +10,24 @@ from collections.abc import Callable, Iterator
 
 from tqdm import tqdm
 
+from expmatrix.claims import Periodic
 from expmatrix.config import Job
 from expmatrix.datafiles import prepare_data
 from expmatrix.executors.placement import place, visible_gpus
 from expmatrix.executors.pool import Pool
 from expmatrix.matrix import Matrix
-from expmatrix.stages import Stage, clear_failed_stages, pending_stages, run_stage
+from expmatrix.shared_stages import SharedStage, clear_failed_stages, pending_stages, run_stage
 from expmatrix.states import select_jobs
 from expmatrix.stop import Stopped, StopRequest, stop_requests
-from expmatrix.store import Periodic, RunStore
+from expmatrix.store import RunStore
 from expmatrix.training.job import run_job
 
 
-def _work(record: dict, root: str, experiment: str, threads: int, stale_after: float) -> str:
-    return run_job(Job.from_record(record), RunStore(root, experiment, stale_after), threads)
+def _work(job: Job, root: str, experiment: str, threads: int, stale_after: float) -> str:
+    return run_job(job, RunStore(root, experiment, stale_after), threads)
 
 
-def _stage(stage: Stage, root: str, experiment: str) -> None:
+def _stage(stage: SharedStage, root: str, experiment: str) -> None:
     run_stage(stage, RunStore(root, experiment))
 
 
@@ -107,7 +108,7 @@ def run_local(
     stages = pending_stages(todo, store)
     root, name, stale_after = str(store.root), matrix.spec.name, matrix.spec.run.stale_after_seconds
     stage_tasks = {s.key: (_stage, (s, root, name)) for s in stages}
-    job_tasks = {j.id: (_work, (j.record(), root, name, threads, stale_after)) for j in todo}
+    job_tasks = {j.id: (_work, (j, root, name, threads, stale_after)) for j in todo}
     by_id = {j.id: j for j in todo}
     pools: list[Pool] = []
     board = Board(name, len(todo), workers, store)

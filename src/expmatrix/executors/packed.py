@@ -15,20 +15,12 @@ import socket
 import sys
 import time
 
-from expmatrix.config import SpecError
 from expmatrix.executors.placement import place, visible_gpus
 from expmatrix.executors.pool import Pool
-from expmatrix.executors.worker import Result, attempt, log_attempt, run_slot
+from expmatrix.executors.slots import Result, attempt, run_slot
+from expmatrix.executors.tasks import task_lines
 from expmatrix.stop import STOP_SIGNALS, stop_requests
 from expmatrix.store import RunStore
-
-
-def slot_range(n_jobs: int, task: int, per_task: int) -> range:
-    """Lines of the job list task `task` runs; an error outside the array."""
-    tasks = -(-n_jobs // per_task)
-    if not 0 <= task < tasks:
-        raise SpecError(f"task {task} is outside the array (0..{tasks - 1}: {n_jobs} jobs, {per_task} per task)")
-    return range(task * per_task, min((task + 1) * per_task, n_jobs))
 
 
 def _slot(root: str, experiment: str, stale_after: float, job_ids: list[str], index: int, task: int,
@@ -43,10 +35,10 @@ def _died(store: RunStore, job_ids: list[str], task: int, pid: int | None, why: 
     """A slot's process died (killed, out of memory): the job it held (its claim names the process) is failed."""
     host = socket.gethostname()
     for job_id in job_ids:
-        claim = store.claim_info(job_id)
+        claim = store.claims.info(job_id)
         if claim is not None and pid is not None and claim.get("pid") == pid and claim.get("host") == host:
             store.mark_failed(job_id, f"{why} (job {job_id} on {host})")
-            log_attempt(store, job_id, attempt(task) | {"state": "failed", "error": why, "ended": time.time()})
+            store.log_attempt(job_id, attempt(task) | {"state": "failed", "error": why, "ended": time.time()})
             return job_id, "failed"
     return None, "failed"
 
@@ -56,7 +48,7 @@ def run_packed(
 ) -> list[Result]:
     """(job id, state) of each slot of task `task`, in list order. The `threads` of the task are split among
     `per_task` jobs; a stop signal is passed on to every slot, and ignored once they have ended."""
-    slots = slot_range(len(job_ids), task, per_task)
+    slots = task_lines(len(job_ids), task, per_task)
     placed = place(visible_gpus(), threads, len(slots), len(slots), max(1, threads // per_task))
     args = (str(store.root), store.dir.name, store.stale_after, job_ids)
     tasks = {i: (_slot, (*args, i, task, placed.threads, since)) for i in slots}

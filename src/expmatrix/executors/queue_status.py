@@ -12,7 +12,7 @@ from collections import Counter
 
 from expmatrix.executors.backend import Submitted
 from expmatrix.executors.submit import get_backend
-from expmatrix.executors.worker import read_job_list
+from expmatrix.executors.tasks import read_job_list, task_of
 from expmatrix.runfiles import read_file
 from expmatrix.store import RunStore
 
@@ -33,7 +33,7 @@ SCHEDULER_WORDS = {  # SLURM and HTCondor states -> one word
 
 def submissions(store: RunStore) -> list[tuple[str, Submitted]]:
     """(folder name, scheduler ids) of every real submission, oldest first."""
-    log = store.submissions_file
+    log = store.paths.submit.log
     if not log.exists():
         return []
     rows = read_file(log)  # a damaged line is a DamagedFile naming the file and the line
@@ -49,11 +49,11 @@ def scheduler_view(store: RunStore) -> dict[str, str]:
     view: dict[str, str] = {}
     for folder, sub in subs:  # later submissions win
         for stage, array_id in sub.ids.items():
-            jobs_file = store.jobs_list(store.submit_dir / folder, stage)
-            per_task = sub.jobs_per_task.get(stage, 1)  # a packed array: line N is task N // K
+            jobs_file = store.paths.submit.folder(folder).jobs_list(stage)
+            per_task = sub.jobs_per_task.get(stage, 1)  # a packed array: K jobs per task
             if jobs_file.exists():
                 for line, job_id in enumerate(read_job_list(jobs_file)):
-                    view[job_id] = states.get((array_id, line // per_task), "")
+                    view[job_id] = states.get((array_id, task_of(line, per_task)), "")
     return view
 
 

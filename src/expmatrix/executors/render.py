@@ -18,8 +18,9 @@ from typing import Any
 import jinja2
 
 from expmatrix.config import SpecError
+from expmatrix.config.hpc import DIRECTIVE
 
-SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_@%:,./+=-]+$")
+SAFE_TOKEN = re.compile(DIRECTIVE)  # (settings are checked against it when they are read: an error at their key)
 
 
 def q(value: Any) -> str:

@@ -22,7 +22,7 @@ from expmatrix.executors.condor import CondorBackend
 from expmatrix.executors.slurm import SlurmBackend
 from expmatrix.matrix import Matrix
 from expmatrix.runfiles import append_jsonl, atomic_write
-from expmatrix.stages import clear_failed_stages, pending_stages
+from expmatrix.shared_stages import clear_failed_stages, pending_stages
 from expmatrix.states import select_jobs
 from expmatrix.store import RunStore
 
@@ -46,7 +46,7 @@ def plan_stages(todo: list[Job], store: RunStore, jobs_per_task: int = 1) -> tup
     if not todo:
         return ()
     # one task per job standing for a stage: its task runs every pending stage of that job (fit, pretrain)
-    fits = tuple(dict.fromkeys(stage.job.id for stage in pending_stages(todo, store)))
+    fits = tuple(dict.fromkeys(stage.recipe.job.id for stage in pending_stages(todo, store)))
     train = ArrayStage("train", tuple(j.id for j in todo), after=("fit",) if fits else (), jobs_per_task=jobs_per_task)
     return ((ArrayStage("fit", fits),) if fits else ()) + (train,)
 
@@ -75,7 +75,7 @@ def resolve_settings(
 
 def submission_folder(store: RunStore, backend: str, content: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return store.submission_dir(backend, digest)
+    return store.paths.submit.submission(backend, digest).dir
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Prepared:
     plan: Plan
     files: dict[str, str]  # name -> content, as written
     skipped: Counter  # jobs left alone, by reason (done already, failed, running elsewhere)
-    log: Path  # RunStore.submissions_file: one line per real submission
+    log: Path  # SubmitPaths.log: one line per real submission
 
     def submit(self) -> Submitted:
         done = self.backend.submit(self.plan)
@@ -131,14 +131,14 @@ def prepare(
     )
     files = backend.files(plan) if stages else {}
     if not stages:
-        return Prepared(backend, plan, files, selection.skipped, store.submissions_file)
+        return Prepared(backend, plan, files, selection.skipped, store.paths.submit.log)
     jobs = {j.id: j for j in matrix.jobs}
     for st in stages:
         for job_id in st.job_ids:
-            store.write_job(jobs[job_id].record())
+            store.write_job(jobs[job_id])
         atomic_write(plan.jobs_file(st), "".join(f"{i}\n" for i in st.job_ids))
     write_files(plan, files)
-    return Prepared(backend, plan, files, selection.skipped, store.submissions_file)
+    return Prepared(backend, plan, files, selection.skipped, store.paths.submit.log)
 
 
 def write_files(plan: Plan, files: dict[str, str]) -> None:
@@ -167,7 +167,7 @@ def prepare_tune(tuning: Tuning, backend: str | None, cluster: str | None, cli_h
     chosen = get_backend(name)
     files = chosen.files(plan)
     write_files(plan, files)
-    return Prepared(chosen, plan, files, Counter(), store.submissions_file)
+    return Prepared(chosen, plan, files, Counter(), store.paths.submit.log)
 
 
 def report_args(profile: str | None, overrides: tuple[str, ...]) -> tuple[str, ...]:

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from expmatrix.config import ModelConfig
-from expmatrix.models.blocks import make_block
-from expmatrix.models.packing import Packing
-from expmatrix.models.position import additive_position
+from expmatrix.layers.blocks import make_block
+from expmatrix.layers.packing import Packing
+from expmatrix.layers.position import additive_position
 from expmatrix.tokenizers import Tokens
 
 

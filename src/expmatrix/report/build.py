@@ -28,7 +28,8 @@ from expmatrix.report.seeds import seeds_table
 from expmatrix.report.settings import ReportSettings
 from expmatrix.report.stats import StatsSettings, adjust
 from expmatrix.report.tables import direction
-from expmatrix.store import RunStore, atomic_write
+from expmatrix.runfiles import atomic_write
+from expmatrix.store import RunStore
 
 FILES = {"markdown": "report.md", "latex": "report.tex", "html": "report.html"}
 
@@ -55,7 +56,7 @@ def best_models(
         stats.select(*factors, f"{metric} mean", f"{metric} std", f"{metric} n", "best_job", "best_seed")
         .join(own, on="best_job", how="left", maintain_order="left")
         .with_columns(
-            pl.col("best_job").map_elements(lambda j: str(store.job_dir(j)), return_dtype=pl.String).alias("run_dir")
+            pl.col("best_job").map_elements(lambda j: str(store.job(j).dir), return_dtype=pl.String).alias("run_dir")
         )
         .with_row_index("rank", offset=1)
     )

@@ -26,8 +26,8 @@ def _row(job: Job, store: RunStore) -> dict[str, Any]:
     state, status = store.state_of(job.id)  # a damaged status, metrics.json or epoch log: `damaged`
     levels, row = job.levels, {}
     try:
-        if store.job_file(job.id).exists():
-            levels = store.read_job(job.id)["levels"]  # what this run was trained as
+        if store.job(job.id).record.exists():
+            levels = store.read_record(job.id)["levels"]  # what this run was trained as
         if state == "done":
             row = _flatten_metrics(store.metrics(job.id))
     except DamagedFile as e:
@@ -57,7 +57,7 @@ def read_predictions(store: RunStore, job_id: str) -> pl.DataFrame:
 
 def read_history(store: RunStore, job_id: str) -> pl.DataFrame:
     """Per-epoch log of a job (epoch, train_loss, val_loss, val_auroc, ...)."""
-    path = store.history_file(job_id)
+    path = store.job(job_id).history
     if not path.exists():
         raise DamagedFile(path, "missing, though the job is done", job_id)
     return pl.DataFrame(store.history(job_id), infer_schema_length=None)

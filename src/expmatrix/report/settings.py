@@ -32,7 +32,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def task_of(matrix: Matrix) -> str:
     """The task of the matrix's jobs (the data source decides it); one report compares one task."""
-    tasks = {SOURCE_TASKS[job.config["data"]["source"]] for job in matrix.jobs}
+    tasks = {SOURCE_TASKS[job.config.data.source] for job in matrix.jobs}
     if len(tasks) > 1:
         raise SpecError(f"{matrix.path}: the jobs mix tasks {sorted(tasks)}: one report compares one task")
     return tasks.pop() if tasks else "classification"

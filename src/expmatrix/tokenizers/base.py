@@ -24,6 +24,15 @@ from expmatrix.tokenizers.parallel import chunks, parallel_map
 Tokens = dict[str, torch.Tensor]  # every tensor has the events on dim 0; "mask" is (N, T) bool, True = real
 
 
+def take(tokens: Tokens, idx: torch.Tensor | slice) -> Tokens:
+    """The events `idx` of every tensor."""
+    return {k: v[idx] for k, v in tokens.items()}
+
+
+def to_device(tokens: Tokens, device: torch.device) -> Tokens:
+    return {k: v.to(device) for k, v in tokens.items()}
+
+
 class Tokenizer(ABC):
     """fit -> transform -> embedding; fitted state round-trips through `state_dict`."""
 

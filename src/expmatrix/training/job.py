@@ -11,20 +11,20 @@ import numpy as np
 import polars as pl
 import torch
 
-from expmatrix.config import Job, JobConfig, RunConfig, n_outputs
+from expmatrix.assembly.parts import Assembly
+from expmatrix.checkpoint import checkpoint_position
+from expmatrix.claims import Heartbeat
+from expmatrix.config import Job
 from expmatrix.metrics import binary_metrics
-from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import trainable_params
 from expmatrix.pretraining import pretrain_settings
 from expmatrix.pretraining.finetune import Finetune
 from expmatrix.provenance import code_version
 from expmatrix.runfiles import DamagedFile, set_aside, write_json, writing
-from expmatrix.stages import fitted_tokenizer, job_splits
-from expmatrix.store import Heartbeat, RunStore
-from expmatrix.training.checkpoint import checkpoint_position
+from expmatrix.store import RunStore
 from expmatrix.training.directions import evaluate_directions
 from expmatrix.training.tracking import Tracker, open_tracker
-from expmatrix.training.trainer import Preempted, Trainer, to_device
+from expmatrix.training.trainer import Preempted, Trainer
 
 
 class ClaimLost(RuntimeError):
@@ -58,28 +58,22 @@ def train_job(
 ) -> dict:
     """Train and evaluate one job in its run directory; returns the final metrics. `on_epoch(history)` runs
     after each epoch is recorded and may raise `EndedEarly`."""
-    cfg = JobConfig.model_validate(job.config)
-    tracker = tracker or Tracker(store.history_file(job.id))
+    cfg, files = job.config, store.job(job.id)
+    tracker = tracker or Tracker(files.history)
     seed_everything(cfg.seed)
-    splits = job_splits(cfg, job.data_path, store.cache_dir)
-    tokenizer = fitted_tokenizer(cfg, job.data_path, store, splits["train"])
-    write_json(store.tokenizer_file(job.id), tokenizer.state_dict())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokens = {s: to_device(tokenizer.transform(ev), device) for s, ev in splits.items()}
-    # class labels, or the regression target (the direction) where the source has one
-    labels = {s: torch.from_numpy(ev.label if ev.target is None else ev.target).to(device) for s, ev in splits.items()}
-
-    seq_len = tokens["train"]["mask"].shape[1]
-    outputs = n_outputs(cfg.data)  # 2 class logits, or a 3-vector: the loss gives them their meaning
-    size = solve_size(tokenizer, cfg.model, outputs, seq_len)
-    model = build_model(tokenizer, cfg.model, size, outputs, seq_len)
-    finetune = Finetune(cfg, job.data_path, store, tokenizer, size) if pretrain_settings(cfg) else None
+    parts = Assembly(job, store, device)
+    splits, tokens, labels = parts.splits, parts.tokens, parts.targets
+    write_json(files.tokenizer, parts.tokenizer.state_dict())
+    model = parts.model()
+    finetune = Finetune(parts) if pretrain_settings(cfg) else None
     if finetune is not None:
         finetune.load(model)  # the same model as the scratch arm's, its embedding and backbone pretrained
     model = model.to(device)
-    trainer = Trainer(model, cfg.train, device, len(labels["train"]), cfg.seed)
+    groups = finetune.lr_groups(model) if finetune is not None else None
+    trainer = Trainer(model, cfg.train, device, len(labels["train"]), cfg.seed, groups)
     if finetune is not None:
-        finetune.prepare(model, trainer, store.checkpoint_file(job.id), job.id)
+        finetune.prepare(model)
 
     def log_epochs(history: list[dict]) -> None:
         if heartbeat is not None and heartbeat.lost.is_set():
@@ -94,7 +88,7 @@ def train_job(
     history = trainer.fit(
         (tokens["train"], labels["train"]),
         (tokens["val"], labels["val"]),
-        store.checkpoint_file(job.id),
+        files.checkpoint,
         log_epochs,
     )
     tracker.write_history(history)  # also after a redo that ran no epoch: the log matches the checkpoint
@@ -102,7 +96,7 @@ def train_job(
         finetune.freeze(model, False)  # (a freeze over every epoch: a linear probe) the count is the whole model's
     evaluated = history[trainer.best["epoch"] - 1 if trainer.best else -1]
     test = splits["test"]
-    with writing(store.predictions_file(job.id)) as predictions:  # atomic: a kill never leaves half a file
+    with writing(files.predictions) as predictions:  # atomic: a kill never leaves half a file
         if test.target is not None:
             test_metrics = evaluate_directions(trainer, tokens["test"], test.target, predictions)
         else:
@@ -115,14 +109,14 @@ def train_job(
         **trainer.summary(),  # evaluated_weights last|best (best_epoch), ema, precision, compiled
         "epochs": len(history),
         "params": trainable_params(model),
-        "d_model": size.d_model,
-        "d_ff": size.d_ff,
+        "d_model": parts.size.d_model,
+        "d_ff": parts.size.d_ff,
         "train_seconds": trainer.seconds,
         "events": {s: len(ev) for s, ev in splits.items()},
         "device": str(device),
         **({"pretrained": finetune.summary()} if finetune is not None else {}),
     }
-    write_json(store.metrics_file(job.id), metrics)
+    write_json(files.metrics, metrics)
     return metrics
 
 
@@ -130,7 +124,7 @@ def set_aside_damaged(store: RunStore, job: Job) -> str | None:
     """Rename every damaged file of the job to `<name>.damaged-<time>` (never deleted) and say so, and where
     training starts again: from the checkpoint if torch loads it, else from scratch. None if nothing was damaged."""
     damaged, notes = store.damaged_files(job.id), []
-    checkpoint = store.checkpoint_file(job.id)
+    checkpoint = store.job(job.id).checkpoint
     try:
         position = None if checkpoint in {d.path for d in damaged} else checkpoint_position(checkpoint, job.id)
     except DamagedFile as e:  # its CRCs are fine, but torch cannot read it
@@ -142,7 +136,7 @@ def set_aside_damaged(store: RunStore, job: Job) -> str | None:
         return None
     if position is None:
         return "; ".join([*notes, "trained from scratch"])
-    epochs, (epoch, batch) = job.config["train"]["epochs"], (position.epoch, position.batch)
+    epochs, (epoch, batch) = job.config.train.epochs, (position.epoch, position.batch)
     where = f"in epoch {epoch + 1} of {epochs} at batch {batch}" if batch else f"after epoch {epoch} of {epochs}"
     return "; ".join([*notes, f"resumed from {checkpoint.name} {where}"])
 
@@ -153,25 +147,23 @@ def run_job(job: Job, store: RunStore, threads: int = 1, on_epoch: EpochHook | N
     lost: taken over while we ran, or the state of an `EndedEarly` raised by `on_epoch`)."""
     if store.state(job.id) == "done":
         return "done"
-    if not store.claim(job.id):
+    if not store.claims.take(job.id):
         return "claimed"
     if store.state(job.id) == "done":  # finished by another worker between the check and the claim
-        store.release(job.id)
+        store.claims.release(job.id)
         return "done"
-    run = RunConfig.model_validate(job.run)
+    run, files = job.run, store.job(job.id)
     torch.set_num_threads(threads)
     started = time.time()
     tracker: Tracker | None = None
-    with Heartbeat(store, job.id, run.heartbeat_seconds) as heartbeat:
+    with Heartbeat(store.claims, job.id, run.heartbeat_seconds) as heartbeat:
         try:
             redone = set_aside_damaged(store, job)  # before anything reads or rewrites them
-            store.write_job(job.record())
-            store.log_start(job.id, resumed=store.checkpoint_file(job.id).exists())
-            epochs = job.config["train"]["epochs"]
+            store.write_job(job)
+            store.log_start(job.id, resumed=files.checkpoint.exists())
+            epochs = job.config.train.epochs
             store.set_status(job.id, "running", started=started, epoch=0, epochs=epochs, redone=redone)
-            tracker = open_tracker(
-                run.tracking, store.history_file(job.id), job.record(), store.dir.name, run.wandb.model_dump()
-            )
+            tracker = open_tracker(run.tracking, files.history, job.record(), store.dir.name, run.wandb.model_dump())
             metrics = train_job(job, store, tracker, heartbeat, on_epoch)
             tracker.finish({"test": metrics["test"], "params": metrics["params"]})
             store.set_status(
@@ -197,4 +189,4 @@ def run_job(job: Job, store: RunStore, threads: int = 1, on_epoch: EpochHook | N
                 tracker.finish({}, failed=True)
             return "failed"
         finally:
-            store.release(job.id)
+            store.claims.release(job.id)

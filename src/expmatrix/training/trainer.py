@@ -22,11 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from expmatrix.config import TrainConfig
-from expmatrix.metrics import binary_metrics
-from expmatrix.stop import StopRequest, stop_requests
-from expmatrix.tokenizers import Tokens
-from expmatrix.training.checkpoint import (
+from expmatrix.checkpoint import (
     Position,
     epoch_order,
     load_checkpoint,
@@ -34,6 +30,10 @@ from expmatrix.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from expmatrix.config import TrainConfig
+from expmatrix.metrics import binary_metrics
+from expmatrix.stop import StopRequest, stop_requests
+from expmatrix.tokenizers.base import Tokens, take
 from expmatrix.training.ema import EMA
 from expmatrix.training.losses import Loss, angular_error, make_loss
 
@@ -46,14 +46,6 @@ class NonFiniteLoss(RuntimeError):
 
 class Preempted(Exception):
     """A stop signal arrived during fit: a checkpoint holds the position; fit again to resume."""
-
-
-def take(tokens: Tokens, idx: torch.Tensor | slice) -> Tokens:
-    return {k: v[idx] for k, v in tokens.items()}
-
-
-def to_device(tokens: Tokens, device: torch.device) -> Tokens:
-    return {k: v.to(device) for k, v in tokens.items()}
 
 
 def full_batch(idx: torch.Tensor, size: int) -> torch.Tensor:
@@ -102,10 +94,19 @@ class Trainer:
     no data): it reads every `TrainConfig` key that shapes training, and only the keys that
     have an effect in this config (e.g. `min_lr_ratio` only for the cosine schedule,
     `ema_decay` only with `ema`, `class_weights` only for cross-entropy).
-    `n_train` is the number of training events (it sets the steps per epoch).
+    `n_train` is the number of training events (it sets the steps per epoch). `lr_groups`: (parameters, factor
+    on `train.lr`) pairs, one AdamW group each (a fine-tuned backbone at a lower rate); default one group at 1.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device | str, n_train: int, seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        device: torch.device | str,
+        n_train: int,
+        seed: int = 0,
+        lr_groups: list[tuple[list[nn.Parameter], float]] | None = None,
+    ):
         if cfg.early_stopping:  # the schema allows only False; read so the key counts as consumed
             raise ValueError("train.early_stopping is not supported: training runs a fixed number of epochs")
         self.model, self.device, self.seed, self.n_train = model, torch.device(device), seed, n_train
@@ -121,7 +122,8 @@ class Trainer:
         self.batches = n_train // self.batch_size if drop else math.ceil(n_train / self.batch_size)  # per epoch
         self.loss: Loss = make_loss(cfg)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        groups = [{"params": ps, "lr": cfg.lr * f} for ps, f in lr_groups] if lr_groups else self.params
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         total_steps = self.epochs * math.ceil(self.batches / self.accum)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor(cfg, total_steps))
         self.grad_clip = cfg.grad_clip
@@ -285,6 +287,13 @@ class Trainer:
             metrics["val_angle"] = angle.mean().item()
             metrics["val_angle_median"] = float(np.median(angle.float().cpu().numpy()))  # torch.quantile caps at 2^24
         return metrics
+
+    def load_evaluated(self, checkpoint: Path) -> None:
+        """The weights a finished training evaluated (last or best, EMA or not), from its final checkpoint."""
+        self._resume(checkpoint)
+        if self.position.epoch < self.epochs:
+            raise ValueError(f"{checkpoint}: training stopped after epoch {self.position.epoch} of {self.epochs}")
+        self._use_evaluated_weights()
 
     def _use_evaluated_weights(self) -> None:
         if self.evaluate == "best" and self.best is not None:

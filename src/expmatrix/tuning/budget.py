@@ -2,7 +2,7 @@
 
 A journal has no heartbeat, so a RUNNING trial is alive while its job's claim is (the claim a job's worker
 touches every `run.heartbeat_seconds`), or, before its job is claimed, while the worker that asked for it is
-(`RunStore.abandoned`: gone on this host, or silent for `run.stale_after_seconds`). A trial that is not is
+(`Claims.abandoned`: gone on this host, or silent for `run.stale_after_seconds`). A trial that is not is
 failed in its study with the user attribute `stale`, does not count, and its settings are enqueued again:
 the next trial of the arm is the same job, which resumes from its checkpoint.
 Counting and asking happen under one lock (`TuneFiles.budget_lock`), so workers never overshoot a budget.
@@ -25,8 +25,6 @@ from expmatrix.store import RunStore
 from expmatrix.tuning.space import suggest
 from expmatrix.tuning.study import Arm, Tuning
 
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # FAIL unless `stale`
-
 
 @dataclass
 class Ticket:
@@ -40,12 +38,12 @@ class Ticket:
 
 def alive(trial: FrozenTrial, store: RunStore) -> bool:
     """A RUNNING trial whose job's claim, or (not claimed yet) whose asking worker, is alive."""
-    claim = store.claim_info(trial.user_attrs.get("job", "")) if "job" in trial.user_attrs else None
-    if claim is not None and not store.abandoned(claim):
+    claim = store.claims.info(trial.user_attrs.get("job", "")) if "job" in trial.user_attrs else None
+    if claim is not None and not store.claims.abandoned(claim):
         return True
     owner = trial.user_attrs.get("worker")
     started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-    return owner is not None and not store.abandoned({**owner, "age": time.time() - started})
+    return owner is not None and not store.claims.abandoned({**owner, "age": time.time() - started})
 
 
 def tally(study: optuna.Study, store: RunStore) -> tuple[Counter, list[FrozenTrial]]:

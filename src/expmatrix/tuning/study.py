@@ -116,7 +116,7 @@ class Tuning:
         from expmatrix.inert import cached_reads, unread
 
         for arm in self.arms:
-            task = SOURCE_TASKS[arm.job.config["data"]["source"]]
+            task = SOURCE_TASKS[arm.job.config.data.source]
             if self.metric not in VAL_METRICS[task]:
                 raise SpecError(
                     f"{self.path}: tune.objective.metric: {task} jobs log no {self.metric!r} "
@@ -187,6 +187,6 @@ class Tuning:
             study.set_user_attr("fingerprint", fingerprint)
             study.set_user_attr("what", self.describe())
             study.set_user_attr("levels", arm.levels)
-            first = defaults(arm.job.config, self.tune.space)
+            first = defaults(arm.job.config.model_dump(mode="json"), self.tune.space)
             if first:
                 study.enqueue_trial(first, user_attrs={"defaults": True})

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from expmatrix.datafiles import prepare_data
-from expmatrix.stages import pending_stages, run_stage
+from expmatrix.shared_stages import pending_stages, run_stage
 from expmatrix.stop import stop_requests
 from expmatrix.training.job import EndedEarly, run_job
 from expmatrix.tuning.budget import Ticket, give_back, next_trial

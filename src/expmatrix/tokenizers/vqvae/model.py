@@ -20,8 +20,8 @@ from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from expmatrix.config.layout import N_OBJECT_TYPES
-from expmatrix.models.blocks import make_block
-from expmatrix.models.packing import Packing
+from expmatrix.layers.blocks import make_block
+from expmatrix.layers.packing import Packing
 
 HEADS = 4  # of the normformer encoder
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from expmatrix.data.events import split_holdout
 from expmatrix.tokenizers.base import TokenizerError
 from expmatrix.tokenizers.vqvae.health import code_usage, feature_errors, histograms
 from expmatrix.tokenizers.vqvae.model import ObjectVQVAE
@@ -54,13 +55,6 @@ class Settings:
         return cls(c.name, c.codebook_size, c.code_dim, c.encoder, c.hidden, c.layers, c.cosine, c.kmeans_init,
                    iters or 1, c.dead_code_threshold, c.commitment_weight, c.rotation_trick, c.decay, c.type_weight,
                    c.epochs, c.batch_size, c.lr, c.holdout, c.min_utilisation)  # fmt: skip
-
-
-def split_holdout(n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(training events, held-out events) of a seeded permutation."""
-    order = rng.permutation(n)
-    n_hold = max(1, int(round(share * n)))
-    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
 
 
 @torch.no_grad()

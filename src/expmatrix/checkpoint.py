@@ -1,4 +1,4 @@
-"""Checkpoint files and the training position they record.
+"""Checkpoint files and the training position they record: the trainer's and the pretraining loop's.
 
 A checkpoint holds everything a run needs to continue bitwise-identically on CPU: model,
 optimizer, scheduler, EMA and best weights, RNG states, the history so far, and the

@@ -1,4 +1,4 @@
-"""The `pretrain` stage: masked modelling of a job's tokenizer + backbone on the training split, labels unused.
+"""The pretraining loop: masked modelling of a job's tokenizer + backbone on the training split, labels unused.
 
 The shape of the VQ-VAE pretraining (tokenizers/vqvae/pretrain.py): a seeded share of the pretraining events
 is held out for the per-epoch errors, the experiment's validation and test splits are never read. The epoch
@@ -18,41 +18,33 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from expmatrix.config import JobConfig, n_outputs
+from expmatrix.assembly.parts import Assembly
+from expmatrix.assembly.recipe import pretrain_data, pretrain_selection
+from expmatrix.checkpoint import epoch_order, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from expmatrix.config.pretrain import default_targets
 from expmatrix.data import Events, load_pulse_splits, load_splits
-from expmatrix.models.sizing import Size, build_model, solve_size
-from expmatrix.pretraining import PretrainFailed, pretrain_data, pretrain_selection
+from expmatrix.data.events import split_holdout
+from expmatrix.pretraining import PretrainFailed
 from expmatrix.pretraining.model import MaskedModel, mask_objects
 from expmatrix.pretraining.targets import Target, fit_target, target_table
 from expmatrix.runfiles import write_json
-from expmatrix.stages import features_of, fitted_tokenizer, pretrain_key
-from expmatrix.store import RunStore
-from expmatrix.tokenizers import Tokenizer
-from expmatrix.tokenizers.vqvae.pretrain import split_holdout
-from expmatrix.training.checkpoint import epoch_order, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from expmatrix.training.trainer import take, to_device
+from expmatrix.tokenizers.base import take, to_device
 
 
-def pretrain_events(cfg: JobConfig, data_path: str, cache_dir: Path, targets: list[str]) -> Events:
+def pretrain_events(parts: Assembly, targets: list[str]) -> Events:
     """The training split (up to `pretrain.max_events` events) with the tokenizer's features and the targets'."""
-    data = pretrain_data(cfg)
-    if cfg.data.source == "fourtops":
-        return load_splits(data, data_path, cache_dir)["train"]
-    features = features_of(cfg)[0]
+    data, path, cache = pretrain_data(parts.cfg), parts.job.data_path, parts.store.paths.cache.dir
+    if parts.cfg.data.source == "fourtops":
+        return load_splits(data, path, cache)["train"]
+    features = parts.recipe.features
     extra = tuple(t for t in targets if t not in features)
-    return load_pulse_splits(data, data_path, cache_dir, features + extra)["train"]
+    return load_pulse_splits(data, path, cache, features + extra)["train"]
 
 
 def tokenizer_view(events: Events, features: tuple[str, ...]) -> Events:
     """The events with the tokenizer's features only (the targets may have read more columns)."""
     cols = [events.feature_names.index(f) for f in features]
     return dataclasses.replace(events, cont=events.cont[:, :, cols], feature_names=features)
-
-
-def job_size(tokenizer: Tokenizer, cfg: JobConfig, tokens: dict) -> Size:
-    """The width the job itself solves: the same budget in both arms."""
-    return solve_size(tokenizer, cfg.model, n_outputs(cfg.data), tokens["mask"].shape[1])
 
 
 def batch_loss(model: MaskedModel, targets: list[Target], tokens, table, masked) -> tuple[torch.Tensor, list]:
@@ -79,16 +71,17 @@ def evaluate(model: MaskedModel, targets: list[Target], tokens, table, masked, b
 class Pretraining:
     """One pretraining run: data, targets and model, trained to `pretrain.epochs` with a checkpoint per epoch."""
 
-    def __init__(self, cfg: JobConfig, data_path: str, store: RunStore):
-        p, self.cfg = cfg.pretrain, cfg
-        self.key, self.store = pretrain_key(cfg, data_path), store
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        specs = p.targets or default_targets(cfg.data.source, features_of(cfg)[0])
-        self.tokenizer = fitted_tokenizer(cfg, data_path, store)
-        events = pretrain_events(cfg, data_path, store.cache_dir, list(specs))
+    def __init__(self, parts: Assembly):
+        cfg, features = parts.cfg, parts.recipe.features
+        p, self.cfg, self.key, self.device = cfg.pretrain, cfg, parts.recipe.pretrain_key, parts.device
+        self.files = parts.store.paths.cache.pretrained(self.key)
+        specs = p.targets or default_targets(cfg.data.source, features)
+        self.tokenizer = parts.tokenizer
+        events = pretrain_events(parts, list(specs))
         self.targets = [fit_target(name, spec, events, cfg.data.source) for name, spec in specs.items()]
-        tokens = self.tokenizer.transform(tokenizer_view(events, features_of(cfg)[0]))
-        self.size = job_size(self.tokenizer, cfg, tokens)
+        tokens = self.tokenizer.transform(tokenizer_view(events, features))
+        seq_len = tokens["mask"].shape[1]
+        self.size = parts.size_for(seq_len)  # the width the job itself solves: the same budget in both arms
         self.tokens, self.real = to_device(tokens, self.device), torch.from_numpy(events.real).to(self.device)
         self.table = target_table(self.targets, events).to(self.device)
         self.train, hold = split_holdout(len(events), p.holdout, np.random.default_rng(p.seed))
@@ -96,8 +89,7 @@ class Pretraining:
         self.hold_mask = mask_objects(self.real[self.hold], p.mask_fraction, torch.Generator().manual_seed(p.seed))
         self.hold_tokens, self.hold_table = take(self.tokens, self.hold), self.table[self.hold]  # sliced once
         torch.manual_seed(p.seed)
-        model = build_model(self.tokenizer, cfg.model, self.size, n_outputs(cfg.data), tokens["mask"].shape[1])
-        self.model = MaskedModel(model, self.targets, self.size.d_model).to(self.device)
+        self.model = MaskedModel(parts.model(self.size, seq_len), self.targets, self.size.d_model).to(self.device)
         self.opt = torch.optim.AdamW(self.model.trained_parameters(), lr=p.lr, weight_decay=p.weight_decay)
         self.history: list[dict[str, Any]] = []
 
@@ -124,7 +116,7 @@ class Pretraining:
 
     def run(self) -> dict[str, Any]:
         """Train (resuming from the checkpoint), write the artifact, drop the checkpoint; returns the record."""
-        checkpoint, epochs = self.store.pretrain_file(self.key, "checkpoint.pt"), self.cfg.pretrain.epochs
+        checkpoint, epochs = self.files.checkpoint, self.cfg.pretrain.epochs
         self.resume(checkpoint)
         bar = tqdm(range(len(self.history), epochs), desc=f"pretrain {self.key}", unit="epoch", disable=None)
         for epoch in bar:
@@ -133,8 +125,8 @@ class Pretraining:
             save_checkpoint(checkpoint, state | {"rng": rng_state(self.device)})
             bar.set_postfix_str(f"loss {self.history[-1]['loss']:.3f}")
         record = self.record()
-        save_checkpoint(self.store.pretrain_file(self.key), {"record": record, "state": self.model.backbone_state()})
-        write_json(self.store.pretrain_file(self.key, "record.json"), record)  # for a reader without torch
+        save_checkpoint(self.files.artifact, {"record": record, "state": self.model.backbone_state()})
+        write_json(self.files.record, record)  # for a reader without torch
         checkpoint.unlink(missing_ok=True)
         return record
 
@@ -160,11 +152,11 @@ class Pretraining:
         }
 
 
-def run_pretraining(cfg: JobConfig, data_path: str, store: RunStore) -> dict[str, Any]:
-    """The pretrain stage of the job `cfg`; a failure is recorded for the other jobs that need it."""
-    key = pretrain_key(cfg, data_path)
+def run_pretraining(parts: Assembly) -> dict[str, Any]:
+    """The pretraining the job of `parts` needs; a failure is recorded for the other jobs that need it."""
     try:
-        return Pretraining(cfg, data_path, store).run()
+        return Pretraining(parts).run()
     except Exception as e:
-        write_json(store.pretrain_file(key, "failed.json"), {"error": f"{type(e).__name__}: {e}", "time": time.time()})
+        failure = parts.store.paths.cache.pretrained(parts.recipe.pretrain_key).failure
+        write_json(failure, {"error": f"{type(e).__name__}: {e}", "time": time.time()})
         raise

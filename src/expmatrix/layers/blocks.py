@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from expmatrix.models.packing import Packing
+from expmatrix.layers.packing import Packing
 
 
 def rotate(t: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""One job's parts, made once and handed on: its splits, fitted tokenizer, tokens, solved width and model.
+
+Training (`training/job.py`), pretraining and fine-tuning (`pretraining/`) and export (`onnx_export.py`) take
+the parts of a job from an `Assembly`; none of them derives a part again. Each part is made on first use, so a
+pretraining stage that needs only the fitted tokenizer and the width reads none of the job's splits.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import torch
+from torch import nn
+
+from expmatrix.assembly.fits import fitted_tokenizer
+from expmatrix.assembly.recipe import Recipe
+from expmatrix.config import Job, JobConfig, n_outputs
+from expmatrix.data import Events, load_pulse_splits, load_splits
+from expmatrix.models.sizing import Size, build_model, solve_size
+from expmatrix.store import RunStore
+from expmatrix.tokenizers import Tokenizer, Tokens
+from expmatrix.tokenizers.base import to_device
+
+
+class Assembly:
+    """The parts of `job` for `store`'s runs on `device`. `tokenizer`: an already fitted one (the job's own
+    record, for export) in place of the shared fit."""
+
+    def __init__(
+        self, job: Job, store: RunStore, device: torch.device | str = "cpu", tokenizer: Tokenizer | None = None
+    ):
+        self.job, self.store, self.device = job, store, torch.device(device)
+        self.recipe = Recipe.of(job)
+        self.outputs = n_outputs(job.config.data)  # 2 class logits, or a 3-vector: the loss gives them their meaning
+        if tokenizer is not None:
+            self.tokenizer = tokenizer  # (an instance attribute hides the cached property)
+
+    @property
+    def cfg(self) -> JobConfig:
+        return self.job.config
+
+    @cached_property
+    def splits(self) -> dict[str, Events]:
+        """train/val/test `Events` of the job's source with the features its tokenizer reads."""
+        cfg, cache = self.cfg, self.store.paths.cache.dir
+        if cfg.data.source == "fourtops":
+            return load_splits(cfg.data, self.job.data_path, cache)
+        return load_pulse_splits(cfg.data, self.job.data_path, cache, self.recipe.features)
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        """Fitted on the training split once per fit key, shared through the cache."""
+        files = self.store.paths.cache.fit(self.recipe.fit_key)
+        return fitted_tokenizer(self.recipe, files, lambda: self.splits["train"])
+
+    @cached_property
+    def tokens(self) -> dict[str, Tokens]:
+        return {s: to_device(self.tokenizer.transform(ev), self.device) for s, ev in self.splits.items()}
+
+    @cached_property
+    def targets(self) -> dict[str, torch.Tensor]:
+        """Class labels, or the regression target (the direction) where the source has one."""
+        return {
+            s: torch.from_numpy(ev.label if ev.target is None else ev.target).to(self.device)
+            for s, ev in self.splits.items()
+        }
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per event (object slots and global tokens)."""
+        return self.tokens["train"]["mask"].shape[1]
+
+    def size_for(self, seq_len: int) -> Size:
+        """The width that meets the parameter budget for sequences of `seq_len` tokens (learned positions count)."""
+        return solve_size(self.tokenizer, self.cfg.model, self.outputs, seq_len)
+
+    @cached_property
+    def size(self) -> Size:
+        return self.size_for(self.seq_len)
+
+    def model(self, size: Size | None = None, seq_len: int | None = None) -> nn.Module:
+        """A new model of the job (its weights drawn from torch's generator as it stands)."""
+        return build_model(self.tokenizer, self.cfg.model, size or self.size, self.outputs, seq_len or self.seq_len)
