@@ -1,6 +1,6 @@
 # Two set-up commands for a fresh machine (see README):
 #   make demo   installs, runs the flagship matrix (quick profile) on the embedded data, prints the report
-#   make test   installs with the test tools and runs the tests
+#   make test   installs with the test tools and runs the tests (make test-fast: without the slow ones)
 # A GPU machine keeps its own CUDA torch: `make demo TORCH=` skips the CPU wheel (or install with pip yourself).
 
 PYTHON ?= python3
@@ -10,7 +10,10 @@ BIN := $(VENV)/bin
 EXP ?= experiments/binning_vs_direct.yaml
 PROFILE ?= quick
 
-.PHONY: demo test lint install clean
+# pytest-xdist: one worker per CPU; tests/conftest.py groups what must stay on one worker
+PYTEST ?= -n auto --dist loadgroup
+
+.PHONY: demo test test-fast lint install clean
 
 $(BIN)/expmatrix: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +29,10 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST)
+
+test-fast: install  # while you work: everything but the tests marked slow (training, processes, a scheduler)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

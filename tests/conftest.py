@@ -19,6 +19,23 @@ REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "tokenizers"
 
 
+# modules whose tests share no costly module fixture: pytest-xdist spreads their tests over its workers
+SPREAD = {"test_runner.py", "test_signals.py", "test_tokenizers_contract.py", "test_model.py", "test_docs.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for `pytest -n N --dist loadgroup` (`make test`): a test of the local SLURM starts a scheduler on
+    fixed ports, so every such test is slow and runs on one worker, one cluster at a time; the other tests of a
+    module stay together, so that its module fixtures (a trained matrix, a report) are made once."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif item.path.name not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models on a shared 2-core machine: one torch thread is many times faster than two fighting."""

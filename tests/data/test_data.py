@@ -46,6 +46,7 @@ def test_file_layout_matches_the_real_file(small_h5):
     assert x[y == 1, 18].mean() > x[y != 1, 18].mean()  # MET
 
 
+@pytest.mark.slow
 def test_generator_is_hard_but_learnable():
     """A gradient-boosted model reaches the real data's region (AUROC ~0.84), not 0.99."""
     x, y = generate(30000, seed=11)

@@ -90,6 +90,7 @@ def test_simulated_pulses_follow_the_track_geometry():
     assert 8e3 < np.median(pulses[..., TIME][real]) < 1.2e4  # absolute times ~1e4 ns as in the real data
 
 
+@pytest.mark.slow
 def test_written_file_is_deterministic_and_triggered(pulse_file, tmp_path):
     again = write_icecube(tmp_path / "again.h5", events=600, seed=5)
     other = write_icecube(tmp_path / "other.h5", events=600, seed=6)
@@ -281,6 +282,7 @@ def test_data_synth_writes_the_icecube_layout(tmp_path):
     assert len(events) == 20 and events.cont.shape[1:] == (MAX_PULSES, 7)
 
 
+@pytest.mark.slow
 def test_data_explore_on_pulses_gives_the_numbers_phase_1_asks_for(pulse_file, tmp_path):
     from expmatrix.config import load_preset
     from expmatrix.tools.explore import explore

@@ -21,6 +21,8 @@ from expmatrix.cli import main
 from expmatrix.matrix import build_matrix
 from expmatrix.store import RunStore
 
+pytestmark = pytest.mark.slow  # trains, or starts processes
+
 
 def cli(*args: str):
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -179,6 +179,7 @@ def test_documented_commands_name_real_options(command: DocCommand) -> None:
     check_options(command.words)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", RUNNABLE_COMMANDS, ids=str)
 def test_cheap_documented_commands_run_as_written(command: DocCommand, tmp_path: Path, monkeypatch) -> None:
     # the repo folders a command names by relative path, copied so every write lands in tmp_path

@@ -14,6 +14,8 @@ from sklearn.metrics import roc_auc_score
 
 from expmatrix.cli import main
 
+pytestmark = pytest.mark.slow  # trains, or starts processes
+
 
 def cli(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)

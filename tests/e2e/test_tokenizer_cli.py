@@ -3,6 +3,7 @@ prints the codebook health; `expmatrix tokenizer inspect` prints it again and wr
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 from conftest import PRESETS, write_experiment
 
@@ -10,6 +11,8 @@ from expmatrix.cli import main
 from expmatrix.matrix import build_matrix
 from expmatrix.shared_stages import pending_stages
 from expmatrix.store import RunStore
+
+pytestmark = pytest.mark.slow  # trains, or starts processes
 
 
 def test_fit_then_inspect_then_a_matrix_reuses_the_artifact(tmp_path, small_h5, one_thread):

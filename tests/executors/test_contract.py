@@ -45,6 +45,8 @@ from expmatrix.matrix import build_matrix
 from expmatrix.states import PREEMPTED_EXIT
 from expmatrix.store import RunStore
 
+pytestmark = pytest.mark.slow  # trains, or starts processes
+
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = f"command=[{sys.executable}, -m, expmatrix]"  # the tasks run this checkout's expmatrix
 TASKS = ("--hpc", "cpus=1", "--hpc", "report=false")  # one torch thread, as the local --threads 1 runs; no report

@@ -192,6 +192,7 @@ def test_condor_dag_nodes_are_the_rendered_submit_files_in_order():
 # ---------------------------------------------------------------- the worker, as the schedulers run it
 
 
+@pytest.mark.slow
 def test_condor_wrapper_runs_its_task_with_the_environment_condor_sets(tmp_path):
     exp, runs = write_experiment(tmp_path, factors={"tokenizer": ["direct", "binned_ambre5"]}), tmp_path / "runs"
     command = f"command=[{sys.executable}, -m, expmatrix]"

@@ -11,12 +11,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import expmatrix, write_experiment
 
 from expmatrix.cli import main
 from expmatrix.matrix import build_matrix
 from expmatrix.store import RunStore
+
+pytestmark = pytest.mark.slow  # trains, or starts processes
 
 THREE_EPOCHS = {
     "model": {"target_params": 20000, "layers": 2, "heads": 4},

@@ -18,6 +18,8 @@ from conftest import write_experiment
 
 from expmatrix.states import PREEMPTED_EXIT
 
+pytestmark = pytest.mark.slow  # trains, or starts processes
+
 # Long jobs (thousands of optimizer steps): a job is still training whenever the signal arrives,
 # however slow or loaded the machine is; the signal cuts them short, so the test stays quick.
 LONG = {

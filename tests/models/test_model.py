@@ -155,6 +155,7 @@ def test_normformer_adds_head_scale_and_two_layer_norms_per_block():
     assert names["normformer"] - names["prenorm"] == extra and names["prenorm"] < names["normformer"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRESET_NAMES)
 @pytest.mark.parametrize("target", [100_000, 400_000])
 def test_parameter_budget_is_matched_across_tokenizers(name, target):
@@ -167,6 +168,7 @@ def test_parameter_budget_is_matched_across_tokenizers(name, target):
         assert size.d_model % 8 == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRESET_NAMES)
 @pytest.mark.parametrize("block,position", [("prenorm", "rope"), ("normformer", "learned"), ("prenorm", "none")])
 def test_parameter_budget_holds_for_every_block_and_position(name, block, position):

@@ -27,7 +27,7 @@ from expmatrix.store import RunStore
 from expmatrix.tokenizers.base import take
 from expmatrix.training.job import train_job
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 # integer targets (auxiliary) keep the tests fast; the sensor-id default (5160 classes) is the experiment's
 TARGETS = {"auxiliary": {"kind": "class"}, "charge": {"kind": "regression", "log": True}}

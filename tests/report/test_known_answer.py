@@ -12,6 +12,8 @@ from expmatrix.cli import main
 from expmatrix.config.layout import N_COLUMNS, N_OBJECTS
 from expmatrix.data.synthetic import write_splits
 
+pytestmark = pytest.mark.slow  # trains, or starts processes
+
 BINS = 5
 
 

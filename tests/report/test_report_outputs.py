@@ -12,6 +12,8 @@ from conftest import write_experiment
 
 from expmatrix.cli import main
 
+pytestmark = pytest.mark.slow  # trains, or starts processes
+
 FACTORS = {
     "tokenizer": ["direct", "binned_ambre5"],
     "met": {"with": {"data.use_met": True}, "without": {"data.use_met": False}},

@@ -105,6 +105,7 @@ def train_split(tmp_path_factory):
     return load_splits(cfg, "synthetic", tmp_path_factory.mktemp("cache"))["train"]
 
 
+@pytest.mark.slow
 def test_vqvae_health_record_and_plots(train_split, tmp_path, one_thread):
     tok = tokenizer("vqvae", epochs=3, codebook_size=64)
     tok.fit(train_split)
@@ -127,6 +128,7 @@ def test_vqvae_health_record_and_plots(train_split, tmp_path, one_thread):
     assert torch.equal(again.transform(train_split)["codes"], tok.transform(train_split)["codes"])  # exact reload
 
 
+@pytest.mark.slow
 def test_a_collapsed_codebook_fails_the_fit_with_its_numbers(train_split, one_thread):
     collapsing = {"kmeans_init": False, "dead_code_threshold": 0, "epochs": 1, "min_utilisation": 0.9}
     with pytest.raises(TokenizerError, match=r"codebook collapsed: held-out utilisation .* is below .* 90%"):
@@ -141,6 +143,7 @@ def test_codebook_embedding_starts_at_the_code_vectors(train_split, one_thread):
     assert table[0].weight.requires_grad and table[1].weight.shape == (8, tok.settings.code_dim)
 
 
+@pytest.mark.slow
 def test_a_second_experiment_reuses_the_pretrained_codebook(tmp_path, one_thread):
     """One artifact per preset, feature and data selection, in runs/_cache: shared across experiments."""
     small = {"data": {"path": "synthetic", "synthetic": {"events": 2000, "seed": 1}}, "factors": {}}
@@ -168,6 +171,7 @@ def test_every_code_preset_is_in_the_suite_and_the_flagship():
     assert {"vqvae512", "kmeans512", "fsq512"} <= set(Presets(PRESETS).available())
 
 
+@pytest.mark.slow
 def test_an_artifact_of_another_data_selection_is_refused_naming_both(tmp_path, one_thread):
     exp = write_experiment(tmp_path, factors={}, base={"tokenizer": "kmeans512"},
                            data={"path": "synthetic", "synthetic": {"events": 2000, "seed": 1}})  # fmt: skip
@@ -182,6 +186,7 @@ def test_an_artifact_of_another_data_selection_is_refused_naming_both(tmp_path, 
         _ = Assembly(job, store).tokenizer
 
 
+@pytest.mark.slow
 def test_a_failed_fit_is_recorded_once_for_every_job_that_needs_it(tmp_path, one_thread):
     """The second job does not repeat a failed pretraining; --retry-failed (clear_failed_stages) fits again."""
     from expmatrix.assembly.fits import FitFailed

@@ -193,6 +193,7 @@ def test_no_compiler_falls_back_to_numpy_with_a_warning(monkeypatch, tmp_path, c
         native.lib.cache_clear()
 
 
+@pytest.mark.slow
 def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
     if not shutil.which("cc"):
         pytest.skip("no C compiler")
@@ -262,6 +263,7 @@ def test_events_without_object_slots(monkeypatch):
     assert compiled == reference == ([[876, 883], [880, 881]], [[True, True]] * 2)
 
 
+@pytest.mark.slow
 def test_first_use_from_many_threads_builds_once(monkeypatch, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -284,6 +286,7 @@ def test_first_use_from_many_threads_builds_once(monkeypatch, tmp_path):
         native.lib.cache_clear()
 
 
+@pytest.mark.slow
 def test_broken_builds_and_damaged_files_fall_back_or_rebuild(monkeypatch, tmp_path, caplog):
     if not shutil.which("cc"):
         pytest.skip("no C compiler")

@@ -31,6 +31,10 @@ def preset(name: str):
     return JobConfig.model_validate({"data": {}, "tokenizer": {**raw, **FAST.get(raw["kind"], {})}}).tokenizer
 
 
+# every preset; those whose fit trains (a codebook, k-means centres) take seconds: `slow`
+SUITE = [pytest.param(n, marks=pytest.mark.slow) if preset(n).kind in ("vqvae", "kmeans") else n for n in NAMES]
+
+
 def select(events: Events, names: tuple[str, ...], use_met: bool) -> Events:
     cols = [events.feature_names.index(f) for f in names]
     g = events.globals_ if use_met else None
@@ -49,7 +53,7 @@ def _equal(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("vect", ["4", "5"])
 @pytest.mark.parametrize("use_met", [True, False], ids=["met", "nomet"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SUITE)
 def test_fit_transform_embed_and_state_round_trip(name, use_met, vect, splits):
     train, test = (select(splits[s], VECTORS[vect], use_met) for s in ("train", "test"))
     tok = build_tokenizer(preset(name), VECTORS[vect], use_met)
@@ -71,7 +75,7 @@ def test_fit_transform_embed_and_state_round_trip(name, use_met, vect, splits):
         assert len(v) == len(test), k
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SUITE)
 def test_padded_slots_are_never_fitted_and_encode_as_padding(name, splits):
     train = splits["train"]
     tok = build_tokenizer(preset(name), train.feature_names, True)
@@ -89,6 +93,7 @@ def test_padded_slots_are_never_fitted_and_encode_as_padding(name, splits):
         assert (v[empty] == 0).all(), key
 
 
+@pytest.mark.slow
 def test_changing_val_and_test_data_does_not_change_the_fitted_state(tmp_path):
     """Through the real job path: two data files that differ only in val/test give the same tokenizer.json."""
     exp = write_experiment(

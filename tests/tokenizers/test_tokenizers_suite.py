@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import REPO
 
@@ -11,6 +12,8 @@ from expmatrix.matrix import build_matrix
 from expmatrix.models.sizing import TOLERANCE
 from expmatrix.store import RunStore
 from expmatrix.training.job import run_job
+
+pytestmark = pytest.mark.slow  # trains, or starts processes
 
 SUITE = REPO / "experiments" / "tokenizer_suite.yaml"
 TINY = {

@@ -127,6 +127,7 @@ def test_data_compare_unaligned_files_compare_frequencies_only(binned, tmp_path)
     assert "row counts differ: only the token frequencies are compared" in result.output
 
 
+@pytest.mark.slow
 def test_data_explore_statistics_histograms_and_vocabulary(small_h5, tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(small_h5.read_bytes())

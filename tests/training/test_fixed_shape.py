@@ -14,7 +14,7 @@ from expmatrix.config import SpecError, TrainConfig
 from expmatrix.matrix import build_matrix
 from expmatrix.training.trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 data = test_trainer.data  # the fixture: (tokenizer, train, val) of 1600/200 synthetic events
 BASE = {"epochs": 2, "batch_size": 128, "warmup_steps": 3, "lr": 1e-3}  # 1600 events: the last batch holds 64
 

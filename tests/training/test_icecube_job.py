@@ -23,7 +23,7 @@ from expmatrix.store import RunStore
 from expmatrix.training.directions import direction_metrics, evaluate_directions
 from expmatrix.training.trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def rotate(v: np.ndarray, axis: np.ndarray, angle: np.ndarray) -> np.ndarray:

@@ -75,6 +75,7 @@ def _signal_at_forward(model: nn.Module, signum: int, n: int) -> None:
     model.register_forward_pre_hook(hook)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["usr1-after-a-step", "term-inside-an-accumulation-group", "term-after-epoch-1"])
 def test_preempted_run_resumes_to_the_same_weights_and_metrics(data, uninterrupted, tmp_path, case):
     """A real signal during fit: checkpoint, `Preempted`, then a fresh process-like resume gives bitwise the
@@ -175,6 +176,7 @@ def test_ema_averages_and_its_weights_are_the_evaluated_ones(data, tmp_path):
     assert t.summary() == {"evaluated_weights": "last", "ema": True, "precision": "fp32", "compiled": False}
 
 
+@pytest.mark.slow
 def test_best_weights_are_the_ones_with_the_lowest_validation_loss(data, tmp_path):
     tok, train, val = data
     t = _trainer(tok, train, epochs=4, lr=3e-2, evaluate="best")  # a high lr: the val loss is not monotonic

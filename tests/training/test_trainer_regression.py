@@ -15,7 +15,7 @@ from expmatrix.models.transformer import Transformer
 from expmatrix.training.losses import VonMisesFisher, angular_error, log_vmf_normalizer
 from expmatrix.training.trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 class VectorEmbedding(nn.Module):

@@ -17,6 +17,8 @@ from expmatrix.tuning.budget import next_trial
 from expmatrix.tuning.journal import locked, open_journal
 from expmatrix.tuning.worker import tell, train
 
+pytestmark = pytest.mark.slow  # trains, or starts processes
+
 TRIALS = 2  # per arm
 TUNE = {
     "objective": {"metric": "val_auroc"},
