@@ -84,10 +84,10 @@ def test_state_of_a_job_left_running_without_a_live_claim_is_interrupted(tmp_pat
 
 
 def test_a_write_killed_halfway_leaves_the_previous_file(tmp_path):
-    target = tmp_path / "metrics.json"
+    target = tmp_path / "numbers.json"
     target.write_text('{"epoch": 1}')
     code = "from pathlib import Path; from expmatrix.runfiles import write_json; write_json(Path(r'%s'), {'epoch': 2})"
-    env = {**os.environ, "EXPMATRIX_CRASH_WRITE": "metrics.json:1"}
+    env = {**os.environ, "EXPMATRIX_CRASH_WRITE": "numbers.json:1"}
     done = subprocess.run([sys.executable, "-c", code % target], env=env)
     assert done.returncode == -9  # killed by SIGKILL in the middle of the write
     assert json.loads(target.read_text()) == {"epoch": 1}
@@ -108,7 +108,7 @@ def test_a_damaged_file_is_named_with_its_job_and_the_job_is_damaged_not_an_exce
         f"job 3fa9c1d2e0: status.json is damaged (truncated JSON: Expecting value: line 2 column 11): {path}"
     )
     state, record = store.state_of("3fa9c1d2e0")
-    assert state == "damaged" and record["damaged"] == "status.json" and record["error"] == str(caught.value)
+    assert state == "damaged" and record["damaged"] == path.name and record["error"] == str(caught.value)
     path.write_text('{"state": "done"} and more')
     assert "(corrupt JSON: Extra data: line 1 column 19)" in store.state_of("3fa9c1d2e0")[1]["error"]
     path.write_bytes(b"\x00\xff\x00")
@@ -142,7 +142,7 @@ def test_set_status_and_appends_never_lose_a_damaged_file(tmp_path):
     store.log_start("j", resumed=False)
     lines = store.job("j").starts.read_text().splitlines()
     assert lines[:2] == ['{"time": 1}', '{"ti'] and json.loads(lines[2])["resumed"] is False
-    assert [d.path.name for d in store.damaged_files("j")] == ["starts.jsonl"]
+    assert [d.path for d in store.damaged_files("j")] == [store.job("j").starts]
 
 
 def test_a_checkpoint_is_checked_by_its_zip_directory_and_crcs(tmp_path):
@@ -161,7 +161,7 @@ def test_a_checkpoint_is_checked_by_its_zip_directory_and_crcs(tmp_path):
     (damaged,) = store.damaged_files("j")  # a run reads all of it before resuming
     assert str(damaged) == f"job j: checkpoint.pt is damaged (corrupt: CRC mismatch in ck/data/0): {path}"
     path.write_bytes(bytes(data[:700]))
-    assert store.state_of("j")[1]["damaged"] == "checkpoint.pt"
+    assert store.state_of("j")[1]["damaged"] == path.name
 
 
 def test_the_store_of_a_job_record_and_of_a_spec(tmp_path):

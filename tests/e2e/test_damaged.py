@@ -48,6 +48,12 @@ def copy(trained, tmp_path) -> tuple[Path, RunStore, list[str]]:
     return exp, RunStore(tmp_path / "runs", "tiny"), [j.id for j in build_matrix(exp).jobs]
 
 
+def started(runs: Path) -> list[str]:
+    """The jobs of runs/tiny that have a status: a job that was started (or marked failed)."""
+    store = RunStore(runs, "tiny")
+    return [job for job in store.job_ids() if store.job(job).status.exists()]
+
+
 def _truncate(path: Path) -> bytes:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -79,7 +85,7 @@ def test_a_truncated_status_json_is_named_by_status_report_and_redone_by_run(cop
     redone = "status.json was damaged (truncated JSON: "
     assert f"redone {job} " in out and redone in out and "resumed from checkpoint.pt after epoch 1 of 1" in out
     assert "resumed from checkpoint.pt after epoch 1 of 1" in store.status(job)["redone"]  # and in status.json
-    (aside,) = store.job(job).dir.glob("status.json.damaged-*")
+    (aside,) = store.job(job).dir.glob(f"{store.job(job).status.name}.damaged-*")
     assert original.startswith(aside.read_bytes())  # set aside as it was, never deleted
     assert store.metrics(job)["test"] == metrics["test"]  # evaluated again from the last checkpoint
 
@@ -141,7 +147,7 @@ def test_a_data_file_that_is_not_hdf5_stops_the_run_before_any_job(tmp_path):
     result = cli("run", exp, "--runs", runs, "--workers", "1")
     assert result.exit_code == 1
     assert f"Error: {data}: not an HDF5 file (first bytes b'hello, not a tab')" in result.output
-    assert not list(runs.glob("tiny/*/status.json"))  # no job was started, none marked failed
+    assert not started(runs)  # no job was started, none marked failed
     templates = Path(__file__).resolve().parents[2] / "hpc"
     submit = cli("submit", exp, "--runs", runs, "--backend", "slurm", "--dry-run", "--hpc", f"templates={templates}")
     assert submit.exit_code == 1 and f"Error: {data}: not an HDF5 file" in submit.output
@@ -156,7 +162,7 @@ def test_a_missing_dataset_stops_the_run_and_lists_what_the_file_holds(tmp_path,
     assert result.exit_code == 1, result.output
     found = "X_test, X_train, X_val, Y_train, y_test, y_val"
     assert f"Error: {small_h5}: no dataset 'y_train'; found: {found}" in result.output
-    assert not list(runs.glob("tiny/*/status.json"))
+    assert not started(runs)
 
 
 def test_list_status_and_report_agree_on_a_stale_claim(tmp_path):

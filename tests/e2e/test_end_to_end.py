@@ -13,6 +13,7 @@ from conftest import write_experiment
 from sklearn.metrics import roc_auc_score
 
 from expmatrix.cli import main
+from expmatrix.store import RunStore
 
 pytestmark = pytest.mark.slow  # trains, or starts processes
 
@@ -26,14 +27,14 @@ def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
     first = cli("run", str(exp), "--runs", runs, "--workers", "2")
     assert first.exit_code == 0, first.output
     assert "2 done" in first.output
-    job_dirs = sorted(p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir())
-    assert len(job_dirs) == 2
-    for d in job_dirs:
-        metrics = json.loads((d / "metrics.json").read_text())
+    store = RunStore(runs, "tiny")
+    assert len(store.job_ids()) == 2
+    for d in map(store.job, store.job_ids()):
+        metrics = json.loads(d.metrics.read_text())
         assert metrics["evaluated_weights"] == "last" and metrics["epochs"] == 1
         assert 0.5 < metrics["test"]["auroc"] <= 1.0
-        assert len((d / "metrics.jsonl").read_text().splitlines()) == 1
-        preds = pl.read_parquet(d / "predictions.parquet")
+        assert len(d.history.read_text().splitlines()) == 1
+        preds = pl.read_parquet(d.predictions)
         assert preds.height == metrics["events"]["test"] and set(preds["label"].unique()) == {0, 1}
         # the reported metric is the one of the saved predictions: one forward path, one signal class
         assert roc_auc_score(preds["label"], preds["score"]) == pytest.approx(metrics["test"]["auroc"], abs=1e-12)
@@ -88,5 +89,6 @@ def test_a_matrix_on_a_real_file_runs(tmp_path, small_h5):
     exp = write_experiment(tmp_path, data={"path": str(small_h5)}, factors={"tokenizer": ["binned_ambre5"]})
     result = cli("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1")
     assert result.exit_code == 0 and "1 done" in result.output, result.output
-    (job_dir,) = [p for p in (tmp_path / "runs" / "tiny").iterdir() if p.is_dir()]
-    assert json.loads((job_dir / "metrics.json").read_text())["events"]["train"] == 4800  # 80% of 6000
+    store = RunStore(tmp_path / "runs", "tiny")
+    (job,) = store.job_ids()
+    assert store.metrics(job)["events"]["train"] == 4800  # 80% of 6000

@@ -59,7 +59,7 @@ FOUR_EPOCHS = {
 }
 
 
-def wait_for(ready: Callable[[], bool], what: str, timeout: float = 180, alive: subprocess.Popen | None = None):
+def wait_for(ready: Callable[[], bool], what: str, timeout: float = 600, alive: subprocess.Popen | None = None):
     end = time.monotonic() + timeout
     while not ready():
         if alive is not None and alive.poll() is not None:
@@ -119,7 +119,7 @@ class Local(Executor):
         runner = expmatrix(*self.args(exp, runs))  # a process of its own: the signal must not reach pytest
         wait_for(has_checkpoint(RunStore(runs, "tiny"), job_id), f"a checkpoint of {job_id}", alive=runner)
         runner.send_signal(signal.SIGTERM)
-        self.log.append(runner.communicate(timeout=180)[0])
+        self.log.append(runner.communicate(timeout=900)[0])
         return runner.returncode
 
 
@@ -154,7 +154,7 @@ class Condor(Executor):
                                 text=True)  # fmt: skip
 
     def finish(self, task: subprocess.Popen) -> int:
-        self.log.append(task.communicate(timeout=300)[0])
+        self.log.append(task.communicate(timeout=900)[0])
         return task.returncode
 
     def run_node(self, folder: Path, node: str) -> list[int]:
@@ -234,7 +234,7 @@ class Slurm(Executor):
         arrays = self.submit(exp, runs)
         folder = next((runs / "tiny" / "_submit").glob("slurm-*"))
         task = (folder / "train.jobs").read_text().split().index(job_id)
-        wait_for(has_checkpoint(RunStore(runs, "tiny"), job_id), f"a checkpoint of {job_id}", timeout=240)
+        wait_for(has_checkpoint(RunStore(runs, "tiny"), job_id), f"a checkpoint of {job_id}", timeout=600)
         target = f"{arrays['train']}_{task}"
         subprocess.run(["scancel", "--batch", "--signal=USR1", target], env=self.cluster.env, check=True)
         log = folder / "logs" / f"train-{arrays['train']}_{task}.out"
@@ -280,7 +280,7 @@ def uninterrupted(tmp_path_factory) -> dict[str, dict]:
     folder = tmp_path_factory.mktemp("uninterrupted")
     exp = write_experiment(folder, base=FOUR_EPOCHS, **TWO_JOBS)
     run = run_here(exp, folder / "runs")
-    assert run.wait(timeout=300) == 0, run.communicate()[0]
+    assert run.wait(timeout=900) == 0, run.communicate()[0]
     return {job_id: final(folder / "runs", job_id) for job_id in job_ids(exp)}
 
 
@@ -291,7 +291,7 @@ def killed_after_first_epoch(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("killed")
     exp, runs = write_experiment(folder, base=FOUR_EPOCHS, **TWO_JOBS), folder / "runs"
     killed = run_here(exp, runs, env={"EXPMATRIX_CRASH_WRITE": "checkpoint.pt:2"})
-    out = killed.communicate(timeout=300)[0]
+    out = killed.communicate(timeout=900)[0]
     first, second = job_ids(exp)
     store = RunStore(runs, "tiny")
     assert killed.returncode == -signal.SIGKILL, out

@@ -121,16 +121,17 @@ def test_a_task_cut_by_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(s
         CliRunner().invoke(main, ["run", str(probe), "--runs", str(tmp_path / "probe"), "--threads", "1"]).exit_code
         == 0
     )
-    (metrics,) = (tmp_path / "probe" / "long").glob("*/metrics.json")
-    per_epoch = json.loads(metrics.read_text())["train_seconds"] / 2
+    probed = RunStore(tmp_path / "probe", "long")
+    (job,) = probed.job_ids()
+    per_epoch = probed.metrics(job)["train_seconds"] / 2
     epochs = max(25, math.ceil(70 / per_epoch))
     exp = long_experiment(tmp_path, epochs=epochs)
     cut, full = tmp_path / "cut", tmp_path / "full"
     limits = ["--hpc", "signal_seconds=20", "--hpc", "report=false"]
     submit(slurm, exp, cut, "--hpc", "time=00:01:00", "--hpc", "max_requeues=6", *limits)
     submit(slurm, exp, full, "--hpc", "time=00:10:00", *limits)
-    (job_id,) = (p.name for p in (cut / "long").iterdir() if (p / "job.yaml").exists())
     cut_store, full_store = RunStore(cut, "long"), RunStore(full, "long")
+    (job_id,) = cut_store.job_ids()
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
     seen = []  # what `expmatrix queue` reports while it runs: one batched squeue per look
     wait_drained(slurm, 480, lambda: seen.append(reconcile(cut_store, [job_id])[0][0][3]))

@@ -85,7 +85,7 @@ def test_a_failed_or_killed_job_of_a_packed_task_does_not_stop_its_neighbours(tm
 
     wait_for(training, "the long job to train", alive=task)
     os.kill(store.claims.info(killed)["pid"], signal.SIGKILL)  # as the kernel's out-of-memory killer would
-    out = task.communicate(timeout=300)[0]
+    out = task.communicate(timeout=900)[0]
 
     assert task.returncode == 1, out  # failed, not preempted: nothing to requeue
     assert store.state(by_kind["fine"]) == "done", out
@@ -135,7 +135,7 @@ def test_a_stopped_packed_task_is_requeued_and_resumes_every_job_bitwise(slurm, 
                 frozen[job_id] = claim["pid"]
         return len(frozen) == 2
 
-    wait_for(freeze, "a checkpoint of both jobs of task 0", timeout=240)
+    wait_for(freeze, "a checkpoint of both jobs of task 0", timeout=600)
     assert all(store.status(j)["epoch"] < 4 for j in packed), [store.status(j) for j in packed]
     subprocess.run(["scancel", "--batch", "--signal=USR1", f"{train}_0"], env=slurm.env, check=True)
     wait_for(lambda: all(signal_pending(pid, signal.SIGUSR1) for pid in frozen.values()), "USR1 at both jobs")
@@ -152,5 +152,5 @@ def test_a_stopped_packed_task_is_requeued_and_resumes_every_job_bitwise(slurm, 
         assert [a["state"] for a in attempts(store, job_id)] == ["preempted", "done"]
         assert [s["resumed"] for s in store.starts(job_id)] == [False, True]  # went on from its checkpoint
     assert [(a["task"], a["state"]) for a in attempts(store, ids[2])] == [(1, "done")]
-    assert reference.wait(timeout=300) == 0, reference.communicate()[0]
+    assert reference.wait(timeout=900) == 0, reference.communicate()[0]
     assert {j: final(runs, j) for j in ids} == {j: final(ref, j) for j in ids}  # bitwise, epoch by epoch

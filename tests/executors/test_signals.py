@@ -17,6 +17,7 @@ import pytest
 from conftest import write_experiment
 
 from expmatrix.states import PREEMPTED_EXIT
+from expmatrix.store import RunStore
 
 pytestmark = pytest.mark.slow  # trains, or starts processes
 
@@ -30,14 +31,15 @@ LONG = {
 
 def statuses(runs: Path) -> dict[str, dict]:
     out = {}
-    for status in (runs / "tiny").glob("*/status.json"):
-        with contextlib.suppress(json.JSONDecodeError):  # being replaced right now: read it next time
-            out[status.parent.name] = json.loads(status.read_text())
+    store = RunStore(runs, "tiny")
+    for job in store.job_ids():
+        with contextlib.suppress(OSError, json.JSONDecodeError):  # not written yet, or being replaced: next time
+            out[job] = json.loads(store.job(job).status.read_text())
     return out
 
 
-def wait_running(runs: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Until `n` jobs train (their status says running and a start was logged)."""
+def wait_running(runs: Path, n: int, proc: subprocess.Popen, timeout: float = 900) -> None:
+    """Until `n` jobs train (their status says running); the time limit only catches a hang."""
     end = time.time() + timeout
     while sum(s["state"] == "running" for s in statuses(runs).values()) < n:
         assert proc.poll() is None, proc.communicate()[0]
@@ -58,7 +60,7 @@ def test_a_stop_signal_checkpoints_the_running_jobs_and_exits_75(tmp_path, worke
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     wait_running(runs, workers, proc)
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=300)
+    out, _ = proc.communicate(timeout=900)
 
     assert proc.returncode == PREEMPTED_EXIT, out
     assert "Traceback" not in out, out
@@ -70,8 +72,8 @@ def test_a_stop_signal_checkpoints_the_running_jobs_and_exits_75(tmp_path, worke
     assert len(preempted) == workers and len(states) == workers, states  # the others never started
     for job, status in preempted.items():
         assert status["reason"].startswith(f"{name} at epoch 1, batch "), status["reason"]  # mid-epoch
-        assert (runs / "tiny" / job / "checkpoint.pt").exists()
-        assert not (runs / "tiny" / job / "claim").exists()  # released: the next run may take it
+        assert RunStore(runs, "tiny").job(job).checkpoint.exists()
+        assert not RunStore(runs, "tiny").job(job).claim.exists()  # released: the next run may take it
 
     # the next run takes them first: they are resumable, with their checkpoints
     plan = subprocess.run([*cmd[:3], "plan", *cmd[4:7]], capture_output=True, text=True, timeout=120)

@@ -23,7 +23,7 @@ def _train_cli(job_yaml) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
 
 
-def _wait_for_epoch(store: RunStore, job_id: str, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_for_epoch(store: RunStore, job_id: str, epoch: int, proc: subprocess.Popen, timeout: float = 600) -> None:
     end = time.time() + timeout
     while store.status(job_id).get("epoch", 0) < epoch:
         assert proc.poll() is None, proc.communicate()[0]
@@ -43,7 +43,7 @@ def test_sigterm_preempts_the_job_and_a_rerun_finishes_it_identically(tmp_path):
     proc = _train_cli(cut.job(job.id).record)
     _wait_for_epoch(cut, job.id, 1, proc)
     proc.send_signal(signal.SIGTERM)  # as SLURM does before the time limit (or HTCondor on eviction)
-    out = proc.communicate(timeout=120)[0]
+    out = proc.communicate(timeout=900)[0]
     assert proc.returncode == 75 and f"job {job.id}: preempted" in out, out  # 75: run again to resume
     status = cut.status(job.id)
     assert status["state"] == "preempted" and "SIGTERM at epoch" in status["reason"]

@@ -12,6 +12,7 @@ import yaml
 from conftest import expmatrix, write_experiment
 from optuna.trial import TrialState
 
+from expmatrix.store import RunStore
 from expmatrix.tuning import Tuning
 from expmatrix.tuning.budget import next_trial
 from expmatrix.tuning.journal import locked, open_journal
@@ -99,7 +100,8 @@ def test_export_then_the_tuned_matrix_and_both_reports(tuned):
     out = finish(expmatrix("run", str(exp), "--runs", str(runs), "--tuned", "--workers", "1", "--threads", "1"))
     report = (runs / "tiny.tuned" / "report.md").read_text()  # `tune EXP --run` is the same
     assert "the same budget of 2 trials x 2 epochs" in report and "binned_ambre5" in report, out
-    for record in (yaml.safe_load(p.read_text()) for p in (runs / "tiny.tuned").glob("*/job.yaml")):
+    tuned = RunStore(runs, "tiny.tuned")
+    for record in map(tuned.read_record, tuned.job_ids()):
         arm = tuning.arm_of(record["levels"])
         assert record["config"]["train"]["lr"] == studies[arm.name].best_params["train.lr"]
         assert record["config"]["train"]["epochs"] == 1  # the matrix's own epochs, not the trials'
