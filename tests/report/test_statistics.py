@@ -12,10 +12,9 @@ import pytest
 from expmatrix.report.anova import factorial
 from expmatrix.report.convergence import late_gain, verdict
 from expmatrix.report.effects import factor_effects
-from expmatrix.report.seeds import power, resolvable, seed_noise, seeds_needed, seeds_table
+from expmatrix.report.seeds import power, resolvable, seed_noise, seeds_frame, seeds_needed
 from expmatrix.report.stats import StatsSettings, adjust, interval, paired_stats, t_interval
-from expmatrix.report.tables import anova_table, emm_table
-from expmatrix.report.tables import seeds_table as seeds_render
+from expmatrix.report.tables import anova_table, emm_table, seeds_table
 
 REPS = 2000  # Monte-Carlo repetitions: the standard error of a 95% coverage is 0.49%
 
@@ -159,16 +158,16 @@ def test_seed_noise_ignores_the_spread_between_cells():
 
 def test_the_seeds_table_scales_with_the_noise():
     results = matrix()
-    seeds = seeds_table(results, FACTORS, "test.auroc", BASELINES, 0.002, 0.95, 0.8)
+    seeds = seeds_frame(results, FACTORS, "test.auroc", BASELINES, 0.002, 0.95, 0.8)
     binned = seeds.filter(pl.col("level") == "binned").row(0, named=True)
     assert (binned["pairs"], binned["cell_pairs"], binned["seeds"]) == (16, 4, 4.0)
     assert binned["seed_sd"] == pytest.approx(NOISE * math.sqrt(2), rel=0.4)  # a difference of two noisy jobs
     assert binned["resolvable"] < binned["resolvable_cell"]  # 16 pairs resolve less than 4
     assert binned["seeds_for_difference"] < binned["seeds_for_difference_cell"]
     noisier = results.with_columns(pl.col("test.auroc") + pl.Series(np.random.default_rng(5).normal(0, 0.01, 48)))
-    worse = seeds_table(noisier, FACTORS, "test.auroc", BASELINES, 0.002, 0.95, 0.8).row(0, named=True)
+    worse = seeds_frame(noisier, FACTORS, "test.auroc", BASELINES, 0.002, 0.95, 0.8).row(0, named=True)
     assert worse["seeds_for_difference"] > binned["seeds_for_difference"]
-    table = seeds_render(seeds, "test.auroc", 0.002, 0.8, 0.95)
+    table = seeds_table(seeds, "test.auroc", 0.002, 0.8, 0.95)
     assert table.rows[0][:3] == ["tokenizer", "binned vs direct", "16 (4 × 4)"]
 
 

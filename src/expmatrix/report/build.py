@@ -24,7 +24,7 @@ from expmatrix.report.document import Report
 from expmatrix.report.effects import cell_stats, factor_effects, finished, interaction, levels_of
 from expmatrix.report.formats import FORMATS
 from expmatrix.report.formats.latex import render_table
-from expmatrix.report.seeds import seeds_table
+from expmatrix.report.seeds import seeds_frame
 from expmatrix.report.settings import ReportSettings
 from expmatrix.report.stats import StatsSettings, adjust
 from expmatrix.report.tables import direction
@@ -143,7 +143,7 @@ def analysis(
         ]
         out += [tables.emm_table(emm, s.metric, emm_notes)]
         frames |= {"anova": anova, "marginal_means": emm}
-    seeds = seeds_table(results, varied, s.metric, baselines, s.difference, s.confidence, s.power)
+    seeds = seeds_frame(results, varied, s.metric, baselines, s.difference, s.confidence, s.power)
     if seeds.height:
         out.append(tables.seeds_table(seeds, s.metric, s.difference, s.power, s.confidence))
         frames["seeds"] = seeds
