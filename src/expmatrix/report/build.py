@@ -159,17 +159,17 @@ def compare(
         return [], {}, None, []
     settings = StatsSettings(s.confidence, s.bootstrap, s.seed, s.interval, s.min_pairs)
     baselines = {f: s.baseline.get(f) or levels_of(results, f)[0] for f in varied}
-    effects = pl.concat([factor_effects(results, factors, s.metric, f, baselines[f], settings) for f in varied])
+    higher = direction(s.metric, s.directions())
+    effects = pl.concat([factor_effects(results, factors, s.metric, f, baselines[f], settings, higher) for f in varied])
     pairs = s.interaction_pairs(varied)
-    inters = [interaction(results, factors, s.metric, a, baselines[a], b, settings) for a, b in pairs]
+    inters = [interaction(results, factors, s.metric, a, baselines[a], b, settings, higher) for a, b in pairs]
     effects, *inters = with_adjusted([effects, *inters], s.correction)
     comparisons = sum(int(f["p"].is_not_null().sum()) for f in [effects, *inters])
     notes = tables.effect_notes(settings, s.correction, comparisons)
     model_tables, model_frames, model_notes = analysis(results, varied, pairs, baselines, s)
-    higher = direction(s.metric, s.directions())
     out = [
         tables.effects_table(effects, s.metric, higher, notes + [f"The factorial model: {n}." for n in model_notes]),
-        *(tables.interaction_table(i, s.metric, notes[1:3]) for i in inters),
+        *(tables.interaction_table(i, s.metric, [*notes[1:3], notes[4]]) for i in inters),
         *model_tables,
     ]
     frames = {"effects": effects, **{f"interaction_{a}__{b}": i for (a, b), i in zip(pairs, inters, strict=True)}}

@@ -81,6 +81,13 @@ def _delta_ci(r: dict, dec: int) -> str:
     return with_ci(r["delta"], r["ci_low"], r["ci_high"], dec, True)
 
 
+def p_better(r: dict) -> str:
+    """`0.83 [0.36, 1.00]`: the share of matched pairs the level won, with its interval."""
+    if r["p_better"] is None:
+        return "n/a"
+    return with_ci(r["p_better"], r["p_better_low"], r["p_better_high"], 2)
+
+
 def _p(p: float | None) -> str:
     return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
@@ -114,6 +121,9 @@ def effect_notes(s: StatsSettings, correction: str, comparisons: int) -> list[st
         f" with {interval}.",
         f"p: {test}. {adjusted}",
         "pairs: finished pairs used / pairs in the matrix.",
+        f"P(better): share of the matched pairs in which the level beats the baseline (a tie counts half), with a"
+        f" {s.confidence:.0%} Clopper-Pearson interval (at least its stated coverage of the mean chance over the"
+        " pairs, for any number of pairs).",
     ]
 
 
@@ -125,7 +135,7 @@ def effects_table(effects: pl.DataFrame, metric: str, higher: bool, notes: list[
     """Every factor's levels: marginal mean and paired difference to the baseline with CI and p."""
     adjusted = "p_adj" in effects.columns
     headers = ["factor", "level", f"{metric} marginal", "cells", "Δ vs baseline [CI]", "p"]
-    headers += ["p adj"] * adjusted + ["pairs"]
+    headers += ["p adj"] * adjusted + ["P(better) [CI]", "pairs"]
     dec = decimals(effects["marginal"].to_list())
     rows, bold = [], set()
     for group in effects.partition_by("factor", maintain_order=True):
@@ -134,7 +144,7 @@ def effects_table(effects: pl.DataFrame, metric: str, higher: bool, notes: list[
             bold.add((len(rows) + best_row(group["marginal"].to_list(), higher), 2))
         for r in group.iter_rows(named=True):
             delta = "(baseline)" if r["is_baseline"] else _delta_ci(r, dec)
-            p = [""] * (1 + adjusted) if r["is_baseline"] else _p_cells(r, adjusted)
+            p = [""] * (2 + adjusted) if r["is_baseline"] else [*_p_cells(r, adjusted), p_better(r)]
             cells = f"{r['cells']}/{r['cells_expected']}"
             rows.append([r["factor"], r["level"], fmt(r["marginal"], dec), cells, delta, *p, _pairs(r)])
     return Table("effects", f"Factor effects on {metric}", headers, rows, bold, notes)
@@ -152,7 +162,9 @@ def interaction_table(inter: pl.DataFrame, metric: str, notes: list[str]) -> Tab
     baseline = inter["baseline"][0]
     compared = [lv for lv in levels if lv != baseline]
     headers = [by] + [f"{factor}={lv}" for lv in levels]
-    headers += [h for lv in compared for h in (f"Δ {lv} vs {baseline} [CI]", "p", *["p adj"] * adjusted, "pairs")]
+    headers += [
+        h for lv in compared for h in (f"Δ {lv} vs {baseline} [CI]", "p", *["p adj"] * adjusted, "P(better)", "pairs")
+    ]
     dec = decimals(inter["marginal"].to_list())
     rows = []
     for group in inter.partition_by("by_level", maintain_order=True):
@@ -160,7 +172,7 @@ def interaction_table(inter: pl.DataFrame, metric: str, notes: list[str]) -> Tab
         row = [group["by_level"][0]] + [fmt(by_level[lv]["marginal"], dec) for lv in levels]
         for lv in compared:
             r = by_level[lv]
-            row += [_delta_ci(r, dec), *_p_cells(r, adjusted), _pairs(r)]
+            row += [_delta_ci(r, dec), *_p_cells(r, adjusted), p_better(r), _pairs(r)]
         rows.append(row)
     return Table(f"interaction_{factor}__{by}", f"{metric}: {factor} × {by}", headers, rows, set(), notes)
 
