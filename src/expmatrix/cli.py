@@ -189,16 +189,18 @@ def run(experiment, profile, overrides, runs_root, workers, gpus, threads, retry
     "--out", type=click.Path(file_okay=False), default=None, help="Output folder [default: runs/<experiment>]."
 )
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the PNG/PDF plots.")
+@click.option("--wide", is_flag=True, help="Print every table whole (by default the terminal report fits 100 columns).")
 @friendly
 def report(experiment, profile, overrides, runs_root, report_spec, metric, metrics, baseline, interaction, top_k,
-           fmt, out, plots) -> None:  # fmt: skip
-    """Compare the cells of EXPERIMENT: tables, factor effects with CIs, plots, in every format."""
+           fmt, out, plots, wide) -> None:  # fmt: skip
+    """Compare the cells of EXPERIMENT: the verdict first, then tables, factor effects with CIs, plots, in every
+    format (report.html: one interactive page that opens offline)."""
     from expmatrix.report import make_report
     from expmatrix.report.settings import parse_flags
 
     flags = parse_flags(metric, metrics, baseline, interaction, top_k)
     matrix = _matrix(experiment, profile, overrides)
-    text, written = make_report(matrix, runs_root, profile, report_spec, flags, out, fmt, plots)
+    text, written = make_report(matrix, runs_root, profile, report_spec, flags, out, fmt, plots, wide)
     click.echo(text)
     click.echo(f"written to {written}")
 

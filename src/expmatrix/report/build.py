@@ -28,6 +28,7 @@ from expmatrix.report.seeds import seeds_frame
 from expmatrix.report.settings import ReportSettings
 from expmatrix.report.stats import StatsSettings, adjust
 from expmatrix.report.tables import direction
+from expmatrix.report.verdict import verdict
 from expmatrix.runfiles import atomic_write
 from expmatrix.store import RunStore
 
@@ -210,7 +211,9 @@ def build_report(
     }
     warnings = coverage(results, factors, s.metrics) + left_out
     warnings += convergence_warning(conv, factors, column, s.plateau_epochs)
-    report = Report(title, warnings, table_list, frames)
+    up = direction(s.metric, higher)
+    said = verdict(effects, inters, compared_frames.get("anova"), s.metric, up, s.confidence)
+    report = Report(title, warnings, table_list, frames, verdict=said)
     if out is not None:
         numbers = Numbers(results, stats, effects, inters, factors, varied)
         report.plots = make_plots(numbers, s, store, out / "plots")

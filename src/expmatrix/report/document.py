@@ -17,3 +17,4 @@ class Report:
     tables: list[Table]
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)  # CSV stem -> numbers behind the tables
     plots: list[Path] = field(default_factory=list)  # PNG files (a PDF beside each)
+    verdict: list[str] = field(default_factory=list)  # the answer in sentences, before everything else
