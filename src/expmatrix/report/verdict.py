@@ -62,7 +62,7 @@ def interaction_sentence(term: str, p: str, inters: list[pl.DataFrame]) -> str:
     compared = frame.filter(~pl.col("is_baseline") & pl.col("delta").is_not_null())
     if compared.is_empty():
         return f"{term} ({p})"
-    spread = compared.group_by("level", maintain_order=True).agg((pl.col("delta").max() - pl.col("delta").min()))
+    spread = compared.group_by("level", maintain_order=True).agg(pl.col("delta").max() - pl.col("delta").min())
     level = spread.sort("delta", descending=True, maintain_order=True)["level"][0]
     rows = compared.filter(pl.col("level") == level).rows(named=True)
     dec = 2 if any(abs(r["delta"]) >= 10 for r in rows) else 4
