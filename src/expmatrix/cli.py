@@ -11,6 +11,7 @@ import click
 from tabulate import tabulate
 
 from expmatrix.cli_common import PROFILE, RUNS, SET, friendly
+from expmatrix.cli_compare import compare
 from expmatrix.cli_data import data
 from expmatrix.cli_export import export
 from expmatrix.cli_tokenizer import tokenizer
@@ -317,3 +318,4 @@ main.add_command(data)
 main.add_command(tokenizer)
 main.add_command(tune)
 main.add_command(export)
+main.add_command(compare)

@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from expmatrix.config import Job
+from expmatrix.config import Job, SpecError
 from expmatrix.matrix import Matrix
 from expmatrix.runfiles import DamagedFile
 from expmatrix.store import RunStore
@@ -41,6 +41,25 @@ def collect(matrix: Matrix, store: RunStore) -> pl.DataFrame:
     """Every job of the matrix with its state; factor levels come from the job's own record on disk.
     A job with a file that cannot be read is `damaged`, its `error` names the file; the others go on."""
     return pl.DataFrame([_row(job, store) for job in matrix.jobs], infer_schema_length=None)
+
+
+def collect_dir(store: RunStore) -> tuple[pl.DataFrame, list[str]]:
+    """(every job of a run directory, as `collect`; its factors), from the jobs' own records: for a run whose
+    experiment file changed or is not at hand. Two jobs of one cell and seed (two profiles in one directory)
+    are an error: name the experiment and profile instead."""
+    jobs = [store.read_job(i) for i in store.job_ids()]
+    if not jobs:
+        raise SpecError(f"{store.dir}: no job record (job.yaml) in it: not a run directory")
+    seen: dict[tuple, str] = {}
+    for job in jobs:
+        key = (*job.levels.items(), job.seed)
+        if key in seen:
+            raise SpecError(
+                f"{store.dir}: jobs {seen[key]} and {job.id} are both {job.describe()} (two profiles or settings in"
+                " one directory): compare EXPERIMENT.yaml@PROFILE instead"
+            )
+        seen[key] = job.id
+    return pl.DataFrame([_row(job, store) for job in jobs], infer_schema_length=None), list(jobs[0].levels)
 
 
 def orphans(matrix: Matrix, store: RunStore) -> list[str]:
