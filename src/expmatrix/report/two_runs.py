@@ -223,3 +223,13 @@ def compare_and_write(
         )
         write_report(report, both, Path(out))
     return render_terminal(report, None if wide else WIDTH) if fmt == "terminal" else FORMATS[fmt](report)
+
+
+def against_untuned(untuned_matrix: Matrix, tuned: Matrix, runs_root: str | Path, out: Path) -> str:
+    """The tuned matrix (B) against the same matrix untuned (A: `expmatrix run` of the experiment and profile),
+    written to `out`; the terminal text, or a line saying there is no untuned run to compare with."""
+    untuned = run_of(untuned_matrix, runs_root)
+    if finished(untuned.results).is_empty():
+        return f"tuned against untuned: no finished untuned job of {untuned.name} under {runs_root} (run it first)"
+    tuned_run = run_of(tuned, runs_root)
+    return "\nTuned against untuned\n" + compare_and_write(untuned, tuned_run, None, out)
