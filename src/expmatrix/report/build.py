@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from tqdm import tqdm
@@ -15,7 +16,7 @@ from tqdm import tqdm
 from expmatrix.config import SpecError
 from expmatrix.matrix import Matrix
 from expmatrix.metrics import higher_is_better
-from expmatrix.report import plots, tables
+from expmatrix.report import page_data, plots, tables
 from expmatrix.report.anova import factorial
 from expmatrix.report.collect import collect, orphans, read_history, read_predictions
 from expmatrix.report.convergence import convergence, convergence_warning
@@ -107,6 +108,22 @@ def make_plots(n: Numbers, s: ReportSettings, store: RunStore, out: Path) -> lis
     hist = {cell_label(c, factors): [read_history(store, j) for j in _jobs_of(results, c)] for c in top}
     steps.append(lambda: plots.learning_curves(hist, out, *LEARNING[s.task]))
     return [step() for step in tqdm(steps, desc="plots", leave=False)]
+
+
+def page(n: Numbers, s: ReportSettings, store: RunStore) -> dict[str, Any]:
+    """The data of the interactive page."""
+    column, label = LEARNING[s.task]
+    return {
+        "factors": n.factors,
+        "levels": {f: [str(v) for v in levels_of(n.results, f)] for f in n.factors},
+        "metrics": s.metrics,
+        "metric": s.metric,
+        "task": s.task,
+        "learning_label": label,
+        "cells": page_data.cells(n.stats, n.results, n.factors, s.metrics),
+        "forest": page_data.forest(n.effects, n.inters),
+        "curves": page_data.per_cell(n.results, n.factors, store, s.task, column),
+    }
 
 
 def with_adjusted(frames: list[pl.DataFrame], correction: str) -> list[pl.DataFrame]:
@@ -217,6 +234,7 @@ def build_report(
     if out is not None:
         numbers = Numbers(results, stats, effects, inters, factors, varied)
         report.plots = make_plots(numbers, s, store, out / "plots")
+        report.page = page(numbers, s, store)
     return report, results
 
 

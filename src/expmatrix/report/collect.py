@@ -8,7 +8,7 @@ import polars as pl
 
 from expmatrix.config import Job, SpecError
 from expmatrix.matrix import Matrix
-from expmatrix.runfiles import DamagedFile
+from expmatrix.runfiles import DamagedFile, read_file
 from expmatrix.store import RunStore
 
 
@@ -80,3 +80,14 @@ def read_history(store: RunStore, job_id: str) -> pl.DataFrame:
     if not path.exists():
         raise DamagedFile(path, "missing, though the job is done", job_id)
     return pl.DataFrame(store.history(job_id), infer_schema_length=None)
+
+
+def read_codebook_health(store: RunStore, job_id: str) -> list[dict[str, Any]] | None:
+    """Per pretraining epoch, the codebook health of a VQ job's tokenizer (utilisation, perplexity, ...); None
+    for a tokenizer without a codebook."""
+    path = store.job(job_id).tokenizer
+    if not path.exists():
+        return None
+    state = read_file(path, job_id)
+    found = [v["health"] for v in state.values() if isinstance(v, dict) and isinstance(v.get("health"), dict)]
+    return found[0].get("history") if found else None
