@@ -169,7 +169,7 @@ def compare_runs(a: Run, b: Run, metric: str, s: StatsSettings, higher: bool) ->
         raise SpecError(f"{a.name} and {b.name} have no finished cell in common")
     levels = level_deltas(a, b, metric, s, higher)
     dec = decimals(cells["a_mean"].to_list() + cells["b_mean"].to_list())
-    ab = f"{metric} A", f"{metric} B"
+    ab = "A mean", "B mean"
     level_rows = [
         [r["factor"], r["level"], str(r["cells"]), fmt(r["a_mean"], dec), fmt(r["b_mean"], dec), _delta(r, dec)]
         + [p_value(r["p"]), p_better(r), str(r["pairs"])]
@@ -177,7 +177,7 @@ def compare_runs(a: Run, b: Run, metric: str, s: StatsSettings, higher: bool) ->
     ]
     notes = [
         f"A: {a.name}; B: {b.name}. Δ = B - A over the pairs (same cell, same seed), {s.confidence:.0%} Student-t"
-        " interval; p: paired t-test, not adjusted.",
+        " interval; p: paired t-test, not adjusted. By level: means over the pairs.",
         "P(better): share of the pairs in which B beats A (a tie counts half), Clopper-Pearson interval.",
     ]
     headers = ["factor", "level", "cells", *ab, "Δ B - A [CI]", "p", "P(B better) [CI]", "pairs"]

@@ -81,7 +81,7 @@ def render_terminal(report: Report, width: int | None = WIDTH) -> str:
     for t in report.tables:
         blocks = fitted(t, width) if width else [f"{t.title}\n{_table(t, 'simple', lambda c: c + ' *')}"]
         parts += ["\n" + b for b in blocks]
-    return "\n".join(parts) + ("\n(* best)\n" if report.tables else "\n")
+    return "\n".join(parts) + ("\n(* best)\n" if any(t.bold for t in report.tables) else "\n")
 
 
 def render_markdown(report: Report) -> str:
