@@ -190,7 +190,7 @@ def run(experiment, profile, overrides, runs_root, workers, gpus, threads, retry
     "--out", type=click.Path(file_okay=False), default=None, help="Output folder [default: runs/<experiment>]."
 )
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the PNG/PDF plots.")
-@click.option("--wide", is_flag=True, help="Print every table whole (by default the terminal report fits 100 columns).")
+@click.option("--wide", is_flag=True, help="Print tables and warnings whole (by default every line fits 100 columns).")
 @friendly
 def report(experiment, profile, overrides, runs_root, report_spec, metric, metrics, baseline, interaction, top_k,
            fmt, out, plots, wide) -> None:  # fmt: skip

@@ -15,7 +15,7 @@ from expmatrix.cli_common import RUNS, friendly
 @click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "latex", "html"]), default="terminal",
               show_default=True, help="What is printed; every format is written to --out.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write the tables and files here.")
-@click.option("--wide", is_flag=True, help="Print every table whole (by default the terminal report fits 100 columns).")
+@click.option("--wide", is_flag=True, help="Print tables and warnings whole (by default every line fits 100 columns).")
 @friendly
 def compare(run_a, run_b, runs_root, metric, fmt, out, wide) -> None:
     """Compare RUN_B against RUN_A: per common cell and per factor level, Δ = B - A with its interval (paired by
