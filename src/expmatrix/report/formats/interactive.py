@@ -131,7 +131,7 @@ def _forest(page: dict[str, Any]) -> Any:
         width=620,
         height=height,
         x_axis_label=f"Δ {page['metric']}",
-        title="Δ vs baseline with its interval: effects (black), within a level of another factor (blue)",
+        title="Δ vs baseline [interval]: effects (black), within levels (blue)",
         tools="xpan,xwheel_zoom,reset,save",
     )
     src = ColumnDataSource({**data, "color": ["black" if g == "effect" else "#1f77b4" for g in data["group"]]})
