@@ -57,10 +57,9 @@ def test_sigterm_preempts_the_job_and_a_rerun_finishes_it_identically(tmp_path):
         torch.set_num_threads(threads)
     a, b = (json.loads(s.job(job.id).metrics.read_text()) for s in (whole, cut))
     assert a["test"] == b["test"] and a["val"] == b["val"] and a["params"] == b["params"]
-    history = [
-        [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-        for lines in (s.job(job.id).history.read_text().splitlines() for s in (whole, cut))
-    ]
+    history = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines] for lines in (
+        s.job(job.id).history.read_text().splitlines() for s in (whole, cut)
+    )]
     assert history[0] == history[1] and len(history[0]) == 3
     preds = [pl.read_parquet(s.job(job.id).predictions) for s in (whole, cut)]
     assert preds[0].equals(preds[1])

@@ -102,6 +102,8 @@ class DataConfig(Strict):
         return v
 
 
+
+
 def n_outputs(cfg: DataConfig) -> int:
     """Outputs of the model's head for the source's task."""
     return N_OUTPUTS[SOURCE_TASKS[cfg.source]]

@@ -50,7 +50,10 @@ class SlurmBackend(Backend):
     name = "slurm"
 
     def files(self, plan: Plan) -> dict[str, str]:
-        out = {f"{st.name}.sbatch": self.render(plan, "array.sbatch.j2", stage=st) for st in plan.stages}
+        out = {
+            f"{st.name}.sbatch": self.render(plan, "array.sbatch.j2", stage=st)
+            for st in plan.stages
+        }
         if plan.settings.report:
             out["report.sbatch"] = self.render(plan, "report.sbatch.j2")
         return out

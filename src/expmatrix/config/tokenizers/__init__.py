@@ -42,6 +42,7 @@ for _name, _kind in KINDS.items():
 TokenizerConfig = Annotated[Union[tuple(k.config for k in KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
+
 def fit_signature(config: TokenizerFields, features: tuple[str, ...], use_met: bool) -> str:
     """Everything that shapes a fitted tokenizer and its input layer: the cache key of its fit and sizing."""
     return f"{config.model_dump_json()}|{features}|{use_met}"
