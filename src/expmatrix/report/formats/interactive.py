@@ -147,7 +147,8 @@ def render_interactive(report: Report) -> str:
     assert page is not None
     verdict = "".join(f"<li>{escape(s)}</li>" for s in report.verdict)
     warnings = "".join(f"<li>{escape(w)}</li>" for w in report.warnings)
-    left = f"<details><summary>Left out ({len(report.warnings)})</summary><ul>{warnings}</ul></details>"
+    summary = f"Notes and what was left out ({len(report.warnings)})"
+    left = f"<details><summary>{summary}</summary><ul>{warnings}</ul></details>"
     head = Div(text=f"<h1>{escape(report.title)}</h1><h2>Verdict</h2><ul>{verdict}</ul>" + left * bool(warnings))
     table, full, shown = _cells_table(page)
     dots, points_all, points = _seed_points(page, shown)
