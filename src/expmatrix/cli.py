@@ -11,6 +11,7 @@ import click
 from tabulate import tabulate
 
 from expmatrix.cli_common import PROFILE, RUNS, SET, friendly
+from expmatrix.cli_compare import compare
 from expmatrix.cli_data import data
 from expmatrix.cli_export import export
 from expmatrix.cli_tokenizer import tokenizer
@@ -189,16 +190,18 @@ def run(experiment, profile, overrides, runs_root, workers, gpus, threads, retry
     "--out", type=click.Path(file_okay=False), default=None, help="Output folder [default: runs/<experiment>]."
 )
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the PNG/PDF plots.")
+@click.option("--wide", is_flag=True, help="Print tables and warnings whole (by default every line fits 100 columns).")
 @friendly
 def report(experiment, profile, overrides, runs_root, report_spec, metric, metrics, baseline, interaction, top_k,
-           fmt, out, plots) -> None:  # fmt: skip
-    """Compare the cells of EXPERIMENT: tables, factor effects with CIs, plots, in every format."""
+           fmt, out, plots, wide) -> None:  # fmt: skip
+    """Compare the cells of EXPERIMENT: the verdict first, then tables, factor effects with CIs, plots, in every
+    format (report.html: one interactive page that opens offline)."""
     from expmatrix.report import make_report
     from expmatrix.report.settings import parse_flags
 
     flags = parse_flags(metric, metrics, baseline, interaction, top_k)
     matrix = _matrix(experiment, profile, overrides)
-    text, written = make_report(matrix, runs_root, profile, report_spec, flags, out, fmt, plots)
+    text, written = make_report(matrix, runs_root, profile, report_spec, flags, out, fmt, plots, wide)
     click.echo(text)
     click.echo(f"written to {written}")
 
@@ -315,3 +318,4 @@ main.add_command(data)
 main.add_command(tokenizer)
 main.add_command(tune)
 main.add_command(export)
+main.add_command(compare)

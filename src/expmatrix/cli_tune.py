@@ -98,9 +98,11 @@ def run_tuned(
     """The tuned matrix through the ordinary local runner, then its report with the tuning stated."""
     from expmatrix.executors.local import run_local
     from expmatrix.inert import check_consumed
+    from expmatrix.matrix import build_matrix
     from expmatrix.report.build import build_report, write_report
     from expmatrix.report.formats import FORMATS
     from expmatrix.report.settings import ReportSettings, task_of
+    from expmatrix.report.two_runs import against_untuned
     from expmatrix.store import RunStore
     from expmatrix.tuning.export import tuned_matrix
 
@@ -115,5 +117,7 @@ def run_tuned(
     write_report(report, results, store.dir)
     click.echo(FORMATS["terminal"](report))
     click.echo(f"written to {store.dir}")
+    untuned = build_matrix(tuning.path, tuning.profile, tuning.overrides)
+    click.echo(against_untuned(untuned, matrix, runs_root, store.dir / "against_untuned"))
     if states["failed"]:
         sys.exit(1)

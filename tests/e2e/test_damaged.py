@@ -77,7 +77,7 @@ def test_a_truncated_status_json_is_named_by_status_report_and_redone_by_run(cop
     status = cli("status", exp, "--runs", store.root)
     assert status.exit_code == 0 and "1 damaged, 1 done" in status.output
     assert damaged in status.output and str(store.job(job).status) in status.output
-    report = cli("report", exp, "--runs", store.root, "--no-plots")
+    report = cli("report", exp, "--runs", store.root, "--no-plots", "--wide")  # warnings unwrapped
     assert report.exit_code == 0 and "left out: 1 damaged" in report.output
     assert f"damaged job {job} (tokenizer=" in report.output and damaged in report.output
 
@@ -98,7 +98,7 @@ def test_an_empty_metrics_json_of_a_done_job_is_left_out_of_the_report_and_retra
 
     status = cli("status", exp, "--runs", store.root)
     assert status.exit_code == 0 and "1 damaged, 1 done" in status.output and damaged in status.output
-    report = cli("report", exp, "--runs", store.root, "--no-plots")
+    report = cli("report", exp, "--runs", store.root, "--no-plots", "--wide")  # warnings unwrapped
     assert report.exit_code == 0 and "partial results: 1 of 2 jobs done; left out: 1 damaged" in report.output
     assert f"damaged job {job} (tokenizer=" in report.output and damaged in report.output
 

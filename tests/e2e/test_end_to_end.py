@@ -42,7 +42,7 @@ def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
     second = cli("run", str(exp), "--runs", runs)
     assert second.exit_code == 0 and "nothing to train: 2 done already" in second.output
 
-    rep = cli("report", str(exp), "--runs", runs)
+    rep = cli("report", str(exp), "--runs", runs, "--wide")  # the cells table whole: one line per cell
     assert rep.exit_code == 0, rep.output
     assert "test.auroc (mean ± std)" in rep.output and "warning" not in rep.output
     lines = {line.split()[0]: line for line in rep.output.splitlines() if line.startswith(("direct", "binned"))}

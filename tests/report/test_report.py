@@ -78,10 +78,13 @@ def test_interaction_splits_the_effect_by_the_other_factor():
     assert binned["max"]["delta"] == pytest.approx(-0.02) and binned["max"]["pairs_expected"] == 2
     assert binned["max"]["ci_low"] is None and binned["max"]["p"] is None  # one pair: no interval, no test
     table = interaction_table(inter, "test.auroc", [])
-    assert table.headers == ["pooling", "tokenizer=direct", "tokenizer=binned", "Δ binned vs direct [CI]", "p", "pairs"]
+    assert table.headers == [
+        "pooling", "tokenizer=direct", "tokenizer=binned", "Δ binned vs direct [CI]", "p", "P(better)", "pairs"
+    ]  # fmt: skip
+    # P(better): binned loses both cls pairs, 0 of 2: Clopper-Pearson [0, 1 - 0.025^(1/2)]; 0 of 1: [0, 0.975]
     assert table.rows == [
-        ["cls", "0.8100", "0.7700", "-0.0400 [-0.1671, +0.0871]", "0.156", "2/2"],
-        ["max", "0.7100", "0.7000", "-0.0200 (too few pairs for an interval)", "n/a", "1/2"],
+        ["cls", "0.8100", "0.7700", "-0.0400 [-0.1671, +0.0871]", "0.156", "0.00 [0.00, 0.84]", "2/2"],
+        ["max", "0.7100", "0.7000", "-0.0200 (too few pairs for an interval)", "n/a", "0.00 [0.00, 0.97]", "1/2"],
     ]
 
 
@@ -123,8 +126,8 @@ def test_effects_table_rows_and_incomplete_marginals_are_not_bold():
     eff = factor_effects(results(), FACTORS, "test.auroc", "tokenizer", "direct", SETTINGS)
     table = effects_table(eff, "test.auroc", True, [])
     assert table.rows == [
-        ["tokenizer", "direct", "0.7600", "2/2", "(baseline)", "", "4/4"],
-        ["tokenizer", "binned", "0.7350", "2/2", "-0.0333 [-0.0713, +0.0046]", "0.063", "3/4"],
+        ["tokenizer", "direct", "0.7600", "2/2", "(baseline)", "", "", "4/4"],
+        ["tokenizer", "binned", "0.7350", "2/2", "-0.0333 [-0.0713, +0.0046]", "0.063", "0.00 [0.00, 0.71]", "3/4"],
     ]
     assert table.bold == {(0, 2)}
     dropped = results().filter(pl.col("job") != "binned-max-1")  # binned/max now has no finished job

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
+import page_probe
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -85,22 +87,43 @@ def test_latex_is_escaped_and_compiles(reported, tmp_path):
     assert "Overfull" not in run.stdout
 
 
-def test_html_opens_in_headless_chromium_with_every_plot(reported, tmp_path):
+def test_the_interactive_page_opens_offline_sorts_filters_and_draws_a_cell(reported, tmp_path):
     page = reported[0] / "out" / "report.html"
     html = page.read_text()
-    assert html.count('src="data:image/png;base64,') == len(PLOTS) and 'src="http' not in html  # self-contained
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
+    assert re.search(r'<(script|link)[^>]+(src|href)="https?:', html) is None  # no CDN: Bokeh's JS is inlined
+    assert "Bokeh" in html and page.stat().st_size < 5_000_000
+    if page_probe.browser() is None:
         pytest.skip("no headless Chromium (apt-get install chromium)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'data-broken-images="0"' in dom.stdout  # the page's own check: every embedded PNG decoded
-    assert dom.stdout.count("<table>") == len(TABLES)
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
-                   capture_output=True, timeout=120)  # fmt: skip
+    seen = page_probe.probe_page(page, tmp_path, "test.auroc mean", ("tokenizer", "direct"))
+    assert seen["errors"] == [] and "failed" not in seen
+    auroc = [float(r[2]) for r in seen["before"]]  # columns: tokenizer, met, test.auroc mean, ...
+    assert auroc == sorted(auroc, reverse=True) and len(auroc) == 4  # best first, as the cells table
+    assert [float(r[2]) for r in seen["sorted"]] == sorted(auroc)  # one click on the header: ascending
+    assert [r[0] for r in seen["filtered"]] == ["direct", "direct"] and seen["filtered_keys"] == 2
+    chosen = seen["filtered"][0]  # the row clicked: its cell's curves, one line per seed (1 here)
+    assert f"{chosen[0]} | {chosen[1]} (seeds 0)" in seen["label"]
+    assert (seen["curve_lines"], seen["learning_lines"], seen["health_lines"]) == (1, 1, 0)  # no VQ: no codebook
+    shot = page_probe.screenshot(page, tmp_path, tmp_path / "shot.png")
     assert shot.stat().st_size > 10_000
+
+
+def test_the_terminal_report_fits_100_columns_unless_wide(reported):
+    tmp, exp, _ = reported
+    args = ["report", str(exp), "--runs", str(tmp / "runs"), "--out", str(tmp / "terminal"), "--no-plots"]
+    narrow, wide = cli(*args), cli(*args, "--wide")
+    assert narrow.startswith("Verdict\n- test.auroc, higher is better")
+    assert max(len(line) for line in narrow.splitlines()) <= 100
+    assert max(len(line) for line in wide.splitlines()) > 100
+
+
+def test_compare_a_run_with_itself_by_experiment_and_by_directory(reported):
+    tmp, exp, _ = reported
+    out = cli("compare", str(exp), str(tmp / "runs" / "tiny"), "--runs", str(tmp / "runs"), "--out", str(tmp / "cmp"))
+    assert "over 4 common cells, 4 seed pairs: Δ +0.0000" in " ".join(out.split())
+    cells = pl.read_csv(tmp / "cmp" / "tables" / "compare_cells.csv")
+    assert cells.height == 4 and cells["delta"].abs().max() == 0.0
+    result = CliRunner().invoke(main, ["compare", str(exp), str(tmp / "nowhere"), "--runs", str(tmp / "runs")])
+    assert result.exit_code == 1 and "neither a run directory nor an experiment file" in result.output
 
 
 def test_partial_results_are_reported_with_what_is_missing(reported):

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 
 from expmatrix.report.anova import factorial
 from expmatrix.report.convergence import late_gain, verdict
 from expmatrix.report.effects import factor_effects
-from expmatrix.report.seeds import power, resolvable, seed_noise, seeds_needed, seeds_table
-from expmatrix.report.stats import StatsSettings, adjust, interval, paired_stats, t_interval
-from expmatrix.report.tables import anova_table, emm_table
-from expmatrix.report.tables import seeds_table as seeds_render
+from expmatrix.report.seeds import power, resolvable, seed_noise, seeds_frame, seeds_needed
+from expmatrix.report.stats import StatsSettings, adjust, interval, paired_stats, prob_better, t_interval, wins_of
+from expmatrix.report.tables import anova_table, emm_table, seeds_table
 
 REPS = 2000  # Monte-Carlo repetitions: the standard error of a 95% coverage is 0.49%
 
@@ -26,6 +26,30 @@ def test_the_default_interval_covers_at_its_stated_level_for_every_number_of_pai
     low, high = t_interval(d, 0.95)
     covered = np.mean((low <= 0.01) & (high >= 0.01))
     assert abs(covered - 0.95) < 3 * math.sqrt(0.95 * 0.05 / REPS), covered
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 6, 8, 12, 24])
+def test_p_better_covers_the_mean_chance_over_heterogeneous_cells_at_its_stated_level(n):
+    rng = np.random.default_rng(100 + n)
+    shift = rng.normal(0.0, 0.01, size=n)  # each pair its own cell: true chances from about 0.1 to 0.9
+    chance = stats.norm.cdf(shift / 0.008)
+    d = rng.normal(shift, 0.008, size=(REPS, n))
+    share, low, high = prob_better(wins_of(d, higher=True), 0.95)
+    covered = np.mean((low <= chance.mean()) & (chance.mean() <= high))
+    assert covered >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / REPS), covered  # at least its stated coverage
+    assert share.mean() == pytest.approx(chance.mean(), abs=0.02)  # unbiased
+    if n == 24:
+        assert np.mean(high - low) < 0.45  # and informative with many pairs
+
+
+def test_p_better_by_hand_and_in_the_metric_direction():
+    share, low, high = prob_better(wins_of(np.array([0.01, 0.02, 0.03]), higher=True))
+    assert (share, low, high) == (1.0, pytest.approx(0.025 ** (1 / 3)), 1.0)  # 3 of 3: [(alpha/2)^(1/n), 1]
+    assert prob_better(wins_of(np.array([0.01, 0.02, 0.03]), higher=False))[0] == 0.0  # lower is better: all lost
+    share, low, high = prob_better(wins_of(np.array([0.01, 0.0, -0.02, 0.03]), higher=True))
+    assert share == pytest.approx(2.5 / 4)  # a tie counts half
+    assert low == pytest.approx(stats.beta.ppf(0.025, 2.5, 2.5))  # Beta(k, n - k + 1) with k = 2.5 wins of 4
+    assert high == pytest.approx(stats.beta.ppf(0.975, 3.5, 1.5))
 
 
 def test_the_percentile_bootstrap_undercovers_with_few_pairs_so_it_is_refused_by_default():
@@ -159,16 +183,16 @@ def test_seed_noise_ignores_the_spread_between_cells():
 
 def test_the_seeds_table_scales_with_the_noise():
     results = matrix()
-    seeds = seeds_table(results, FACTORS, "test.auroc", BASELINES, 0.002, 0.95, 0.8)
+    seeds = seeds_frame(results, FACTORS, "test.auroc", BASELINES, 0.002, 0.95, 0.8)
     binned = seeds.filter(pl.col("level") == "binned").row(0, named=True)
     assert (binned["pairs"], binned["cell_pairs"], binned["seeds"]) == (16, 4, 4.0)
     assert binned["seed_sd"] == pytest.approx(NOISE * math.sqrt(2), rel=0.4)  # a difference of two noisy jobs
     assert binned["resolvable"] < binned["resolvable_cell"]  # 16 pairs resolve less than 4
     assert binned["seeds_for_difference"] < binned["seeds_for_difference_cell"]
     noisier = results.with_columns(pl.col("test.auroc") + pl.Series(np.random.default_rng(5).normal(0, 0.01, 48)))
-    worse = seeds_table(noisier, FACTORS, "test.auroc", BASELINES, 0.002, 0.95, 0.8).row(0, named=True)
+    worse = seeds_frame(noisier, FACTORS, "test.auroc", BASELINES, 0.002, 0.95, 0.8).row(0, named=True)
     assert worse["seeds_for_difference"] > binned["seeds_for_difference"]
-    table = seeds_render(seeds, "test.auroc", 0.002, 0.8, 0.95)
+    table = seeds_table(seeds, "test.auroc", 0.002, 0.8, 0.95)
     assert table.rows[0][:3] == ["tokenizer", "binned vs direct", "16 (4 × 4)"]
 
 

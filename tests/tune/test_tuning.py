@@ -7,6 +7,7 @@ import json
 import signal
 
 import optuna
+import polars as pl
 import pytest
 import yaml
 from conftest import expmatrix, write_experiment
@@ -97,9 +98,13 @@ def test_export_then_the_tuned_matrix_and_both_reports(tuned):
         assert best["settings"] == studies[arm.name].best_params and f"{arm.name}.yaml" in out
         assert best["budget"] == {"trials": TRIALS, "epochs": 2}
 
+    finish(expmatrix("run", str(exp), "--runs", str(runs), "--workers", "1", "--threads", "1"))  # untuned
     out = finish(expmatrix("run", str(exp), "--runs", str(runs), "--tuned", "--workers", "1", "--threads", "1"))
     report = (runs / "tiny.tuned" / "report.md").read_text()  # `tune EXP --run` is the same
     assert "the same budget of 2 trials x 2 epochs" in report and "binned_ambre5" in report, out
+    assert "Tuned against untuned" in out and "B (tiny.tuned) against A (tiny) over 2 common cells" in out, out
+    cells = pl.read_csv(runs / "tiny.tuned" / "against_untuned" / "tables" / "compare_cells.csv")
+    assert sorted(cells["tokenizer"]) == ["binned_ambre5", "direct"] and not cells["paired"].any()  # 1 seed each
     tuned = RunStore(runs, "tiny.tuned")
     for record in map(tuned.read_record, tuned.job_ids()):
         arm = tuning.arm_of(record["levels"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from tqdm import tqdm
@@ -15,7 +16,7 @@ from tqdm import tqdm
 from expmatrix.config import SpecError
 from expmatrix.matrix import Matrix
 from expmatrix.metrics import higher_is_better
-from expmatrix.report import plots, tables
+from expmatrix.report import page_data, plots, tables
 from expmatrix.report.anova import factorial
 from expmatrix.report.collect import collect, orphans, read_history, read_predictions
 from expmatrix.report.convergence import convergence, convergence_warning
@@ -24,10 +25,11 @@ from expmatrix.report.document import Report
 from expmatrix.report.effects import cell_stats, factor_effects, finished, interaction, levels_of
 from expmatrix.report.formats import FORMATS
 from expmatrix.report.formats.latex import render_table
-from expmatrix.report.seeds import seeds_table
+from expmatrix.report.seeds import seeds_frame
 from expmatrix.report.settings import ReportSettings
 from expmatrix.report.stats import StatsSettings, adjust
 from expmatrix.report.tables import direction
+from expmatrix.report.verdict import verdict
 from expmatrix.runfiles import atomic_write
 from expmatrix.store import RunStore
 
@@ -108,6 +110,22 @@ def make_plots(n: Numbers, s: ReportSettings, store: RunStore, out: Path) -> lis
     return [step() for step in tqdm(steps, desc="plots", leave=False)]
 
 
+def page(n: Numbers, s: ReportSettings, store: RunStore) -> dict[str, Any]:
+    """The data of the interactive page."""
+    column, label = LEARNING[s.task]
+    return {
+        "factors": n.factors,
+        "levels": {f: [str(v) for v in levels_of(n.results, f)] for f in n.factors},
+        "metrics": s.metrics,
+        "metric": s.metric,
+        "task": s.task,
+        "learning_label": label,
+        "cells": page_data.cells(n.stats, n.results, n.factors, s.metrics),
+        "forest": page_data.forest(n.effects, n.inters),
+        "curves": page_data.per_cell(n.results, n.factors, store, s.task, column),
+    }
+
+
 def with_adjusted(frames: list[pl.DataFrame], correction: str) -> list[pl.DataFrame]:
     """The frames with `p_adj`: `correction` over every p-value in them, one family (none: unchanged)."""
     if correction == "none":
@@ -143,7 +161,7 @@ def analysis(
         ]
         out += [tables.emm_table(emm, s.metric, emm_notes)]
         frames |= {"anova": anova, "marginal_means": emm}
-    seeds = seeds_table(results, varied, s.metric, baselines, s.difference, s.confidence, s.power)
+    seeds = seeds_frame(results, varied, s.metric, baselines, s.difference, s.confidence, s.power)
     if seeds.height:
         out.append(tables.seeds_table(seeds, s.metric, s.difference, s.power, s.confidence))
         frames["seeds"] = seeds
@@ -159,17 +177,17 @@ def compare(
         return [], {}, None, []
     settings = StatsSettings(s.confidence, s.bootstrap, s.seed, s.interval, s.min_pairs)
     baselines = {f: s.baseline.get(f) or levels_of(results, f)[0] for f in varied}
-    effects = pl.concat([factor_effects(results, factors, s.metric, f, baselines[f], settings) for f in varied])
+    higher = direction(s.metric, s.directions())
+    effects = pl.concat([factor_effects(results, factors, s.metric, f, baselines[f], settings, higher) for f in varied])
     pairs = s.interaction_pairs(varied)
-    inters = [interaction(results, factors, s.metric, a, baselines[a], b, settings) for a, b in pairs]
+    inters = [interaction(results, factors, s.metric, a, baselines[a], b, settings, higher) for a, b in pairs]
     effects, *inters = with_adjusted([effects, *inters], s.correction)
     comparisons = sum(int(f["p"].is_not_null().sum()) for f in [effects, *inters])
     notes = tables.effect_notes(settings, s.correction, comparisons)
     model_tables, model_frames, model_notes = analysis(results, varied, pairs, baselines, s)
-    higher = direction(s.metric, s.directions())
     out = [
         tables.effects_table(effects, s.metric, higher, notes + [f"The factorial model: {n}." for n in model_notes]),
-        *(tables.interaction_table(i, s.metric, notes[1:3]) for i in inters),
+        *(tables.interaction_table(i, s.metric, [*notes[1:3], notes[4]]) for i in inters),
         *model_tables,
     ]
     frames = {"effects": effects, **{f"interaction_{a}__{b}": i for (a, b), i in zip(pairs, inters, strict=True)}}
@@ -210,10 +228,13 @@ def build_report(
     }
     warnings = coverage(results, factors, s.metrics) + left_out
     warnings += convergence_warning(conv, factors, column, s.plateau_epochs)
-    report = Report(title, warnings, table_list, frames)
+    up = direction(s.metric, higher)
+    said = verdict(effects, inters, compared_frames.get("anova"), s.metric, up, s.confidence)
+    report = Report(title, warnings, table_list, frames, verdict=said)
     if out is not None:
         numbers = Numbers(results, stats, effects, inters, factors, varied)
         report.plots = make_plots(numbers, s, store, out / "plots")
+        report.page = page(numbers, s, store)
     return report, results
 
 

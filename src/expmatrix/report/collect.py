@@ -6,9 +6,9 @@ from typing import Any
 
 import polars as pl
 
-from expmatrix.config import Job
+from expmatrix.config import Job, SpecError
 from expmatrix.matrix import Matrix
-from expmatrix.runfiles import DamagedFile
+from expmatrix.runfiles import DamagedFile, read_file
 from expmatrix.store import RunStore
 
 
@@ -43,6 +43,25 @@ def collect(matrix: Matrix, store: RunStore) -> pl.DataFrame:
     return pl.DataFrame([_row(job, store) for job in matrix.jobs], infer_schema_length=None)
 
 
+def collect_dir(store: RunStore) -> tuple[pl.DataFrame, list[str]]:
+    """(every job of a run directory, as `collect`; its factors), from the jobs' own records: for a run whose
+    experiment file changed or is not at hand. Two jobs of one cell and seed (two profiles in one directory)
+    are an error: name the experiment and profile instead."""
+    jobs = [store.read_job(i) for i in store.job_ids()]
+    if not jobs:
+        raise SpecError(f"{store.dir}: no job record (job.yaml) in it: not a run directory")
+    seen: dict[tuple, str] = {}
+    for job in jobs:
+        key = (*job.levels.items(), job.seed)
+        if key in seen:
+            raise SpecError(
+                f"{store.dir}: jobs {seen[key]} and {job.id} are both {job.describe()} (two profiles or settings in"
+                " one directory): compare EXPERIMENT.yaml@PROFILE instead"
+            )
+        seen[key] = job.id
+    return pl.DataFrame([_row(job, store) for job in jobs], infer_schema_length=None), list(jobs[0].levels)
+
+
 def orphans(matrix: Matrix, store: RunStore) -> list[str]:
     """Run directories on disk that no job of this matrix owns (e.g. after editing a level)."""
     ids = {j.id for j in matrix.jobs}
@@ -61,3 +80,14 @@ def read_history(store: RunStore, job_id: str) -> pl.DataFrame:
     if not path.exists():
         raise DamagedFile(path, "missing, though the job is done", job_id)
     return pl.DataFrame(store.history(job_id), infer_schema_length=None)
+
+
+def read_codebook_health(store: RunStore, job_id: str) -> list[dict[str, Any]] | None:
+    """Per pretraining epoch, the codebook health of a VQ job's tokenizer (utilisation, perplexity, ...); None
+    for a tokenizer without a codebook."""
+    path = store.job(job_id).tokenizer
+    if not path.exists():
+        return None
+    state = read_file(path, job_id)
+    found = [v["health"] for v in state.values() if isinstance(v, dict) and isinstance(v.get("health"), dict)]
+    return found[0].get("history") if found else None

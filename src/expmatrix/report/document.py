@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -17,3 +18,5 @@ class Report:
     tables: list[Table]
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)  # CSV stem -> numbers behind the tables
     plots: list[Path] = field(default_factory=list)  # PNG files (a PDF beside each)
+    verdict: list[str] = field(default_factory=list)  # the answer in sentences, before everything else
+    page: dict[str, Any] | None = None  # the interactive page's data (`page_data`); None: the static page

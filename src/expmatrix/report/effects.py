@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from expmatrix.report.stats import StatsSettings, paired_stats
+from expmatrix.report.stats import StatsSettings, paired_stats, prob_better, wins_of
 
 
 def finished(results: pl.DataFrame) -> pl.DataFrame:
@@ -72,9 +72,16 @@ def matched_pairs(
 
 
 def factor_effects(
-    results: pl.DataFrame, factors: list[str], metric: str, factor: str, baseline: str, settings: StatsSettings
+    results: pl.DataFrame,
+    factors: list[str],
+    metric: str,
+    factor: str,
+    baseline: str,
+    settings: StatsSettings,
+    higher: bool = True,
 ) -> pl.DataFrame:
-    """Per level of `factor`: marginal mean over its cells and the paired difference to `baseline`."""
+    """Per level of `factor`: marginal mean over its cells, the paired difference to `baseline`, and the
+    probability that the level beats the baseline in a matched pair (`higher`: the metric's better direction)."""
     done = finished(results).filter(pl.col(metric).is_not_null())
     cells = done.group_by(factors).agg(pl.col(metric).mean().alias("cell_mean"))
     all_cells = results.select(factors).unique()
@@ -84,6 +91,9 @@ def factor_effects(
         pairs, expected = matched_pairs(results, factors, metric, factor, level, baseline)
         s = paired_stats(pairs["d"].to_numpy(), settings)
         tested = level != baseline  # the baseline against itself: Δ 0, no test
+        better = (None,) * 3
+        if tested and s.n:
+            better = tuple(float(x) for x in prob_better(wins_of(pairs["d"].to_numpy(), higher), settings.confidence))
         rows.append(
             {
                 "factor": factor,
@@ -102,9 +112,11 @@ def factor_effects(
                 "p": s.p if tested else None,
                 "p_wilcoxon": s.p_wilcoxon if tested else None,
                 "p_ttest": s.p_ttest if tested else None,
+                **dict(zip(("p_better", "p_better_low", "p_better_high"), better, strict=True)),
             }
         )
     floats = ("marginal", "delta", "delta_std", "ci_low", "ci_high", "p", "p_wilcoxon", "p_ttest")
+    floats += ("p_better", "p_better_low", "p_better_high")
     return pl.DataFrame(rows, schema_overrides=dict.fromkeys(floats, pl.Float64), infer_schema_length=None)
 
 
@@ -116,6 +128,7 @@ def interaction(
     baseline: str,
     by: str,
     settings: StatsSettings,
+    higher: bool = True,
 ) -> pl.DataFrame:
     """The effects of `factor` within each level of `by`: does the answer depend on `by`?
 
@@ -125,6 +138,6 @@ def interaction(
     parts = []
     for lv in levels_of(results, by):
         sub = results.filter(pl.col(by) == lv)
-        effects = factor_effects(sub, rest, metric, factor, baseline, settings)
+        effects = factor_effects(sub, rest, metric, factor, baseline, settings, higher)
         parts.append(effects.select(pl.lit(by).alias("by"), pl.lit(lv).alias("by_level"), pl.all()))
     return pl.concat(parts)

@@ -70,7 +70,7 @@ def seed_noise(pairs: pl.DataFrame, groups: list[str]) -> tuple[float | None, in
     return (float(np.sqrt(by["ss"].sum() / df)) if df > 0 else None), df
 
 
-def seeds_table(
+def seeds_frame(
     results: pl.DataFrame,
     factors: list[str],
     metric: str,

@@ -18,6 +18,7 @@ class Table:
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) of the best values
     notes: list[str] = field(default_factory=list)
+    keys: int = 1  # leading columns that name a row: repeated in each part when a narrow terminal splits the table
 
 
 def decimals(values: list[float | None]) -> int:
@@ -64,7 +65,7 @@ def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], hig
             bold.add((best, len(factors) + j))
     lower = [m for m in metrics if not direction(m, higher)]
     notes = ["Best value of each metric in bold."] + ([f"Lower is better: {', '.join(lower)}."] if lower else [])
-    return Table("cells", "Cells: mean ± std over seeds, best first", headers, rows, bold, notes)
+    return Table("cells", "Cells: mean ± std over seeds, best first", headers, rows, bold, notes, len(factors))
 
 
 def with_ci(value: float | None, low: float | None, high: float | None, dec: int, sign: bool = False) -> str:
@@ -81,7 +82,14 @@ def _delta_ci(r: dict, dec: int) -> str:
     return with_ci(r["delta"], r["ci_low"], r["ci_high"], dec, True)
 
 
-def _p(p: float | None) -> str:
+def p_better(r: dict) -> str:
+    """`0.83 [0.36, 1.00]`: the share of matched pairs the level won, with its interval."""
+    if r["p_better"] is None:
+        return "n/a"
+    return with_ci(r["p_better"], r["p_better_low"], r["p_better_high"], 2)
+
+
+def p_value(p: float | None) -> str:
     return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
@@ -114,18 +122,21 @@ def effect_notes(s: StatsSettings, correction: str, comparisons: int) -> list[st
         f" with {interval}.",
         f"p: {test}. {adjusted}",
         "pairs: finished pairs used / pairs in the matrix.",
+        f"P(better): share of the matched pairs in which the level beats the baseline (a tie counts half), with a"
+        f" {s.confidence:.0%} Clopper-Pearson interval (at least its stated coverage of the mean chance over the"
+        " pairs, for any number of pairs).",
     ]
 
 
 def _p_cells(r: dict, adjusted: bool) -> list[str]:
-    return [_p(r["p"])] + ([_p(r["p_adj"])] if adjusted else [])
+    return [p_value(r["p"])] + ([p_value(r["p_adj"])] if adjusted else [])
 
 
 def effects_table(effects: pl.DataFrame, metric: str, higher: bool, notes: list[str]) -> Table:
     """Every factor's levels: marginal mean and paired difference to the baseline with CI and p."""
     adjusted = "p_adj" in effects.columns
     headers = ["factor", "level", f"{metric} marginal", "cells", "Δ vs baseline [CI]", "p"]
-    headers += ["p adj"] * adjusted + ["pairs"]
+    headers += ["p adj"] * adjusted + ["P(better) [CI]", "pairs"]
     dec = decimals(effects["marginal"].to_list())
     rows, bold = [], set()
     for group in effects.partition_by("factor", maintain_order=True):
@@ -134,10 +145,10 @@ def effects_table(effects: pl.DataFrame, metric: str, higher: bool, notes: list[
             bold.add((len(rows) + best_row(group["marginal"].to_list(), higher), 2))
         for r in group.iter_rows(named=True):
             delta = "(baseline)" if r["is_baseline"] else _delta_ci(r, dec)
-            p = [""] * (1 + adjusted) if r["is_baseline"] else _p_cells(r, adjusted)
+            p = [""] * (2 + adjusted) if r["is_baseline"] else [*_p_cells(r, adjusted), p_better(r)]
             cells = f"{r['cells']}/{r['cells_expected']}"
             rows.append([r["factor"], r["level"], fmt(r["marginal"], dec), cells, delta, *p, _pairs(r)])
-    return Table("effects", f"Factor effects on {metric}", headers, rows, bold, notes)
+    return Table("effects", f"Factor effects on {metric}", headers, rows, bold, notes, keys=2)
 
 
 def _pairs(r: dict) -> str:
@@ -152,7 +163,9 @@ def interaction_table(inter: pl.DataFrame, metric: str, notes: list[str]) -> Tab
     baseline = inter["baseline"][0]
     compared = [lv for lv in levels if lv != baseline]
     headers = [by] + [f"{factor}={lv}" for lv in levels]
-    headers += [h for lv in compared for h in (f"Δ {lv} vs {baseline} [CI]", "p", *["p adj"] * adjusted, "pairs")]
+    headers += [
+        h for lv in compared for h in (f"Δ {lv} vs {baseline} [CI]", "p", *["p adj"] * adjusted, "P(better)", "pairs")
+    ]
     dec = decimals(inter["marginal"].to_list())
     rows = []
     for group in inter.partition_by("by_level", maintain_order=True):
@@ -160,7 +173,7 @@ def interaction_table(inter: pl.DataFrame, metric: str, notes: list[str]) -> Tab
         row = [group["by_level"][0]] + [fmt(by_level[lv]["marginal"], dec) for lv in levels]
         for lv in compared:
             r = by_level[lv]
-            row += [_delta_ci(r, dec), *_p_cells(r, adjusted), _pairs(r)]
+            row += [_delta_ci(r, dec), *_p_cells(r, adjusted), p_better(r), _pairs(r)]
         rows.append(row)
     return Table(f"interaction_{factor}__{by}", f"{metric}: {factor} × {by}", headers, rows, set(), notes)
 
@@ -174,12 +187,12 @@ def ranking_table(stats: pl.DataFrame, factors: list[str], metric: str, k: int) 
         + [str(r["jobs"]), r["best_job"]]
         for i, r in enumerate(stats.head(k).iter_rows(named=True))
     ]
-    return Table("ranking", f"Top {min(k, stats.height)} cells by {metric}", headers, rows)
+    return Table("ranking", f"Top {min(k, stats.height)} cells by {metric}", headers, rows, keys=1 + len(factors))
 
 
 def _p_adj(r: dict) -> str:
     """Blank for a term outside the adjusted family (the seed block)."""
-    return "" if r["p_adj"] is None and r["term"] == "seed" else _p(r["p_adj"])
+    return "" if r["p_adj"] is None and r["term"] == "seed" else p_value(r["p_adj"])
 
 
 def anova_table(anova: pl.DataFrame, metric: str, notes: list[str]) -> Table:
@@ -191,7 +204,7 @@ def anova_table(anova: pl.DataFrame, metric: str, notes: list[str]) -> Table:
         + (
             [""] * (3 + adjusted)
             if r["term"] == "residual"
-            else [fmt(r["F"], 2), _p(r["p"]), *([_p_adj(r)] if adjusted else []), fmt(r["partial_eta2"], 3)]
+            else [fmt(r["F"], 2), p_value(r["p"]), *([_p_adj(r)] if adjusted else []), fmt(r["partial_eta2"], 3)]
         )
         for r in anova.iter_rows(named=True)
     ]
@@ -208,9 +221,9 @@ def emm_table(emm: pl.DataFrame, metric: str, notes: list[str]) -> Table:
         if r["level"] == r["baseline"]:
             delta, p = "(baseline)", ""
         else:
-            delta, p = with_ci(r["delta"], r["delta_low"], r["delta_high"], dec, True), _p(r["p"])
+            delta, p = with_ci(r["delta"], r["delta_low"], r["delta_high"], dec, True), p_value(r["p"])
         rows.append([r["factor"], r["level"], mean, delta, p])
-    return Table("marginal_means", f"Estimated marginal means of {metric} (model)", headers, rows, set(), notes)
+    return Table("marginal_means", f"Estimated marginal means of {metric} (model)", headers, rows, set(), notes, 2)
 
 
 def _seeds(n: int | None) -> str:
@@ -251,4 +264,4 @@ def seeds_table(seeds: pl.DataFrame, metric: str, difference: float, power: floa
         " effect (all pairs) and within one cell (its seeds alone); seeds/cell: the seeds every cell needs to resolve"
         f" a difference of {difference:g} (report.difference).",
     ]
-    return Table("seeds", f"How many seeds: {metric}", headers, rows, set(), notes)
+    return Table("seeds", f"How many seeds: {metric}", headers, rows, set(), notes, keys=2)
