@@ -48,15 +48,26 @@ class Transformer(nn.Module):
     first; it takes no additive position, and rotary position 0 (the other tokens shift by one).
     """
 
-    def __init__(self, embedding: nn.Module, cfg: ModelConfig, d_model: int, d_ff: int, n_outputs: int, seq_len: int):
+    def __init__(
+        self,
+        embedding: nn.Module,
+        cfg: ModelConfig,
+        d_model: int,
+        d_ff: int,
+        n_outputs: int,
+        seq_len: int,
+        layers: int | None = None,
+        slot_position: bool = True,
+    ):
+        """`layers`: blocks (default `cfg.layers`); `slot_position` False: no position of the slot (a set)."""
         super().__init__()
         self.pooling = cfg.pooling
         self.embed = embedding
-        self.position = additive_position(cfg.position, d_model, seq_len)
-        self.rope = rotary(cfg, d_model // cfg.heads)
+        self.position = additive_position(cfg.position, d_model, seq_len) if slot_position else nn.Identity()
+        self.rope = rotary(cfg, d_model // cfg.heads) if slot_position else None
         self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02) if self.pooling == "cls" else None
         self.blocks = nn.ModuleList(
-            make_block(cfg.block, d_model, cfg.heads, d_ff, cfg.dropout) for _ in range(cfg.layers)
+            make_block(cfg.block, d_model, cfg.heads, d_ff, cfg.dropout) for _ in range(layers or cfg.layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_outputs)
