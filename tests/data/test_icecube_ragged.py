@@ -94,7 +94,8 @@ def test_each_selection_keeps_the_pulses_it_names_in_time_order(tmp_path):
         ([0, 2, 2, 6], r"'offsets_val' has an empty event at event 1 \(offsets 2 -> 2\)"),
         ([0, 4, 2, 6], r"'offsets_val' has offsets that decrease at event 1 \(offsets 4 -> 2\)"),
         ([0, 2, 4, 9], r"'offsets_val' ends at 9 but 'pulses_val' holds 6 rows; event 2 ends past it"),
-        ([0, 2, 4], r"'direction_val' has shape \(3, 3\); expected \(2, 3\)"),
+        ([0, 2, 4], r"'offsets_val' ends at 4 but 'pulses_val' holds 6 rows"),
+        ([0, 2, 6], r"'direction_val' has shape \(3, 3\); expected \(2, 3\)"),
     ],
 )
 def test_bad_offsets_name_file_dataset_and_event(tmp_path, offsets, message):
@@ -154,7 +155,8 @@ def test_pulse_settings_stay_out_of_existing_ids_and_are_refused_where_inert():
     with pytest.raises(ValidationError, match="generator long writes pulses"):
         DataConfig(synthetic={"generator": "long"})
     with pytest.raises(ValidationError, match=r"model.kind\n.*groups pulses by sensor; data.source fourtops"):
-        JobConfig.model_validate({"data": {}, "tokenizer": {"kind": "direct"}, "model": {"kind": "hierarchical"}})
+        JobConfig.model_validate({"data": {}, "tokenizer": PRESETS.get("direct_icecube", "t"),
+                                  "model": {"kind": "hierarchical"}})  # fmt: skip
     assert "kind" not in ModelConfig().model_dump()
     with pytest.raises(ValidationError, match="dom_layers has no effect in the flat model"):
         ModelConfig(dom_layers=1)
