@@ -50,7 +50,7 @@ def feature_names(ds: h5py.Dataset, path: Path) -> list[str]:
     return names
 
 
-def _checked_datasets(f: h5py.File, path: Path, split: str) -> tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset]:
+def checked_datasets(f: h5py.File, path: Path, split: str) -> tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset]:
     pulses, n, direction = (dataset(f, path, f"{k}_{split}") for k in ("pulses", "n_pulses", "direction"))
     if pulses.ndim != 3:
         raise DataError(f"{path}: dataset 'pulses_{split}' has shape {pulses.shape}; expected (N, P, F)")
@@ -64,7 +64,7 @@ def _checked_datasets(f: h5py.File, path: Path, split: str) -> tuple[h5py.Datase
 def padded_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: int, chunk: int):
     """The first `n` events of the padded layout in chunks: (pulses (M, len(columns)) of the real rows, one event
     after the other, counts (m,)). Counts outside 1..P, NaN/inf pulses and bad directions are `DataError`s."""
-    pulses, n_ds, _ = _checked_datasets(f, path, split)
+    pulses, n_ds, _ = checked_datasets(f, path, split)
     p = pulses.shape[1]
     for start in range(0, n, chunk):
         raw = pulses[start : min(n, start + chunk)].astype(np.float32, copy=False)[:, :, columns]

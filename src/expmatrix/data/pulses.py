@@ -17,8 +17,8 @@ from expmatrix.config import PulsesConfig
 from expmatrix.config.layout import SPLITS
 from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5
-from expmatrix.data.icecube import check_directions, feature_names, padded_chunks
-from expmatrix.data.icecube_ragged import GEOMETRY, event_counts, is_ragged, ragged_chunks
+from expmatrix.data.icecube import check_directions, checked_datasets, feature_names, padded_chunks
+from expmatrix.data.icecube_ragged import GEOMETRY, checked_offsets, event_counts, is_ragged, ragged_chunks
 
 CHUNK_EVENTS = 4096  # events read at once
 SENSOR_COLUMNS = ("sensor_id", "x", "y", "z")  # what the hierarchical model groups and places pulses by
@@ -95,6 +95,8 @@ def read_pulses(
     already shuffled)."""
     path, pulses = Path(path), pulses or PulsesConfig()
     with open_h5(path) as f:
+        ragged = is_ragged(f, split)
+        ds = checked_offsets(f, path, split) if ragged else checked_datasets(f, path, split)  # shapes first
         ds = dataset(f, path, f"pulses_{split}")
         names = feature_names(ds, path)
         _columns(names, features, path, split, f"the tokenizer needs {list(features)}")
@@ -106,7 +108,6 @@ def read_pulses(
         cols = {x: i for i, x in enumerate(wanted)}
         counts_all = event_counts(f, path, split)
         n = len(counts_all) if fraction >= 1 else max(1, int(round(len(counts_all) * fraction)))
-        ragged = is_ragged(f, split)
         p_file = int(counts_all[:n].max()) if ragged else ds.shape[1]
         p = min(p_file, pulses.max) if pulses.max is not None else p_file
         cont = np.zeros((n, p, len(features)), np.float32)
