@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from expmatrix.cli import main
 from expmatrix.data import DataError
 from expmatrix.data.icecube import PULSE_FEATURES
-from expmatrix.data.pulses import read_pulses
 from expmatrix.data.icecube_kaggle import convert_kaggle
 from expmatrix.data.icecube_synthetic import sensor_positions
+from expmatrix.data.pulses import read_pulses
 
 # batch 1: event 11 has 6 pulses (trimmed to 4 below), event 12 has 2; batch 7: event 70 has 3
 PULSES = {

@@ -149,9 +149,9 @@ def test_a_preempted_hierarchical_run_resumes_bitwise(fitted, tmp_path):
     whole = trainer()
     whole.fit(train, train, tmp_path / "a.pt")
     first = trainer()
+    stop = lambda epoch, done: (epoch, done) == (1, 2) and os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
     with pytest.raises(Preempted):
-        first.fit(train, train, tmp_path / "b.pt",
-                  on_batch=lambda epoch, done: (epoch, done) == (1, 2) and os.kill(os.getpid(), signal.SIGTERM))  # fmt: skip
+        first.fit(train, train, tmp_path / "b.pt", on_batch=stop)
     resumed = trainer()
     resumed.fit(train, train, tmp_path / "b.pt")
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731

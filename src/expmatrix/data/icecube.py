@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from expmatrix.config.layout import SPLITS
-from expmatrix.data.fourtops import DataError, dataset, open_h5
+from expmatrix.data.fourtops import DataError, dataset
 
 PULSE_FEATURES = ("time", "charge", "x", "y", "z", "sensor_id", "auxiliary")  # the generator's column order
 UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored direction

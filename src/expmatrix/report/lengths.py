@@ -48,7 +48,9 @@ def _done(results: pl.DataFrame) -> pl.DataFrame:
     return results.filter(pl.col("state") == "done")
 
 
-def length_tables(results: pl.DataFrame, factors: list[str], baseline: dict[str, str], confidence: float) -> list[Table]:
+def length_tables(
+    results: pl.DataFrame, factors: list[str], baseline: dict[str, str], confidence: float
+) -> list[Table]:
     """The cells by length bin, and each compared level minus its baseline by bin (paired by seed)."""
     bins, done = length_bins(results), _done(results)
     if not bins or done.is_empty():
@@ -60,8 +62,10 @@ def length_tables(results: pl.DataFrame, factors: list[str], baseline: dict[str,
         rows.append([*map(str, key), str(cell.height),
                      *(f"{_mean_ci(cell[METRIC + b].cast(pl.Float64).fill_null(np.nan).to_numpy(), confidence)} "
                        f"(n={n})" for b, n in zip(bins, counts, strict=True))])  # fmt: skip
-    notes = [f"Mean angular error [rad] of the test events in each bin of pulses per event (as stored, before any "
-             f"selection); [{confidence:.0%} Student-t interval over the seeds] from 2 seeds on; n: test events."]  # fmt: skip
+    notes = [
+        f"Mean angular error [rad] of the test events in each bin of pulses per event (as stored, before any "
+        f"selection); [{confidence:.0%} Student-t interval over the seeds] from 2 seeds on; n: test events."
+    ]
     out = [Table("length_bins", "Angular error by event length", headers, rows, notes=notes)]
     for factor, base in baseline.items():
         if factor in factors and done[factor].n_unique() > 1:
