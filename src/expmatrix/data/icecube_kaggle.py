@@ -15,7 +15,8 @@ Without ``max_pulses`` every pulse is kept and the file is written in the ragged
 ``max_pulses`` pulses are kept: the non-auxiliary ones first (they made the trigger), then the auxiliary
 ones, each by time; the kept pulses are written in time order and the events that lost pulses are counted.
 Each event goes to train/val/test at random (``fractions``, seeded per batch: the same inputs give the same
-file), and a batch's events are written in random order (readers take the first rows as a sample); batches follow each other in the order given.
+file), and a batch's events are written in random order (readers take the first rows as a sample); batches
+follow each other in the order given.
 Batches are converted one at a time, in chunks of events, so memory stays bounded whatever the
 number of batches.
 """
