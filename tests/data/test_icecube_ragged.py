@@ -167,3 +167,16 @@ def test_the_ragged_file_records_its_columns_and_geometry(both_layouts):
         assert json.loads(f["pulses_train"].attrs["features"]) == list(PULSE_FEATURES)
         assert f["geometry"].shape == (5160, 3) and f["offsets_train"][0] == 0
         assert f["offsets_train"][-1] == len(f["pulses_train"])
+
+
+@pytest.mark.slow
+def test_the_long_events_experiment_sets_only_keys_that_are_read(tmp_path):
+    from expmatrix.inert import check_consumed
+    from expmatrix.matrix import build_matrix
+    from expmatrix.store import RunStore
+
+    matrix = build_matrix(__import__("conftest").REPO / "experiments" / "icecube_long_events.yaml", "quick")
+    check_consumed(matrix, RunStore(tmp_path, matrix.spec.name))
+    kinds = {j.levels["reader"]: (j.config.model.kind, j.config.data.pulses.max) for j in matrix.jobs}
+    assert kinds["hierarchical"] == ("hierarchical", None) and kinds["flat_L128_nonaux"] == ("flat", 128)
+    assert len(matrix.jobs) == 10 and len({j.id for j in matrix.jobs}) == 10
