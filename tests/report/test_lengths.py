@@ -51,3 +51,17 @@ def test_bin_labels(name, label):
     from expmatrix.report.lengths import bin_label
 
     assert bin_label(name) == label
+
+
+def test_metrics_by_length_bins_the_events_by_their_length_in_the_file():
+    from expmatrix.training.directions import length_bins as bins_of, metrics_by_length
+
+    assert [b[0] for b in bins_of()] == ["len_1_64", "len_65_256", "len_257_1024", "len_1025_up"]
+    angle = np.array([0.1, 0.3, 0.2, 1.0, 2.0, 0.5])
+    length = np.array([1, 64, 65, 256, 257, 5000])
+    m = metrics_by_length(angle, length)
+    assert m["events_len_1_64"] == 2 and m["angular_error_mean_len_1_64"] == pytest.approx(0.2)
+    assert m["angular_error_median_len_65_256"] == pytest.approx(0.6)
+    assert m["events_len_257_1024"] == 1 and m["angular_error_68_len_1025_up"] == pytest.approx(0.5)
+    assert metrics_by_length(angle[:2], length[:2])["events_len_1025_up"] == 0
+    assert "angular_error_mean_len_1025_up" not in metrics_by_length(angle[:2], length[:2])
