@@ -54,7 +54,8 @@ def test_bin_labels(name, label):
 
 
 def test_metrics_by_length_bins_the_events_by_their_length_in_the_file():
-    from expmatrix.training.directions import length_bins as bins_of, metrics_by_length
+    from expmatrix.training.directions import length_bins as bins_of
+    from expmatrix.training.directions import metrics_by_length
 
     assert [b[0] for b in bins_of()] == ["len_1_64", "len_65_256", "len_257_1024", "len_1025_up"]
     angle = np.array([0.1, 0.3, 0.2, 1.0, 2.0, 0.5])
