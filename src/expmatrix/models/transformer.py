@@ -57,14 +57,13 @@ class Transformer(nn.Module):
         n_outputs: int,
         seq_len: int,
         layers: int | None = None,
-        slot_position: bool = True,
     ):
-        """`layers`: blocks (default `cfg.layers`); `slot_position` False: no position of the slot (a set)."""
+        """`layers`: blocks (default `cfg.layers`)."""
         super().__init__()
         self.pooling = cfg.pooling
         self.embed = embedding
-        self.position = additive_position(cfg.position, d_model, seq_len) if slot_position else nn.Identity()
-        self.rope = rotary(cfg, d_model // cfg.heads) if slot_position else None
+        self.position = additive_position(cfg.position, d_model, seq_len)
+        self.rope = rotary(cfg, d_model // cfg.heads)
         self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02) if self.pooling == "cls" else None
         self.blocks = nn.ModuleList(
             make_block(cfg.block, d_model, cfg.heads, d_ff, cfg.dropout) for _ in range(layers or cfg.layers)
