@@ -95,7 +95,7 @@ def length_plot(results: pl.DataFrame, factors: list[str], out: Path) -> Path | 
     bins, done = length_bins(results), _done(results)
     if not bins or done.is_empty():
         return None
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
     x = np.arange(len(bins))
     for key, cell in done.group_by(factors, maintain_order=True):
@@ -106,5 +106,5 @@ def length_plot(results: pl.DataFrame, factors: list[str], out: Path) -> Path | 
     ax.set_xticks(x, [bin_label(b) for b in bins])
     ax.set_xlabel("pulses per event")
     ax.set_ylabel("mean angular error [rad]")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: cells cross each other
     return save(fig, out, "angular_error_by_length")
