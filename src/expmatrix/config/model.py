@@ -39,8 +39,8 @@ class ModelConfig(Strict):
         if self.layers < 2:
             raise ValueError("model.kind hierarchical needs model.layers >= 2 (one for T1, one for T2)")
         if self.position == "learned":
-            raise ValueError("model.kind hierarchical: position learned has no slot table (DOMs are a set placed by "
-                             "x, y, z); use sinusoidal, rope (a pulse's rank in its DOM) or none")
+            raise ValueError("model.kind hierarchical: position learned would need a table row per possible DOM "
+                             "slot (5160); use sinusoidal, rope (ranks in time, in a DOM and among DOMs) or none")
         if self.init == "pretrained":
             raise ValueError("model.kind hierarchical has no masked-modelling pretraining: use model.init scratch")
         return self
