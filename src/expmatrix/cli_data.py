@@ -29,7 +29,9 @@ def synth(source: str, out: str, events: int, seed: int) -> None:
 @click.argument("geometry", type=click.Path(dir_okay=False))
 @click.argument("batches", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .h5 file to write.")
-@click.option("--max-pulses", type=click.IntRange(min=1), default=128, show_default=True, help="Pulses kept per event.")
+@click.option("--max-pulses", type=click.IntRange(min=1), default=None,
+              help="Keep at most this many pulses per event (non-auxiliary first), padded layout; default: every "
+              "pulse, ragged layout.")  # fmt: skip
 @click.option("--fractions", default="0.8,0.1,0.1", show_default=True, help="Shares of train,val,test.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Of the split of the events.")
 @friendly
@@ -44,7 +46,8 @@ def icecube_kaggle(meta, geometry, batches, out, max_pulses, fractions, seed) ->
         raise click.BadParameter(message, param_hint="--fractions") from None
     r = convert_kaggle(meta, geometry, list(batches), out, max_pulses, shares, seed)
     events = ", ".join(f"{k} {v}" for k, v in r["events"].items())
-    click.echo(f"wrote {out}: {events} events; {r['truncated']} had more than {max_pulses} pulses (trimmed)")
+    trimmed = f"{r['truncated']} had more than {max_pulses} pulses (trimmed)" if max_pulses else "every pulse (ragged)"
+    click.echo(f"wrote {out}: {events} events; {trimmed}")
 
 
 def _ints(text: str) -> list[int]:

@@ -13,10 +13,11 @@ from expmatrix.store import RunStore
 
 
 def required_datasets(cfg: DataConfig) -> list[str]:
-    """The datasets a job of this data section reads: its `data.keys`, or the pulse layout's per split."""
+    """The datasets a job of this data section reads: its `data.keys`, or the pulse layout's per split (the counts,
+    `n_pulses` or `offsets`, are checked by the reader, which knows the layout)."""
     if cfg.source == "fourtops":
         return list(cfg.keys.model_dump().values())
-    return [f"{name}_{split}" for name in ("pulses", "n_pulses", "direction") for split in SPLITS]
+    return [f"{name}_{split}" for name in ("pulses", "direction") for split in SPLITS]
 
 
 def _check_file(path: Path, names: list[str]) -> None:

@@ -20,7 +20,7 @@ from expmatrix.assembly.recipe import Recipe
 from expmatrix.cli import main
 from expmatrix.config import JobConfig, SpecError
 from expmatrix.data import DataError, data_selection, synthetic_path
-from expmatrix.data.icecube import PULSE_FEATURES, read_pulses
+from expmatrix.data.icecube import PULSE_FEATURES
 from expmatrix.data.icecube_synthetic import (
     MAX_PULSES,
     N_GROUP,
@@ -33,6 +33,7 @@ from expmatrix.data.icecube_synthetic import (
     unit_vector,
     write_icecube,
 )
+from expmatrix.data.pulses import read_pulses
 from expmatrix.inert import check_consumed, consumed_keys, unread
 from expmatrix.matrix import build_matrix
 from expmatrix.store import RunStore
@@ -240,7 +241,8 @@ def test_inert_check_passes_the_experiment_and_flags_fourtops_keys(tmp_path):
         "base.data.unit",
     ]
     assert {k for k in reads if k.startswith("data.")} == {
-        "data.source", "data.path", "data.max_events", "data.synthetic#", "data.synthetic.events", "data.synthetic.seed"
+        "data.source", "data.path", "data.max_events", "data.synthetic#", "data.synthetic.events",
+        "data.synthetic.seed", "data.synthetic.generator", "data.pulses#", "data.pulses.max",
     }  # fmt: skip
 
 

@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 from expmatrix.cli import main
 from expmatrix.data import DataError
-from expmatrix.data.icecube import PULSE_FEATURES, read_pulses
+from expmatrix.data.icecube import PULSE_FEATURES
 from expmatrix.data.icecube_kaggle import convert_kaggle
 from expmatrix.data.icecube_synthetic import sensor_positions
+from expmatrix.data.pulses import read_pulses
 
 # batch 1: event 11 has 6 pulses (trimmed to 4 below), event 12 has 2; batch 7: event 70 has 3
 PULSES = {
@@ -153,3 +154,18 @@ def test_a_batch_given_twice_and_nan_pulses_are_rejected(kaggle, tmp_path):
     with pytest.raises(DataError, match=r"batch_1\.parquet: columns \['charge'\] hold nulls or NaN/inf"):
         convert_kaggle(meta, geometry, batches, tmp_path / "out.h5")
     assert not list(tmp_path.glob("*out.h5*"))
+
+
+def test_without_max_pulses_every_pulse_is_written_ragged_in_time_order(kaggle, tmp_path):
+    meta, geometry, batches = kaggle
+    out = tmp_path / "ragged.h5"
+    result = CliRunner().invoke(main, ["data", "icecube-kaggle", str(meta), str(geometry), *map(str, batches),
+                                       "--out", str(out), "--fractions", "1,0,0"])  # fmt: skip
+    assert result.exit_code == 0 and "train 3, val 0, test 0 events; every pulse (ragged)" in result.output
+    with h5py.File(out) as f:
+        assert "offsets_train" in f and "n_pulses_train" not in f and f["geometry"].shape == (5160, 3)
+    ev = read_pulses(out, "train", PULSE_FEATURES)
+    n = ev.real.sum(1).tolist()
+    e11 = n.index(6)
+    assert sorted(n) == [2, 3, 6] and ev.length.tolist() == n
+    assert ev.cont[e11, :, PULSE_FEATURES.index("time")].tolist() == [5, 10, 20, 30, 40, 50]  # nothing trimmed

@@ -20,7 +20,7 @@ from expmatrix.matrix import build_matrix
 from expmatrix.metrics import higher_is_better
 from expmatrix.report.settings import ReportSettings
 from expmatrix.store import RunStore
-from expmatrix.training.directions import direction_metrics, evaluate_directions
+from expmatrix.training.directions import direction_metrics, evaluate_directions, metrics_by_length
 from expmatrix.training.trainer import Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -115,7 +115,10 @@ def test_a_tiny_regression_matrix_learns_the_direction(trained):
         assert preds.height == metrics["events"]["test"] == 200
         # the reported metrics are those of the saved predictions (one forward path)
         pred, true = preds.select("pred_x", "pred_y", "pred_z").to_numpy(), preds.select("true_x", "true_y", "true_z")
-        assert direction_metrics(pred, true.to_numpy(), preds["kappa"].to_numpy()) == pytest.approx(test, abs=1e-12)
+        by_length = metrics_by_length(preds["angular_error"].to_numpy(), preds["length"].to_numpy())
+        assert by_length["events_len_1_64"] + by_length["events_len_65_256"] == 200  # at most 128 pulses each
+        again = direction_metrics(pred, true.to_numpy(), preds["kappa"].to_numpy()) | by_length
+        assert again == pytest.approx(test, abs=1e-12)
         np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1.0, atol=1e-6)
         history = [json.loads(line) for line in store.job(job.id).history.read_text().splitlines()]
         assert len(history) == 3 and history[-1]["val_angle_median"] < history[0]["val_angle_median"]
@@ -144,11 +147,13 @@ def test_report_of_a_regression_matrix(trained):
     best = summary.sort("test.angular_error_median mean")["model.pooling"][0]
     assert summary["model.pooling"][0] == best  # ranked lower-is-better
     plots = {p.name for p in (out / "plots").iterdir()}
-    for stem in ("angular_error_cells", "angular_error_model.pooling", "learning_curves", "effects"):
+    for stem in ("angular_error_cells", "angular_error_model.pooling", "learning_curves", "effects",
+                 "angular_error_by_length"):  # fmt: skip
         assert {f"{stem}.png", f"{stem}.pdf"} <= plots
     assert not any(p.startswith("roc") for p in plots)
     html = (out / "report.html").read_text()  # the interactive page: angular-error curves, not ROC
     assert "fraction of test events below" in html and "background rejection" not in html
+    assert "Angular error by event length" in result.output and "1-64 pulses" in result.output
     effects = pl.read_csv(out / "tables" / "effects.csv")
     values = dict(zip(summary["model.pooling"], summary["test.angular_error_median mean"], strict=True))
     delta = effects.filter(pl.col("level") == "max")["delta"][0]

@@ -22,6 +22,14 @@ from expmatrix.tokenizers import Tokenizer, Tokens
 from expmatrix.tokenizers.base import to_device
 
 
+def sensor_tokens(events: Events) -> Tokens:
+    """`sensor` (N, P) ids and `sensor_xyz` (N, P, 3) m of every pulse slot, where the events carry them."""
+    if events.sensors is None:
+        return {}
+    sensors = torch.from_numpy(events.sensors)
+    return {"sensor": sensors[..., 0].to(torch.int32), "sensor_xyz": sensors[..., 1:].contiguous()}
+
+
 class Assembly:
     """The parts of `job` for `store`'s runs on `device`. `tokenizer`: an already fitted one (the job's own
     record, for export) in place of the shared fit."""
@@ -45,7 +53,8 @@ class Assembly:
         cfg, cache = self.cfg, self.store.paths.cache.dir
         if cfg.data.source == "fourtops":
             return load_splits(cfg.data, self.job.data_path, cache)
-        return load_pulse_splits(cfg.data, self.job.data_path, cache, self.recipe.features)
+        hierarchical = cfg.model.kind == "hierarchical"  # it groups pulses by sensor and places them
+        return load_pulse_splits(cfg.data, self.job.data_path, cache, self.recipe.features, sensors=hierarchical)
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
@@ -55,7 +64,9 @@ class Assembly:
 
     @cached_property
     def tokens(self) -> dict[str, Tokens]:
-        return {s: to_device(self.tokenizer.transform(ev), self.device) for s, ev in self.splits.items()}
+        """The tokenizer's tokens of every split (and, for the hierarchical model, each pulse's sensor)."""
+        return {s: to_device(self.tokenizer.transform(ev) | sensor_tokens(ev), self.device)
+                for s, ev in self.splits.items()}  # fmt: skip
 
     @cached_property
     def targets(self) -> dict[str, torch.Tensor]:

@@ -15,8 +15,30 @@ N_OUTPUTS = {"classification": 2, "direction": 3}  # binary logits; a 3-vector (
 
 
 class SyntheticConfig(Strict):
+    LATER_DEFAULTS = {"generator": "tracks"}
+
     events: int = Field(100_000, ge=100)  # all splits together (80/10/10)
     seed: int = 0
+    # icecube only: `tracks` (one pulse per sensor, padded to 128) or `long` (several pulses per sensor,
+    # heavy-tailed event length, written ragged: see data/icecube_long.py)
+    generator: Literal["tracks", "long"] = "tracks"
+
+
+class PulsesConfig(Strict):
+    """Which pulses of an event the model sees (pulse sources): at most `max`, chosen by `select`, then in time
+    order. The same for every tokenizer; applied per event while the file is read."""
+
+    max: int | None = Field(None, ge=1)  # None: every pulse
+    # time: the first `max`; nonaux_first: non-auxiliary pulses first, each by time (the Kaggle second-place
+    # model); charge: the brightest; random: a seeded sample (the same for every job)
+    select: Literal["time", "nonaux_first", "charge", "random"] = "time"
+    LATER_DEFAULTS = {"select": "time"}
+
+    @model_validator(mode="after")
+    def _select_needs_max(self) -> PulsesConfig:
+        if self.max is None and "select" in self.model_fields_set:
+            raise ValueError("data.pulses.select has no effect without data.pulses.max: set max or remove select")
+        return self
 
 
 class TaskConfig(Strict):
@@ -51,7 +73,7 @@ FOURTOPS_ONLY = ("keys", "task", "use_met", "cont_features", "unit", "order")  #
 
 
 class DataConfig(Strict):
-    LATER_DEFAULTS = {"order": "input"}
+    LATER_DEFAULTS = {"order": "input", "pulses": {"max": None}}
 
     source: Literal["fourtops", "icecube"] = "fourtops"  # the layout, and the task: see SOURCE_TASKS
     path: str = "synthetic"  # "synthetic" (embedded generator, cached) or an .h5 path relative to the experiment
@@ -65,11 +87,21 @@ class DataConfig(Strict):
     # object order in each event, the same for every tokenizer: as stored, pT-descending, or a seeded shuffle
     # (the same permutation for every job); real objects first, empty slots last in both
     order: Literal["input", "pt", "shuffled"] = "input"
+    pulses: PulsesConfig = PulsesConfig()  # pulse sources: the pulses of each event a model sees
+
+    @field_validator("pulses")
+    @classmethod
+    def _pulse_sources_only(cls, v: PulsesConfig, info: ValidationInfo) -> PulsesConfig:
+        if info.data.get("source", "fourtops") == "fourtops" and v.max is not None:
+            raise ValueError("a pulse setting; data.source fourtops has objects, not pulses: remove it")
+        return v
 
     @model_validator(mode="after")
     def _synthetic_only_for_synthetic(self) -> DataConfig:
         if self.path != "synthetic" and "synthetic" in self.model_fields_set:
             raise ValueError(f"data.synthetic has no effect when data.path is a file ({self.path}): remove it")
+        if self.source == "fourtops" and self.synthetic.generator != "tracks":
+            raise ValueError("data.synthetic.generator long writes pulses: it needs data.source icecube")
         return self
 
     @field_validator(*FOURTOPS_ONLY)

@@ -80,6 +80,15 @@ class JobConfig(Strict):
                 raise self._error(("tokenizer", key), tok[key], f"has no effect on data.source {source}: {why}")
         return self
 
+    @model_validator(mode="after")
+    def _hierarchy_needs_pulses(self) -> JobConfig:
+        """The hierarchical model groups pulses by their sensor: a source of objects has none."""
+        kind, source = vars(self.model)["kind"], vars(self.data)["source"]
+        if kind == "hierarchical" and SOURCE_TASKS[source] == "classification":
+            raise self._error(("model", "kind"), kind, f"groups pulses by sensor; data.source {source} has objects, "
+                              "not pulses: use model.kind flat")  # fmt: skip
+        return self
+
     def _error(self, loc: tuple[str, ...], value: Any, msg: str) -> ValidationError:
         """A validation error at `loc` (so that it is reported at the key where the value was set)."""
         error = InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=loc, input=value)

@@ -9,15 +9,22 @@ from expmatrix.config import DataConfig
 from expmatrix.config.layout import SPLITS
 from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5, read_split
-from expmatrix.data.icecube import read_pulses
+from expmatrix.data.icecube_long import write_long_events
 from expmatrix.data.icecube_synthetic import write_icecube
+from expmatrix.data.pulses import read_pulses
 from expmatrix.data.synthetic import write_fourtops
 
-WRITERS: dict[str, Callable[[Path, int, int], Path]] = {"fourtops": write_fourtops, "icecube": write_icecube}
+WRITERS: dict[str, Callable[[Path, int, int], Path]] = {"fourtops": write_fourtops, "icecube": write_icecube,
+                                                         "icecube_long": write_long_events}  # fmt: skip
+
+
+def generator(cfg: DataConfig) -> str:
+    """The writer of the job's synthetic data (a key of `WRITERS`)."""
+    return cfg.source if cfg.synthetic.generator == "tracks" else f"{cfg.source}_{cfg.synthetic.generator}"
 
 
 def synthetic_path(cache_dir: Path, cfg: DataConfig) -> Path:
-    return cache_dir / f"{cfg.source}_synthetic_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
+    return cache_dir / f"{generator(cfg)}_synthetic_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
 
 
 def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
@@ -26,7 +33,7 @@ def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
         return Path(data_path)
     path = synthetic_path(cache_dir, cfg)
     if not path.exists():
-        WRITERS[cfg.source](path, cfg.synthetic.events, cfg.synthetic.seed)
+        WRITERS[generator(cfg)](path, cfg.synthetic.events, cfg.synthetic.seed)
     return path
 
 
@@ -36,6 +43,10 @@ def data_selection(cfg: DataConfig) -> dict:
         out = {"source": cfg.source, "max_events": cfg.max_events}
         if cfg.path == "synthetic":
             out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
+            if cfg.synthetic.generator != "tracks":  # (at its default it stays out: existing fits keep their keys)
+                out["synthetic"]["generator"] = cfg.synthetic.generator
+        if cfg.pulses.max is not None:
+            out["pulses"] = {"max": cfg.pulses.max, "select": cfg.pulses.select}
         return out
     out = {
         "source": cfg.source,
@@ -59,19 +70,24 @@ def file_identity(data_path: str) -> list:
     return [str(Path(data_path).resolve()), st.st_size, st.st_mtime_ns]
 
 
-def _fraction(path: Path, train_key: str, max_events: int | None) -> float:
-    """The share of every split to read so that the training split has at most `max_events` events."""
+def _fraction(path: Path, train_key: str | None, max_events: int | None) -> float:
+    """The share of every split to read so that the training split has at most `max_events` events
+    (`train_key` None: a pulse file of either layout)."""
     if max_events is None:
         return 1.0
     with open_h5(path) as f:
-        return min(1.0, max_events / len(dataset(f, path, train_key)))
+        n = len(dataset(f, path, "direction_train")) if train_key is None else len(dataset(f, path, train_key))
+        return min(1.0, max_events / n)
 
 
-def load_pulse_splits(cfg: DataConfig, data_path: str, cache_dir: Path, features: tuple[str, ...]):
-    """train/val/test `Events` of a pulse file with the columns `features` and the direction as target."""
+def load_pulse_splits(
+    cfg: DataConfig, data_path: str, cache_dir: Path, features: tuple[str, ...], sensors: bool = False
+) -> dict[str, Events]:
+    """train/val/test `Events` of a pulse file with the columns `features` after the job's pulse selection, the
+    direction as target, and with `sensors` every pulse's sensor and its position."""
     path = ensure_file(cfg, data_path, cache_dir)
-    fraction = _fraction(path, "n_pulses_train", cfg.max_events)
-    return {split: read_pulses(path, split, features, fraction) for split in SPLITS}
+    fraction = _fraction(path, None, cfg.max_events)
+    return {split: read_pulses(path, split, features, fraction, cfg.pulses, sensors) for split in SPLITS}
 
 
 def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, Events]:

@@ -18,6 +18,8 @@ class Events:
         label:    (N,)       int64 class index (binary: 1 = the declared signal); 0 for a regression source
         process:  (N,)       int64 process id as stored in the file; 0 for a regression source
         target:   (N, 3)     float32 regression target (IceCube: the unit direction) or None
+        sensors:  (N, O, 4)  float32 sensor_id, x, y, z of each pulse (the hierarchical model's DOMs) or None
+        length:   (N,)       int64 pulses of the event in the file, before any selection (pulse sources) or None
     """
 
     ids: np.ndarray
@@ -27,6 +29,8 @@ class Events:
     process: np.ndarray
     feature_names: tuple[str, ...]
     target: np.ndarray | None = None
+    sensors: np.ndarray | None = None
+    length: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
@@ -38,8 +42,11 @@ class Events:
 
     def rows(self, s: slice) -> Events:
         """The events in `s` (views, not copies)."""
-        return Events(self.ids[s], self.cont[s], None if self.globals_ is None else self.globals_[s], self.label[s],
-                      self.process[s], self.feature_names, None if self.target is None else self.target[s])  # fmt: skip
+        def part(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[s]
+
+        return Events(self.ids[s], self.cont[s], part(self.globals_), self.label[s], self.process[s],
+                      self.feature_names, part(self.target), part(self.sensors), part(self.length))  # fmt: skip
 
 
 def split_holdout(n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

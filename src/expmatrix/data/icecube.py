@@ -26,8 +26,7 @@ import h5py
 import numpy as np
 
 from expmatrix.config.layout import SPLITS
-from expmatrix.data.events import Events
-from expmatrix.data.fourtops import DataError, dataset, open_h5
+from expmatrix.data.fourtops import DataError, dataset
 
 PULSE_FEATURES = ("time", "charge", "x", "y", "z", "sensor_id", "auxiliary")  # the generator's column order
 UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored direction
@@ -51,7 +50,7 @@ def feature_names(ds: h5py.Dataset, path: Path) -> list[str]:
     return names
 
 
-def _checked_datasets(f: h5py.File, path: Path, split: str) -> tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset]:
+def checked_datasets(f: h5py.File, path: Path, split: str) -> tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset]:
     pulses, n, direction = (dataset(f, path, f"{k}_{split}") for k in ("pulses", "n_pulses", "direction"))
     if pulses.ndim != 3:
         raise DataError(f"{path}: dataset 'pulses_{split}' has shape {pulses.shape}; expected (N, P, F)")
@@ -62,18 +61,41 @@ def _checked_datasets(f: h5py.File, path: Path, split: str) -> tuple[h5py.Datase
     return pulses, n, direction
 
 
-def check_values(path: Path, split: str, cont: np.ndarray, n_pulses: np.ndarray, direction: np.ndarray, p: int):
-    """Counts within 1..P, finite pulses in the real rows, finite unit directions; errors name the dataset."""
+def padded_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: int, chunk: int):
+    """The first `n` events of the padded layout in chunks: (pulses (M, len(columns)) of the real rows, one event
+    after the other, counts (m,)). Counts outside 1..P, NaN/inf pulses and bad directions are `DataError`s."""
+    pulses, n_ds, _ = checked_datasets(f, path, split)
+    p = pulses.shape[1]
+    for start in range(0, n, chunk):
+        raw = pulses[start : min(n, start + chunk)].astype(np.float32, copy=False)[:, :, columns]
+        counts = n_ds[start : start + len(raw)].astype(np.int64)
+        check_counts(path, split, counts, p, start)
+        flat = raw[np.arange(p)[None, :] < counts[:, None]]
+        check_finite(path, f"pulses_{split}", flat, counts, start)
+        yield flat, counts
+
+
+def check_counts(path: Path, split: str, n_pulses: np.ndarray, p: int, first: int = 0) -> None:
     bad = np.flatnonzero((n_pulses < 1) | (n_pulses > p))
     if len(bad):
         raise DataError(
-            f"{path}: dataset 'n_pulses_{split}' holds {n_pulses[bad[0]]} at event {bad[0]}; "
+            f"{path}: dataset 'n_pulses_{split}' holds {n_pulses[bad[0]]} at event {first + bad[0]}; "
             f"expected 1..{p} ({len(bad)} such events)"
         )
-    real = np.arange(p)[None, :] < n_pulses[:, None]
-    bad = np.flatnonzero((~np.isfinite(cont) & real[..., None]).any(axis=(1, 2)))
-    if len(bad):
-        raise DataError(f"{path}: dataset 'pulses_{split}' has NaN/inf in {len(bad)} events, first event {bad[0]}")
+
+
+def check_finite(path: Path, name: str, flat: np.ndarray, counts: np.ndarray, first: int = 0) -> None:
+    """NaN/inf in the pulses of a chunk: a `DataError` naming the dataset and the first such event."""
+    bad_rows = ~np.isfinite(flat).all(axis=1)
+    if bad_rows.any():
+        event = np.repeat(np.arange(len(counts)), counts)[bad_rows]
+        raise DataError(
+            f"{path}: dataset {name!r} has NaN/inf in {len(np.unique(event))} events, first event {first + event[0]}"
+        )
+
+
+def check_directions(path: Path, split: str, direction: np.ndarray) -> None:
+    """Finite unit vectors; an error names the dataset and the first bad event."""
     norm = np.linalg.norm(direction, axis=1)
     bad = np.flatnonzero(~np.isfinite(norm) | (np.abs(norm - 1) > UNIT_TOLERANCE))
     if len(bad):
@@ -83,52 +105,14 @@ def check_values(path: Path, split: str, cont: np.ndarray, n_pulses: np.ndarray,
         )
 
 
-def read_pulses(path: str | Path, split: str, features: tuple[str, ...], fraction: float = 1.0) -> Events:
-    """One split as `Events`: pulses as objects (id 1, 0 = empty slot), the columns named in `features`,
-    the direction as `target`. ``fraction`` < 1 reads only the first rows (the file is already shuffled)."""
-    path = Path(path)
-    with open_h5(path) as f:
-        pulses, n_ds, dir_ds = _checked_datasets(f, path, split)
-        names = feature_names(pulses, path)
-        missing = [x for x in features if x not in names]
-        if missing:
-            raise DataError(
-                f"{path}: dataset 'pulses_{split}' has no columns {missing} (the tokenizer needs {list(features)}); "
-                f"it holds {names}"
-            )
-        n = len(n_ds) if fraction >= 1 else max(1, int(round(len(n_ds) * fraction)))
-        raw = pulses[:n].astype(np.float32, copy=False)
-        n_pulses, direction = n_ds[:n], dir_ds[:n].astype(np.float32)
-    p = raw.shape[1]
-    cont = raw[:, :, [names.index(x) for x in features]]
-    check_values(path, split, cont, n_pulses, direction, p)
-    real = np.arange(p)[None, :] < n_pulses[:, None]
-    zeros = np.zeros(n, dtype=np.int64)
-    return Events(
-        ids=real.astype(np.int64),
-        cont=np.where(real[..., None], cont, 0.0).astype(np.float32),
-        globals_=None,
-        label=zeros,
-        process=zeros,
-        feature_names=tuple(features),
-        target=direction,
-    )
+class AtomicH5:
+    """An HDF5 file written under a temporary name that replaces `path` on a clean exit (nothing half-written)."""
 
-
-class PulseWriter:
-    """Appends events to a file in this layout, split by split; the file appears (atomically) on a clean exit.
-
-    ``with PulseWriter(path, max_pulses) as w: w.append("train", pulses, n_pulses, direction)`` with
-    pulses (m, P, 7) in `PULSE_FEATURES` order, n_pulses (m,), direction (m, 3) unit vectors.
-    """
-
-    def __init__(self, path: str | Path, max_pulses: int, attrs: dict | None = None):
-        if max_pulses < 1:
-            raise DataError(f"{path}: max_pulses must be >= 1, got {max_pulses}")
-        self.path, self.p, self.attrs = Path(path), max_pulses, attrs or {}
+    def __init__(self, path: str | Path, attrs: dict | None = None):
+        self.path, self.attrs = Path(path), attrs or {}
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{np.random.default_rng().integers(1 << 30)}")
 
-    def __enter__(self) -> PulseWriter:
+    def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.f = h5py.File(self.tmp, "w")
         try:
@@ -139,25 +123,24 @@ class PulseWriter:
         return self
 
     def _create(self) -> None:
-        f, p, k = self.f, self.p, len(PULSE_FEATURES)
-        for split in SPLITS:
-            shape = {"maxshape": (None, p, k), "chunks": (256, p, k), "compression": "gzip", "compression_opts": 1}
-            ds = f.create_dataset(f"pulses_{split}", (0, p, k), np.float32, **shape)
-            ds.attrs["features"] = json.dumps(list(PULSE_FEATURES))
-            f.create_dataset(f"n_pulses_{split}", (0,), np.int32, maxshape=(None,), chunks=(65536,))
-            f.create_dataset(f"direction_{split}", (0, 3), np.float32, maxshape=(None, 3), chunks=(65536, 3))
-            for angle in ("zenith", "azimuth"):
-                f.create_dataset(f"{angle}_{split}", (0,), np.float32, maxshape=(None,), chunks=(65536,))
+        """Create the empty datasets."""
 
-    def append(self, split: str, pulses: np.ndarray, n_pulses: np.ndarray, direction: np.ndarray) -> None:
+    def extend(self, name: str, values: np.ndarray) -> None:
+        """Append `values` along the first axis of dataset `name`."""
+        ds = self.f[name]
+        start = len(ds)
+        ds.resize(start + len(values), axis=0)
+        ds[start:] = values
+
+    def append_directions(self, split: str, direction: np.ndarray) -> None:
         zenith, azimuth = zenith_azimuth(direction.astype(np.float64))
-        columns = {"pulses": pulses, "n_pulses": n_pulses, "direction": direction, "zenith": zenith,
-                   "azimuth": azimuth}  # fmt: skip
-        for name, values in columns.items():
-            ds = self.f[f"{name}_{split}"]
-            start = len(ds)
-            ds.resize(start + len(values), axis=0)
-            ds[start:] = values
+        for name, values in {"direction": direction, "zenith": zenith, "azimuth": azimuth}.items():
+            self.extend(f"{name}_{split}", values)
+
+    def create_directions(self, split: str) -> None:
+        self.f.create_dataset(f"direction_{split}", (0, 3), np.float32, maxshape=(None, 3), chunks=(65536, 3))
+        for angle in ("zenith", "azimuth"):
+            self.f.create_dataset(f"{angle}_{split}", (0,), np.float32, maxshape=(None,), chunks=(65536,))
 
     def __exit__(self, kind, error, tb) -> None:
         self.f.attrs.update(self.attrs)
@@ -166,3 +149,31 @@ class PulseWriter:
             self.tmp.replace(self.path)
         else:
             self.tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+
+
+class PulseWriter(AtomicH5):
+    """Appends events to a file in the padded layout, split by split; the file appears (atomically) on a clean exit.
+
+    ``with PulseWriter(path, max_pulses) as w: w.append("train", pulses, n_pulses, direction)`` with
+    pulses (m, P, 7) in `PULSE_FEATURES` order, n_pulses (m,), direction (m, 3) unit vectors.
+    """
+
+    def __init__(self, path: str | Path, max_pulses: int, attrs: dict | None = None):
+        if max_pulses < 1:
+            raise DataError(f"{path}: max_pulses must be >= 1, got {max_pulses}")
+        super().__init__(path, attrs)
+        self.p = max_pulses
+
+    def _create(self) -> None:
+        f, p, k = self.f, self.p, len(PULSE_FEATURES)
+        for split in SPLITS:
+            shape = {"maxshape": (None, p, k), "chunks": (256, p, k), "compression": "gzip", "compression_opts": 1}
+            ds = f.create_dataset(f"pulses_{split}", (0, p, k), np.float32, **shape)
+            ds.attrs["features"] = json.dumps(list(PULSE_FEATURES))
+            f.create_dataset(f"n_pulses_{split}", (0,), np.int32, maxshape=(None,), chunks=(65536,))
+            self.create_directions(split)
+
+    def append(self, split: str, pulses: np.ndarray, n_pulses: np.ndarray, direction: np.ndarray) -> None:
+        self.extend(f"pulses_{split}", pulses)
+        self.extend(f"n_pulses_{split}", n_pulses)
+        self.append_directions(split, direction)

@@ -10,11 +10,13 @@ Input, as Kaggle ships it:
   ``charge`` [p.e.], ``auxiliary`` (bool).
 * ``sensor_geometry.csv``: ``sensor_id``, ``x``, ``y``, ``z`` [m] of the 5160 sensors.
 
-Per event at most ``max_pulses`` pulses are kept: the non-auxiliary ones first (they made the
-trigger), then the auxiliary ones, each by time; the kept pulses are written in time order and the
-events that lost pulses are counted. Each event goes to train/val/test at random (``fractions``,
-seeded per batch: the same inputs give the same file), and a batch's events are written in random
-order (readers take the first rows as a sample); batches follow each other in the order given.
+Without ``max_pulses`` every pulse is kept and the file is written in the ragged layout
+(`icecube_ragged.py`, with the sensor geometry); with it, the padded layout, and per event at most
+``max_pulses`` pulses are kept: the non-auxiliary ones first (they made the trigger), then the auxiliary
+ones, each by time; the kept pulses are written in time order and the events that lost pulses are counted.
+Each event goes to train/val/test at random (``fractions``, seeded per batch: the same inputs give the same
+file), and a batch's events are written in random order (readers take the first rows as a sample); batches
+follow each other in the order given.
 Batches are converted one at a time, in chunks of events, so memory stays bounded whatever the
 number of batches.
 """
@@ -31,6 +33,8 @@ from tqdm import tqdm
 from expmatrix.config.layout import SPLITS
 from expmatrix.data.fourtops import DataError
 from expmatrix.data.icecube import PULSE_FEATURES, PulseWriter
+from expmatrix.data.icecube_ragged import RaggedWriter
+from expmatrix.data.pulses import pad
 
 META_COLUMNS = ("batch_id", "event_id", "first_pulse_index", "last_pulse_index", "azimuth", "zenith")
 PULSE_COLUMNS = ("event_id", "time", "sensor_id", "charge", "auxiliary")
@@ -74,25 +78,24 @@ def directions(azimuth: np.ndarray, zenith: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(azimuth) * sz, np.sin(azimuth) * sz, np.cos(zenith)], axis=1).astype(np.float32)
 
 
-def event_pulses(rows: dict[str, np.ndarray], counts: np.ndarray, geometry: np.ndarray, p: int) -> np.ndarray:
-    """(m, p, 7) pulses of m events whose pulse columns `rows` hold `counts` rows each, one event after
-    the other: the kept pulses, in time order."""
+def event_pulses(rows: dict[str, np.ndarray], counts: np.ndarray, geometry: np.ndarray, p: int | None):
+    """(pulses (M, 7) in `PULSE_FEATURES` order, kept counts (m,)) of m events whose pulse columns `rows` hold
+    `counts` rows each, one event after the other: at most `p` pulses per event (all with None), in time order."""
     event = np.repeat(np.arange(len(counts)), counts)
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     time, aux = rows["time"].astype(np.float64), rows["auxiliary"].astype(bool)
-    order = np.lexsort((time, aux, event))  # per event: non-auxiliary first, then by time
-    keep = order[np.arange(len(order)) - start[event[order]] < p]
+    keep = np.arange(len(time))
+    if p is not None:
+        order = np.lexsort((time, aux, event))  # per event: non-auxiliary first, then by time
+        keep = order[np.arange(len(order)) - start[event[order]] < p]
     keep = keep[np.lexsort((time[keep], event[keep]))]  # the kept pulses of each event in time order
-    slot = np.arange(len(keep)) - np.concatenate([[0], np.cumsum(np.minimum(counts, p))[:-1]])[event[keep]]
     sensor = rows["sensor_id"][keep]
     if sensor.min() < 0 or sensor.max() >= len(geometry):
         raise DataError(f"sensor_id outside 0..{len(geometry) - 1} (the geometry's sensors)")
     columns = {"time": time[keep], "charge": rows["charge"][keep], "sensor_id": sensor, "auxiliary": aux[keep]}
     columns |= dict(zip("xyz", geometry[sensor].T, strict=True))
-    out = np.zeros((len(counts), p, len(PULSE_FEATURES)), np.float32)
-    for k, name in enumerate(PULSE_FEATURES):
-        out[event[keep], slot, k] = columns[name]
-    return out
+    kept = counts if p is None else np.minimum(counts, p)
+    return np.stack([columns[name] for name in PULSE_FEATURES], axis=1).astype(np.float32), kept
 
 
 def rows_match(row_event: np.ndarray, event: np.ndarray, first: np.ndarray, last: np.ndarray) -> bool:
@@ -118,14 +121,15 @@ def convert_kaggle(
     geometry: str | Path,
     batches: list[str | Path],
     out: str | Path,
-    max_pulses: int = 128,
+    max_pulses: int | None = None,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
 ) -> dict:
-    """Write the events of `batches` to `out`; returns events per split and the events that lost pulses."""
+    """Write the events of `batches` to `out` (ragged; padded with `max_pulses`); returns events per split and
+    the events that lost pulses."""
     if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise DataError(f"fractions must be three shares of train, val, test summing to 1, got {list(fractions)}")
-    if max_pulses < 1 or seed < 0:
+    if (max_pulses is not None and max_pulses < 1) or seed < 0:
         raise DataError(f"max_pulses must be >= 1 and seed >= 0, got {max_pulses} and {seed}")
     geo = read_geometry(Path(geometry))
     paths = [Path(b) for b in batches]
@@ -135,7 +139,9 @@ def convert_kaggle(
     meta_df = _read(Path(meta), META_COLUMNS, "event meta file", pl.col("batch_id").is_in(ids))
     report = {"events": dict.fromkeys(SPLITS, 0), "truncated": 0, "max_pulses": max_pulses}
     attrs = {"source": "IceCube Kaggle", "batches": ids, "seed": seed, "max_pulses": max_pulses}
-    with PulseWriter(out, max_pulses, attrs) as writer:
+    attrs = {k: v for k, v in attrs.items() if v is not None}
+    writer = PulseWriter(out, max_pulses, attrs) if max_pulses else RaggedWriter(out, PULSE_FEATURES, attrs, geo)
+    with writer:
         for path, b in zip(paths, ids, strict=True):
             events = meta_df.filter(pl.col("batch_id") == b).sort("first_pulse_index")
             if not len(events):
@@ -160,11 +166,13 @@ def convert_kaggle(
                 e = slice(s, s + CHUNK_EVENTS)
                 counts = last[e] - first[e] + 1
                 idx = row_indices(first[e], counts)
-                block = event_pulses({c: v[idx] for c, v in pulses.items()}, counts, geo, max_pulses)
-                report["truncated"] += int((counts > max_pulses).sum())
+                flat, kept = event_pulses({c: v[idx] for c, v in pulses.items()}, counts, geo, max_pulses)
+                report["truncated"] += int((kept < counts).sum())
+                event = np.repeat(split[e], kept)
                 for k, name in enumerate(SPLITS):
-                    sel = np.flatnonzero(split[e] == k)
-                    if len(sel):
-                        writer.append(name, block[sel], np.minimum(counts[sel], max_pulses), direction[e][sel])
-                        report["events"][name] += len(sel)
+                    sel = split[e] == k
+                    if sel.any():
+                        part = flat[event == k] if max_pulses is None else pad(flat[event == k], kept[sel], max_pulses)
+                        writer.append(name, part, kept[sel], direction[e][sel])
+                        report["events"][name] += int(sel.sum())
     return report

@@ -95,14 +95,21 @@ def local_coincidence(times: np.ndarray) -> np.ndarray:
     return hlc.reshape(times.shape)
 
 
-def simulate(rng: np.random.Generator, m: int, pos: np.ndarray, max_pulses: int = MAX_PULSES):
-    """`m` candidate events: pulses (m, P, 7), n_pulses (m,), triggered (m,) bool, `Truth`."""
+def draw_tracks(rng: np.random.Generator, m: int, pos: np.ndarray):
+    """`m` isotropic muon tracks: direction (m, 3), point (m, 3), t_shift (m,), and per sensor the direct-light
+    time t_geo (m, S) and the distance to the track d (m, S)."""
     zenith, azimuth = np.arccos(rng.uniform(-1, 1, m)), rng.uniform(0, 2 * np.pi, m)
     direction = unit_vector(zenith, azimuth)
     radius, phi = 600 * np.sqrt(rng.uniform(size=m)), rng.uniform(0, 2 * np.pi, m)
     point = np.stack([radius * np.cos(phi), radius * np.sin(phi), rng.uniform(-600, 600, m)], axis=1)
     t_shift = rng.normal(0, 300, m)
     t_geo, d = arrival_times(pos, point, -direction, T0 + t_shift)
+    return direction, point, t_shift, t_geo, d
+
+
+def simulate(rng: np.random.Generator, m: int, pos: np.ndarray, max_pulses: int = MAX_PULSES):
+    """`m` candidate events: pulses (m, P, 7), n_pulses (m,), triggered (m,) bool, `Truth`."""
+    direction, point, t_shift, t_geo, d = draw_tracks(rng, m, pos)
     brightness = np.exp(rng.uniform(np.log(2), np.log(60), m))
     mu = brightness[:, None] * 10 / (d + 10) * np.exp(-d / ATTENUATION)
     n_pe = rng.poisson(mu)

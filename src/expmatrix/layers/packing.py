@@ -5,7 +5,9 @@ slots are never used (they are masked as keys and excluded by pooling). Packing 
 tokens skips that dead work: the 4-top events fill about half of their 18 object slots.
 Attention needs rectangles: the events are sorted by length and cut into `BUCKETS` groups,
 each padded only to its own longest event, so attention also works on few padded rows
-(on CPU its cost grows with the number of query rows).
+(on CPU its cost grows with the number of query rows). Sequences whose lengths span orders of
+magnitude (the pulses of IceCube sensors: most hold one, a few hundreds) are grouped by
+`geometric` buckets instead, one per power of two of the length: at most half of a row is padding.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class Packing:
         positions: (N,) slot index of every token (for rotary embeddings).
     """
 
-    def __init__(self, mask: torch.Tensor, packed: bool, buckets: int = BUCKETS):
+    def __init__(self, mask: torch.Tensor, packed: bool, buckets: int = BUCKETS, geometric: bool = False):
         B, T = self.shape = mask.shape
         slots = torch.arange(T, device=mask.device)
         if not packed:
@@ -37,17 +39,37 @@ class Packing:
             raise ValueError(f"{int((lengths == 0).sum())} events of the batch have no real token to attend to")
         self.idx = mask.flatten().nonzero().squeeze(1)  # (N,) packed tokens, event-major
         self.positions = self.idx % T
-        self._bucket(lengths, buckets)
+        self._bucket(lengths, buckets, geometric)
 
-    def _bucket(self, lengths: torch.Tensor, n_buckets: int) -> None:
+    @classmethod
+    def of_lengths(cls, lengths: torch.Tensor) -> Packing:
+        """Sequences already packed one after the other (N = lengths.sum() tokens), in geometric buckets.
+
+        Shape: lengths (S,) >= 1; `pad` then gives (S, max(lengths), C)."""
+        first = torch.cumsum(lengths, 0) - lengths
+        seq = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+        self = cls.__new__(cls)
+        T = int(lengths.max())
+        self.shape = torch.Size((len(lengths), T))
+        self.positions = torch.arange(len(seq), device=lengths.device) - first[seq]  # (N,) rank in its sequence
+        self.idx = seq * T + self.positions
+        self._bucket(lengths, 0, True)
+        return self
+
+    def _bucket(self, lengths: torch.Tensor, n_buckets: int, geometric: bool = False) -> None:
         """Gather index into packed tokens for the bucket rows, and the way back.
 
         Padded rows repeat token 0: as keys they are masked, as queries their outputs are dropped,
         so they neither change a result nor receive a gradient."""
         starts = torch.cumsum(lengths, 0) - lengths  # first packed token of each event
         order = torch.argsort(lengths, stable=True)
+        if geometric:  # one bucket per bit length of the length: 1, 2, 3-4, 5-8, ...
+            bits = torch.bincount(torch.ceil(torch.log2(lengths[order].double())).long())
+            groups = torch.split(order, [int(b) for b in bits if b > 0])
+        else:
+            groups = torch.tensor_split(order, min(n_buckets, len(order)))
         self.buckets, gather, real_rows = [], [], []
-        for events in torch.tensor_split(order, min(n_buckets, len(order))):
+        for events in groups:
             length = int(lengths[events[-1]])  # sorted: the last is the longest
             j = torch.arange(length, device=lengths.device)
             real = j < lengths[events, None]  # (B_k, L_k)

@@ -12,17 +12,22 @@ import torch
 from torch import nn
 
 
+def sinusoidal(positions: torch.Tensor, d_model: int) -> torch.Tensor:
+    """(N,) integer positions -> (N, d_model) sin/cos encoding (sin on even channels, cos on odd ones)."""
+    pos = positions.unsqueeze(1)
+    freq = torch.exp(torch.arange(0, d_model, 2, device=positions.device) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(len(positions), d_model, device=positions.device)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
+    return pe
+
+
 class SinusoidalPosition(nn.Module):
     """Adds the fixed sin/cos encoding of the slot index."""
 
     def __init__(self, d_model: int, max_len: int = 256):
         super().__init__()
-        pos = torch.arange(max_len).unsqueeze(1)
-        freq = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
-        pe = torch.zeros(max_len, d_model)
-        pe[:, 0::2] = torch.sin(pos * freq)
-        pe[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
-        self.register_buffer("pe", pe, persistent=False)
+        self.register_buffer("pe", sinusoidal(torch.arange(max_len), d_model), persistent=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, T, C)
         return h + self.pe[: h.shape[1]]

@@ -12,6 +12,7 @@ import torch
 
 from expmatrix.config import ModelConfig
 from expmatrix.config.layout import N_GLOBALS, N_OBJECTS
+from expmatrix.models.hierarchical import HierarchicalTransformer
 from expmatrix.models.transformer import Transformer, trainable_params
 from expmatrix.tokenizers import Tokenizer
 
@@ -39,6 +40,8 @@ def build_model(
     learned positions only, and defaults to the fourtops layout's maximum.
     """
     d_model, d_ff = (size.d_model, size.d_ff) if isinstance(size, Size) else size
+    if cfg.kind == "hierarchical":  # (no slot positions: seq_len does not shape it)
+        return HierarchicalTransformer(tokenizer.embedding(d_model), cfg, d_model, d_ff, n_outputs)
     return Transformer(tokenizer.embedding(d_model), cfg, d_model, d_ff, n_outputs, seq_len or DEFAULT_SEQ_LEN)
 
 

@@ -48,7 +48,17 @@ class Transformer(nn.Module):
     first; it takes no additive position, and rotary position 0 (the other tokens shift by one).
     """
 
-    def __init__(self, embedding: nn.Module, cfg: ModelConfig, d_model: int, d_ff: int, n_outputs: int, seq_len: int):
+    def __init__(
+        self,
+        embedding: nn.Module,
+        cfg: ModelConfig,
+        d_model: int,
+        d_ff: int,
+        n_outputs: int,
+        seq_len: int,
+        layers: int | None = None,
+    ):
+        """`layers`: blocks (default `cfg.layers`)."""
         super().__init__()
         self.pooling = cfg.pooling
         self.embed = embedding
@@ -56,7 +66,7 @@ class Transformer(nn.Module):
         self.rope = rotary(cfg, d_model // cfg.heads)
         self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02) if self.pooling == "cls" else None
         self.blocks = nn.ModuleList(
-            make_block(cfg.block, d_model, cfg.heads, d_ff, cfg.dropout) for _ in range(cfg.layers)
+            make_block(cfg.block, d_model, cfg.heads, d_ff, cfg.dropout) for _ in range(layers or cfg.layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_outputs)

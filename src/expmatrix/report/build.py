@@ -25,6 +25,7 @@ from expmatrix.report.document import Report
 from expmatrix.report.effects import cell_stats, factor_effects, finished, interaction, levels_of
 from expmatrix.report.formats import FORMATS
 from expmatrix.report.formats.latex import render_table
+from expmatrix.report.lengths import length_plot, length_tables
 from expmatrix.report.seeds import seeds_frame
 from expmatrix.report.settings import ReportSettings
 from expmatrix.report.stats import StatsSettings, adjust
@@ -219,6 +220,7 @@ def build_report(
         tables.cells_table(stats, factors, s.metrics, higher),
         *compared,
         tables.ranking_table(stats, factors, s.metric, s.top_k),
+        *length_tables(results, factors, s.baseline, s.confidence),
     ]
     frames = {
         "summary": stats.with_columns(pl.col("seeds").list.eval(pl.element().cast(pl.String)).list.join(" ")),
@@ -234,6 +236,7 @@ def build_report(
     if out is not None:
         numbers = Numbers(results, stats, effects, inters, factors, varied)
         report.plots = make_plots(numbers, s, store, out / "plots")
+        report.plots += [p for p in [length_plot(results, factors, out / "plots")] if p is not None]
         report.page = page(numbers, s, store)
     return report, results
 

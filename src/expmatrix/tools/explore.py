@@ -24,7 +24,8 @@ from tabulate import tabulate
 from expmatrix.config.layout import CONT_NAMES, GLOBAL_NAMES, N_COLUMNS, OBJECT_TYPES
 from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5, split_columns
-from expmatrix.data.icecube import feature_names, read_pulses
+from expmatrix.data.icecube import feature_names
+from expmatrix.data.pulses import read_pulses
 from expmatrix.tokenizers import build_tokenizer
 
 ENERGIES = ("E", "pT", "MET", "charge")  # positive: <= 0 is invalid (a log is taken); log-scale histograms
@@ -150,7 +151,7 @@ def explore_pulses(
     """`explore` for the IceCube pulse layout: statistics over real pulses, pulses per event, vocabulary."""
     with open_h5(path) as f:
         names = feature_names(dataset(f, path, f"pulses_{split}"), path)
-        n_events = len(dataset(f, path, f"n_pulses_{split}"))
+        n_events = len(dataset(f, path, f"direction_{split}"))  # either layout
     if not n_events:
         raise DataError(f"{path}: split {split} holds no events")
     fraction = 1.0 if not max_events else min(1.0, max_events / n_events)

@@ -98,7 +98,7 @@ def train_job(
     test = splits["test"]
     with writing(files.predictions) as predictions:  # atomic: a kill never leaves half a file
         if test.target is not None:
-            test_metrics = evaluate_directions(trainer, tokens["test"], test.target, predictions)
+            test_metrics = evaluate_directions(trainer, tokens["test"], test.target, predictions, test.length)
         else:
             scores = trainer.predict(tokens["test"])[:, 1]
             pl.DataFrame({"score": scores, "label": test.label, "process": test.process}).write_parquet(predictions)
