@@ -15,8 +15,12 @@ N_OUTPUTS = {"classification": 2, "direction": 3}  # binary logits; a 3-vector (
 
 
 class SyntheticConfig(Strict):
+    LATER_DEFAULTS = {"generator": "builtin"}
+
     events: int = Field(100_000, ge=100)  # all splits together (80/10/10)
     seed: int = 0
+    # builtin: the embedded generator; pythia: Pythia 8 + FastJet (fourtops only; the `physics` extra)
+    generator: Literal["builtin", "pythia"] = "builtin"
 
 
 class TaskConfig(Strict):
@@ -70,6 +74,8 @@ class DataConfig(Strict):
     def _synthetic_only_for_synthetic(self) -> DataConfig:
         if self.path != "synthetic" and "synthetic" in self.model_fields_set:
             raise ValueError(f"data.synthetic has no effect when data.path is a file ({self.path}): remove it")
+        if self.synthetic.generator == "pythia" and self.source != "fourtops":
+            raise ValueError(f"data.synthetic.generator: pythia makes fourtops events, not {self.source}")
         return self
 
     @field_validator(*FOURTOPS_ONLY)

@@ -11,13 +11,16 @@ from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5, read_split
 from expmatrix.data.icecube import read_pulses
 from expmatrix.data.icecube_synthetic import write_icecube
+from expmatrix.data.pythia import write_pythia
 from expmatrix.data.synthetic import write_fourtops
 
 WRITERS: dict[str, Callable[[Path, int, int], Path]] = {"fourtops": write_fourtops, "icecube": write_icecube}
 
 
 def synthetic_path(cache_dir: Path, cfg: DataConfig) -> Path:
-    return cache_dir / f"{cfg.source}_synthetic_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
+    """The cached file of a generator's events: `fourtops_synthetic_...` (built-in) or `fourtops_pythia_...`."""
+    kind = "synthetic" if cfg.synthetic.generator == "builtin" else cfg.synthetic.generator
+    return cache_dir / f"{cfg.source}_{kind}_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
 
 
 def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
@@ -26,7 +29,10 @@ def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
         return Path(data_path)
     path = synthetic_path(cache_dir, cfg)
     if not path.exists():
-        WRITERS[cfg.source](path, cfg.synthetic.events, cfg.synthetic.seed)
+        if cfg.synthetic.generator == "pythia":  # chunks in parallel, one process per CPU, resumable
+            write_pythia(path, cfg.synthetic.events, cfg.synthetic.seed)
+        else:
+            WRITERS[cfg.source](path, cfg.synthetic.events, cfg.synthetic.seed)
     return path
 
 
@@ -35,7 +41,7 @@ def data_selection(cfg: DataConfig) -> dict:
     if cfg.source != "fourtops":  # pulse sources: the features come from the tokenizer, nothing else selects
         out = {"source": cfg.source, "max_events": cfg.max_events}
         if cfg.path == "synthetic":
-            out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
+            out["synthetic"] = cfg.synthetic.model_dump()
         return out
     out = {
         "source": cfg.source,
@@ -46,8 +52,8 @@ def data_selection(cfg: DataConfig) -> dict:
     }
     if cfg.order != "input":  # (at its default it stays out: existing fits keep their keys)
         out["order"] = cfg.order
-    if cfg.path == "synthetic":
-        out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
+    if cfg.path == "synthetic":  # events and seed; the generator too unless it is the built-in one
+        out["synthetic"] = cfg.synthetic.model_dump()
     return out
 
 
