@@ -6,7 +6,7 @@ the file the 4tops reader reads, with its seed, processes and detector settings 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 from dataclasses import asdict
 from importlib.metadata import version
@@ -23,7 +23,12 @@ MODULES = ("pythia8mc", "fastjet", "awkward")
 
 def require_physics() -> None:
     """A `DataError` saying how to install the `physics` extra when Pythia or FastJet is missing."""
-    missing = [m for m in MODULES if importlib.util.find_spec(m) is None]
+    missing = []
+    for module in MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
     if missing:
         raise DataError(f"the Pythia generator needs {', '.join(missing)}, not installed; install them with: {INSTALL}")
 
