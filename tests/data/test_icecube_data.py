@@ -240,7 +240,8 @@ def test_inert_check_passes_the_experiment_and_flags_fourtops_keys(tmp_path):
         "base.data.unit",
     ]
     assert {k for k in reads if k.startswith("data.")} == {
-        "data.source", "data.path", "data.max_events", "data.synthetic#", "data.synthetic.events", "data.synthetic.seed"
+        "data.source", "data.path", "data.max_events", "data.synthetic#", "data.synthetic.events",
+        "data.synthetic.seed", "data.synthetic.generator",
     }  # fmt: skip
 
 
