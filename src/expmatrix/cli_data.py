@@ -50,7 +50,7 @@ def generate(source, generator, out, events, seed, workers, processes, detector,
         check_output(Path(out), events)
         click.echo(f"wrote {WRITERS[source](out, events, seed)} ({events} events, seed {seed})")
         return
-    names = processes.split(",") if processes is not None else None
+    names = [p.strip() for p in processes.split(",")] if processes is not None else None
     path = write_pythia(out, events, seed, workers=workers, processes=names,
                         detector=load_detector(detector), chunk_size=chunk_size)  # fmt: skip
     click.echo(f"wrote {path} ({events} events, seed {seed})")
