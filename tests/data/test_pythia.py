@@ -84,6 +84,16 @@ def test_bad_input_is_one_clear_line(tmp_path, monkeypatch):
     assert "pip install 'expmatrix[physics]'" in result.output and "Traceback" not in result.output
 
 
+def test_generate_builtin_writes_what_data_synth_writes(tmp_path):
+    args = ["--events", "500", "--seed", "2"]
+    synth = CliRunner().invoke(main, ["data", "synth", "fourtops", "--out", str(tmp_path / "a.h5"), *args])
+    generate = CliRunner().invoke(main, ["data", "generate", "fourtops", "--generator", "builtin",
+                                         "--out", str(tmp_path / "b.h5"), *args])  # fmt: skip
+    assert synth.exit_code == generate.exit_code == 0, generate.output
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        assert np.array_equal(a["X_train"][:], b["X_train"][:])
+
+
 def test_the_config_names_the_generator_only_when_it_is_pythia(tmp_path):
     builtin = DataConfig(synthetic={"events": 1000, "seed": 2})
     pythia = DataConfig(synthetic={"events": 1000, "seed": 2, "generator": "pythia"})
