@@ -44,7 +44,7 @@ def plan(names: list[str], events: int, size: int) -> list[Chunk]:
 
 
 def make_chunk(chunk: Chunk, seed: int, det: Detector) -> dict[str, np.ndarray]:
-    """The rows (n, 92), labels and truth (neutrino px, py) of one chunk, and the events tried."""
+    """The rows (n, 92), labels and truth (neutrino px, py) of one chunk; the events tried and passing the cut."""
     process = PROCESSES[chunk.process]
     rng = np.random.default_rng([seed, process.label, chunk.index])
     source = events(start(process, pythia_seed(seed, process.label, chunk.index)))
@@ -57,9 +57,10 @@ def make_chunk(chunk: Chunk, seed: int, det: Detector) -> dict[str, np.ndarray]:
         r, kept = reconstruct(batch, det, rng)
         rows.append(r)
         truth.append(np.array([batch[i].nu_pt for i in kept]).reshape(-1, 2))
-    x = np.concatenate(rows)[: chunk.events]
-    return {"x": x, "y": np.full(len(x), process.label, np.float32),
-            "nu_pt": np.concatenate(truth)[: chunk.events], "tried": np.array(tried)}  # fmt: skip
+    x = np.concatenate(rows)
+    n = chunk.events
+    return {"x": x[:n], "y": np.full(n, process.label, np.float32), "nu_pt": np.concatenate(truth)[:n],
+            "tried": np.array(tried), "passed": np.array(len(x))}  # fmt: skip
 
 
 def _work(job: tuple[Chunk, int, Detector, str]) -> tuple[Chunk, int]:
@@ -109,12 +110,12 @@ def join(chunks: list[Chunk], folder: Path, seed: int) -> tuple[np.ndarray, np.n
     parts = [np.load(folder / c.name) for c in chunks]
     x = np.concatenate([p["x"] for p in parts])
     y = np.concatenate([p["y"] for p in parts])
-    kept, tried = {}, {}
+    passed, tried = {}, {}
     for c, p in zip(chunks, parts, strict=True):
-        kept[c.process] = kept.get(c.process, 0) + len(p["y"])
+        passed[c.process] = passed.get(c.process, 0) + int(p["passed"])
         tried[c.process] = tried.get(c.process, 0) + int(p["tried"])
     order = np.random.default_rng(seed).permutation(len(y))
-    return x[order], y[order], {n: round(kept[n] / tried[n], 4) for n in kept}
+    return x[order], y[order], {n: round(passed[n] / tried[n], 4) for n in passed}
 
 
 def settings_of(names: list[str], events: int, seed: int, det: Detector, chunk_size: int) -> dict:
