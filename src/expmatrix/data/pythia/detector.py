@@ -146,23 +146,19 @@ def _row(objects: np.ndarray, met: np.ndarray) -> np.ndarray:
 def reconstruct(chunk: list[Particles], det: Detector, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the layout (n, 92) of the events of `chunk` that pass the HT cut, and their indices in `chunk`."""
     iso = [isolated(ev, det) for ev in chunk]
-    inputs = []
-    for ev, keep in zip(chunk, iso, strict=True):
-        in_calo = np.abs(kinematics(ev.visible)[1]) < det.calo_eta_max
-        in_calo[keep] = False
-        inputs.append(ev.visible[in_calo])
+    in_calo = [np.abs(kinematics(ev.visible)[1]) < det.calo_eta_max for ev in chunk]
+    inputs = [ev.visible[np.isin(np.arange(len(ev.visible)), keep, invert=True) & calo]
+              for ev, keep, calo in zip(chunk, iso, in_calo, strict=True)]  # fmt: skip
     rows, kept = [], []
     for i, (ev, keep, raw) in enumerate(zip(chunk, iso, _cluster(inputs, det), strict=True)):
         jets, shift = _jets(raw, ev, det, rng)
-        pt, eta, phi = kinematics(ev.visible[keep])
-        leptons = np.column_stack([ev.visible[keep, 3], pt, eta, phi,
-                                   [LEPTON_IDS[int(p)] for p in np.where(np.abs(ev.visible[keep, 4]) == PHOTON,
-                                                                        PHOTON, ev.visible[keep, 4])]])  # fmt: skip
-        objects = np.concatenate([jets, leptons.reshape(-1, 5)])
-        ht = objects[objects[:, 4] < 7, 1].sum()
-        if ht <= det.ht_min:
+        found = ev.visible[keep]
+        ids = [LEPTON_IDS[int(pid)] for pid in found[:, 4]]
+        leptons = np.column_stack([found[:, 3], *kinematics(found), ids]).reshape(-1, 5)
+        objects = np.concatenate([jets, leptons])
+        if objects[objects[:, 4] < 7, 1].sum() <= det.ht_min:  # HT of jets and leptons
             continue
-        visible = ev.visible[np.abs(kinematics(ev.visible)[1]) < det.calo_eta_max, :2].sum(axis=0)
+        visible = ev.visible[in_calo[i], :2].sum(axis=0)
         rows.append(_row(objects, -(visible + shift)))
         kept.append(i)
     return np.array(rows, dtype=np.float32).reshape(-1, N_COLUMNS), np.array(kept, dtype=np.int64)
