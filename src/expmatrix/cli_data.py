@@ -28,17 +28,32 @@ def synth(source: str, out: str, events: int, seed: int) -> None:
 
 @data.command("generate")
 @click.argument("source", type=click.Choice(["fourtops"]))
-@click.option("--generator", type=click.Choice(["pythia", "builtin"]), default="pythia", show_default=True,
-              help="pythia: Pythia 8 + FastJet (the physics extra); builtin: the embedded generator (`data synth`).")
+@click.option(
+    "--generator",
+    type=click.Choice(["pythia", "builtin"]),
+    default="pythia",
+    show_default=True,
+    help="pythia: Pythia 8 + FastJet (the physics extra); builtin: the embedded generator (`data synth`).",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .h5 file to write.")
 @click.option("--events", type=int, default=20_000, show_default=True, help="All splits together (80/10/10).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=None, help="Processes generating chunks [default: one per CPU].")
 @click.option("--processes", default=None, help="Comma-separated, e.g. 4t,ttH [default: 4t,ttH,ttZ,tt].")
-@click.option("--detector", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="A YAML file overriding detector parameters (docs/data.md).")
-@click.option("--chunk", "chunk_size", type=int, default=500, show_default=True,
-              help="Events per chunk: the unit of work and of resuming.")
+@click.option(
+    "--detector",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A YAML file overriding detector parameters (docs/data.md).",
+)
+@click.option(
+    "--chunk",
+    "chunk_size",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Events per chunk: the unit of work and of resuming.",
+)
 @friendly
 def generate(source, generator, out, events, seed, workers, processes, detector, chunk_size) -> None:
     """Generate SOURCE events into OUT: Pythia 8 with a FastJet detector emulation, seeded, in parallel chunks
