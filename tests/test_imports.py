@@ -86,6 +86,8 @@ RULES = (
     Rule(package("paths"), lambda m: under("expmatrix")(m) and not package("config")(m), "paths -> expmatrix",
          "the paths object names files and does no I/O: it needs the config only"),  # fmt: skip
     Rule(lambda m: not is_cli(m), is_cli, "library -> cli", "the CLI is the top floor: nothing imports it"),
+    Rule(lambda m: not package("data.pythia")(m), under("pythia8mc", "fastjet", "awkward"), "expmatrix -> physics",
+         "the physics extra is optional: only data/pythia imports Pythia or FastJet"),  # fmt: skip
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from expmatrix.cli_common import friendly
@@ -21,7 +23,55 @@ def synth(source: str, out: str, events: int, seed: int) -> None:
     """Write a synthetic data set in the exact layout of SOURCE (fourtops: 4tops_splitted.h5; icecube: pulses)."""
     from expmatrix.data import WRITERS
 
-    click.echo(f"wrote {WRITERS[source](out, events, seed)} ({events} events, seed {seed})")
+    click.echo(f"wrote {WRITERS[source, 'builtin'](out, events, seed)} ({events} events, seed {seed})")
+
+
+@data.command("generate")
+@click.argument("source", type=click.Choice(["fourtops", "icecube"]))
+@click.option(
+    "--generator",
+    type=click.Choice(["pythia", "builtin", "long"]),
+    default="pythia",
+    show_default=True,
+    help="pythia: Pythia 8 + FastJet (fourtops; the physics extra); builtin: the embedded generator (`data "
+    "synth`); long: IceCube events with several pulses per sensor and a heavy-tailed length (ragged layout).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .h5 file to write.")
+@click.option("--events", type=int, default=20_000, show_default=True, help="All splits together (80/10/10).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=None, help="Processes generating chunks [default: one per CPU].")
+@click.option("--processes", default=None, help="Comma-separated, e.g. 4t,ttH [default: 4t,ttH,ttZ,tt].")
+@click.option(
+    "--detector",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A YAML file overriding detector parameters (docs/data.md).",
+)
+@click.option(
+    "--chunk",
+    "chunk_size",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Events per chunk: the unit of work and of resuming.",
+)
+@friendly
+def generate(source, generator, out, events, seed, workers, processes, detector, chunk_size) -> None:
+    """Generate SOURCE events into OUT: Pythia 8 with a FastJet detector emulation, seeded, in parallel chunks
+    (a stopped run resumes from its finished chunks), or the built-in generator."""
+    from expmatrix.data import WRITERS
+    from expmatrix.data.pythia import check_output, load_detector, write_pythia
+
+    if generator != "pythia" or source != "fourtops":
+        if (source, generator) not in WRITERS:
+            raise click.UsageError(f"--generator {generator} makes no {source} events")
+        check_output(Path(out), events)
+        click.echo(f"wrote {WRITERS[source, generator](out, events, seed)} ({events} events, seed {seed})")
+        return
+    names = [p.strip() for p in processes.split(",")] if processes is not None else None
+    path = write_pythia(out, events, seed, workers=workers, processes=names,
+                        detector=load_detector(detector), chunk_size=chunk_size)  # fmt: skip
+    click.echo(f"wrote {path} ({events} events, seed {seed})")
 
 
 @data.command("icecube-kaggle")

@@ -152,7 +152,7 @@ def test_pulse_settings_stay_out_of_existing_ids_and_are_refused_where_inert():
         DataConfig(source="icecube", pulses={"select": "charge"})
     with pytest.raises(ValidationError, match="fourtops has objects, not pulses"):
         DataConfig(pulses={"max": 10})
-    with pytest.raises(ValidationError, match="generator long writes pulses"):
+    with pytest.raises(ValidationError, match="generator: long makes icecube events, not fourtops"):
         DataConfig(synthetic={"generator": "long"})
     with pytest.raises(ValidationError, match=r"model.kind\n.*groups pulses by sensor; data.source fourtops"):
         JobConfig.model_validate({"data": {}, "tokenizer": PRESETS.get("direct_icecube", "t"),

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from conftest import write_experiment
 
 from expmatrix.config import ReportConfig, SpecError
+from expmatrix.matrix import build_matrix
+from expmatrix.report.collect import collect
 from expmatrix.report.coverage import coverage
 from expmatrix.report.effects import cell_stats, factor_effects, interaction
 from expmatrix.report.settings import ReportSettings, parse_flags
 from expmatrix.report.stats import StatsSettings, bootstrap_ci, paired_stats
 from expmatrix.report.tables import cells_table, effects_table, interaction_table
+from expmatrix.store import RunStore
 
 FACTORS = ["tokenizer", "pooling"]
 AUROC = {  # (tokenizer, pooling) -> AUROC of seed 0, seed 1 (None: that job failed)
@@ -197,3 +202,14 @@ def test_nothing_finished_is_one_line_per_reason():
         "partial results: 0 of 8 jobs done; left out: 8 new",
         "missing: all 4 cells (no finished job)",
     ]
+
+
+def test_a_factor_added_since_a_job_ran_takes_its_level_from_the_matrix(tmp_path):
+    """A job recorded before a factor was added (same config, same id) is not left without that factor's level."""
+    matrix = build_matrix(write_experiment(tmp_path, factors={"tokenizer": ["direct", "binned_ambre5"],
+                                                              "met": {"with": {"data.use_met": True}}}))  # fmt: skip
+    store = RunStore(tmp_path / "runs", matrix.spec.name)
+    job = matrix.jobs[0]
+    store.write_job(replace(job, levels={"tokenizer": job.levels["tokenizer"]}))  # as recorded before `met` existed
+    frame = collect(matrix, store)
+    assert frame["met"].to_list() == ["with", "with"] and frame["tokenizer"].to_list() == ["direct", "binned_ambre5"]

@@ -15,13 +15,14 @@ N_OUTPUTS = {"classification": 2, "direction": 3}  # binary logits; a 3-vector (
 
 
 class SyntheticConfig(Strict):
-    LATER_DEFAULTS = {"generator": "tracks"}
+    LATER_DEFAULTS = {"generator": "builtin"}
 
     events: int = Field(100_000, ge=100)  # all splits together (80/10/10)
     seed: int = 0
-    # icecube only: `tracks` (one pulse per sensor, padded to 128) or `long` (several pulses per sensor,
-    # heavy-tailed event length, written ragged: see data/icecube_long.py)
-    generator: Literal["tracks", "long"] = "tracks"
+    # builtin: the embedded generator of the source; pythia: Pythia 8 + FastJet (fourtops only; the `physics`
+    # extra, data/pythia/); long: several pulses per sensor, heavy-tailed event length, written ragged (icecube
+    # only, data/icecube_long.py)
+    generator: Literal["builtin", "pythia", "long"] = "builtin"
 
 
 class PulsesConfig(Strict):
@@ -100,8 +101,10 @@ class DataConfig(Strict):
     def _synthetic_only_for_synthetic(self) -> DataConfig:
         if self.path != "synthetic" and "synthetic" in self.model_fields_set:
             raise ValueError(f"data.synthetic has no effect when data.path is a file ({self.path}): remove it")
-        if self.source == "fourtops" and self.synthetic.generator != "tracks":
-            raise ValueError("data.synthetic.generator long writes pulses: it needs data.source icecube")
+        generator = self.synthetic.generator
+        made = {"pythia": "fourtops", "long": "icecube"}.get(generator, self.source)
+        if made != self.source:
+            raise ValueError(f"data.synthetic.generator: {generator} makes {made} events, not {self.source}")
         return self
 
     @field_validator(*FOURTOPS_ONLY)

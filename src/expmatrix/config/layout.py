@@ -16,7 +16,8 @@ GLOBAL_NAMES = ("MET", "MET_phi")
 OBJECT_TYPES = {0: "empty", 1: "jet", 2: "b-jet", 3: "e+", 4: "e-", 5: "mu+", 6: "mu-", 7: "photon"}
 N_OBJECT_TYPES = 7
 
-PROCESSES = {1: "4t", 2: "ttH", 3: "ttW", 4: "ttWW", 5: "ttZ"}
+# 1-5 as in the real file; 6 (tt̄ + jets) only in files of the Pythia generator (expmatrix.data.pythia)
+PROCESSES = {1: "4t", 2: "ttH", 3: "ttW", 4: "ttWW", 5: "ttZ", 6: "tt"}
 
 SPLITS = ("train", "val", "test")
 # The real file spells the training labels with a capital Y.

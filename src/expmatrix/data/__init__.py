@@ -12,19 +12,23 @@ from expmatrix.data.fourtops import DataError, dataset, open_h5, read_split
 from expmatrix.data.icecube_long import write_long_events
 from expmatrix.data.icecube_synthetic import write_icecube
 from expmatrix.data.pulses import read_pulses
+from expmatrix.data.pythia import write_pythia
 from expmatrix.data.synthetic import write_fourtops
 
-WRITERS: dict[str, Callable[[Path, int, int], Path]] = {"fourtops": write_fourtops, "icecube": write_icecube,
-                                                         "icecube_long": write_long_events}  # fmt: skip
-
-
-def generator(cfg: DataConfig) -> str:
-    """The writer of the job's synthetic data (a key of `WRITERS`)."""
-    return cfg.source if cfg.synthetic.generator == "tracks" else f"{cfg.source}_{cfg.synthetic.generator}"
+# (source, data.synthetic.generator) -> the writer of its events (path, events, seed); pythia: chunks in parallel,
+# one process per CPU, resumable
+WRITERS: dict[tuple[str, str], Callable[[Path, int, int], Path]] = {
+    ("fourtops", "builtin"): write_fourtops,
+    ("fourtops", "pythia"): write_pythia,
+    ("icecube", "builtin"): write_icecube,
+    ("icecube", "long"): write_long_events,
+}
 
 
 def synthetic_path(cache_dir: Path, cfg: DataConfig) -> Path:
-    return cache_dir / f"{generator(cfg)}_synthetic_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
+    """The cached file of a generator's events: `<source>_synthetic_...` (built-in) or `fourtops_pythia_...`."""
+    kind = "synthetic" if cfg.synthetic.generator == "builtin" else cfg.synthetic.generator
+    return cache_dir / f"{cfg.source}_{kind}_e{cfg.synthetic.events}_s{cfg.synthetic.seed}.h5"
 
 
 def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
@@ -33,8 +37,17 @@ def ensure_file(cfg: DataConfig, data_path: str, cache_dir: Path) -> Path:
         return Path(data_path)
     path = synthetic_path(cache_dir, cfg)
     if not path.exists():
-        WRITERS[generator(cfg)](path, cfg.synthetic.events, cfg.synthetic.seed)
+        WRITERS[cfg.source, cfg.synthetic.generator](path, cfg.synthetic.events, cfg.synthetic.seed)
     return path
+
+
+def _generator_key(cfg: DataConfig) -> dict:
+    """Events and seed of the generated file; the generator too unless it is the built-in one (keys of fits made
+    before it existed stay). Read field by field: the read tracer sees them consumed."""
+    out = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
+    if cfg.synthetic.generator != "builtin":
+        out["generator"] = cfg.synthetic.generator
+    return out
 
 
 def data_selection(cfg: DataConfig) -> dict:
@@ -42,9 +55,7 @@ def data_selection(cfg: DataConfig) -> dict:
     if cfg.source != "fourtops":  # pulse sources: the features come from the tokenizer, nothing else selects
         out = {"source": cfg.source, "max_events": cfg.max_events}
         if cfg.path == "synthetic":
-            out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
-            if cfg.synthetic.generator != "tracks":  # (at its default it stays out: existing fits keep their keys)
-                out["synthetic"]["generator"] = cfg.synthetic.generator
+            out["synthetic"] = _generator_key(cfg)
         if cfg.pulses.max is not None:
             out["pulses"] = {"max": cfg.pulses.max, "select": cfg.pulses.select}
         return out
@@ -58,7 +69,7 @@ def data_selection(cfg: DataConfig) -> dict:
     if cfg.order != "input":  # (at its default it stays out: existing fits keep their keys)
         out["order"] = cfg.order
     if cfg.path == "synthetic":
-        out["synthetic"] = {"events": cfg.synthetic.events, "seed": cfg.synthetic.seed}
+        out["synthetic"] = _generator_key(cfg)
     return out
 
 

@@ -27,7 +27,9 @@ def _row(job: Job, store: RunStore) -> dict[str, Any]:
     levels, row = job.levels, {}
     try:
         if store.job(job.id).record.exists():
-            levels = store.read_record(job.id)["levels"]  # what this run was trained as
+            # what this run was trained as; a factor added to the experiment since (the config, so the id, the
+            # same) takes the level the matrix gives it now
+            levels = {**job.levels, **store.read_record(job.id)["levels"]}
         if state == "done":
             row = _flatten_metrics(store.metrics(job.id))
     except DamagedFile as e:
