@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,12 +171,20 @@ def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> JobConfig:
         raise SpecError(f"{exp_path}: {_origin(layers, key)}: {msg}") from None
 
 
-def _check_no_shadowing(factors: dict[str, Factor], later: list[Layer], exp_path: Path) -> None:
-    """A profile or --set that overrides a factor's key would make the factor inert."""
+def _check_no_shadowing(
+    factors: dict[str, Factor], later: list[Layer], exp_path: Path, refine: Collection[str] = ()
+) -> None:
+    """A profile or --set that overrides a factor's key would make the factor inert. A factor in `refine` (whose
+    level is the same in every cell the layers reach) may have keys below its own set: `tokenizer.n_bins`
+    under `tokenizer: binned_ambre5` refines the level's preset, it does not undo the factor."""
     for name, factor in factors.items():
-        keys = {k for _, over in factor.levels for k in over}
+        keys, below = {k for _, over in factor.levels for k in over}, name not in refine
+
+        def clash(k: str, keys: set[str] = keys, below: bool = below) -> bool:
+            return any(k == f or f.startswith(k + ".") or (below and k.startswith(f + ".")) for f in keys)
+
         for where, over in later:
-            hit = sorted(k for k in over if any(k == f or k.startswith(f + ".") or f.startswith(k + ".") for f in keys))
+            hit = sorted(k for k in over if clash(k))
             if hit:
                 raise SpecError(
                     f"{exp_path}: {where}sets {', '.join(hit)}, which factor {name!r} varies: "
@@ -189,9 +197,11 @@ def build_matrix(
     profile: str | None = None,
     overrides: dict[str, Any] | None = None,
     per_cell: CellLayer | None = None,
+    refine: Collection[str] = (),
 ) -> Matrix:
     """Expand the experiment at `path` into validated jobs (no training, no data read). `per_cell(levels)`
-    adds a last layer to one cell (an arm's tuned settings); like --set, it may not set a key a factor varies."""
+    adds a last layer to one cell (an arm's tuned settings); like --set, it may not set a key a factor varies,
+    except keys below the key of a factor in `refine` (the arm factors: `tokenizer.codebook_size`)."""
     path = Path(path)
     spec = load_experiment(path)
     presets = Presets((path.parent / spec.presets).resolve())
@@ -234,7 +244,7 @@ def build_matrix(
         layers = base + fac_layers + later
         own = per_cell(levels) if per_cell is not None else None
         if own:
-            _check_no_shadowing(factors, [own], path)
+            _check_no_shadowing(factors, [own], path, refine)
             layers.append(own)
         config = resolve(layers, presets, path)  # validated once per cell: seeds differ in `seed` only
         data_path = config.data.path
