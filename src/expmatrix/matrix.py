@@ -147,7 +147,8 @@ def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> JobConfig:
     """Load the tokenizer preset, apply the layers' overrides on top, validate; returns the job's config.
 
     The last layer that names a preset (`tokenizer: binned_ambre5`) picks it; `tokenizer.<key>`
-    overrides from any layer apply to it (e.g. a factor over `tokenizer.n_bins`)."""
+    overrides from any layer apply to it (e.g. a factor over `tokenizer.n_bins`). The code target of a
+    pretraining names its preset the same way (`pretrain.targets.code.tokenizer: vqvae512`)."""
     named = [(where, v) for where, over in layers for k, v in over.items() if k == "tokenizer" and isinstance(v, str)]
     raw: dict[str, Any] = {}
     preset_file = None
@@ -161,6 +162,10 @@ def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> JobConfig:
                 set_dotted(raw, k, v)
     if "tokenizer" not in raw:
         raise SpecError(f"{exp_path}: no tokenizer: set base.tokenizer or a `tokenizer` factor to a preset name")
+    for name, target in ((raw.get("pretrain") or {}).get("targets") or {}).items():
+        if isinstance(target, dict) and isinstance(target.get("tokenizer"), str):  # the code target's preset
+            key = f"pretrain.targets.{name}.tokenizer"
+            target["tokenizer"] = presets.get(target["tokenizer"], f"{exp_path}: {_origin(layers, key)}")
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as e:
