@@ -33,6 +33,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+WAIT_SECONDS = 1.0  # between looks at a shared artifact another worker makes
+
+
 def abandoned(claim: dict[str, Any], stale_after: float) -> bool:
     """A claim (`FileClaim.info`) without a heartbeat for `stale_after` seconds, or whose owner is gone on this host."""
     if claim["age"] > stale_after:
@@ -192,3 +195,19 @@ class Heartbeat(Periodic):
             return True
         self.lost.set()
         return False
+
+
+def make_once(claim: FileClaim, made: Callable[[], bool], make: Callable[[], None], every: float) -> None:
+    """A shared artifact made once by whoever holds `claim` (heartbeat every `every` s): the others wait until
+    `made()` (which raises for a recorded failure); a claim whose holder died is taken over."""
+    while not made():
+        if not claim.take():
+            time.sleep(WAIT_SECONDS)  # another worker makes it
+            continue
+        try:
+            if not made():  # (made between our look and our claim)
+                with Periodic(every, claim.beat, f"make-{claim.path.name}"):
+                    make()
+        finally:
+            claim.release()
+        return

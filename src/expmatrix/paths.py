@@ -28,7 +28,7 @@ runs/_cache/                           RunPaths.cache -> CachePaths: shared by e
                                             .claim while a worker fits it: the others wait for its artifact)
     consumed/<shape>.json  consumed(shape)  the config keys a job shape reads (the every-key check)
     sizes/<key>.json       size(key)        width and parameter count of a tokenizer + model shape (`list`)
-    pretrained/<key>/      pretrained(key)  model.pt (backbone + record), record.json, checkpoint.pt, failed.json
+    pretrained/<key>/      pretrained(key)  model.pt (backbone + record), record.json, checkpoint.pt, failed.json, claim
 """
 
 from __future__ import annotations
@@ -125,6 +125,11 @@ class PretrainPaths:
     @property
     def failure(self) -> Path:
         return self.dir / "failed.json"
+
+    @property
+    def claim(self) -> Path:
+        """Exists while a worker pretrains it (the others wait for its artifact)."""
+        return self.dir / "claim"
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,12 @@ import time
 from collections.abc import Callable
 
 from expmatrix.assembly.recipe import Recipe, features_of
-from expmatrix.claims import FileClaim, Periodic
+from expmatrix.claims import FileClaim, make_once
 from expmatrix.config import JobConfig
 from expmatrix.data import Events, data_selection
 from expmatrix.paths import FitPaths
 from expmatrix.runfiles import DamagedFile, read_file, set_aside, write_json
 from expmatrix.tokenizers import Tokenizer, TokenizerError, build_tokenizer
-
-WAIT_SECONDS = 1.0  # between looks at a fit another worker holds
 
 
 class FitFailed(TokenizerError):
@@ -76,16 +74,10 @@ def fitted_tokenizer(recipe: Recipe, files: FitPaths, train: Callable[[], Events
     worker at a time per key (the others wait for its artifact)."""
     tokenizer = build_tokenizer(recipe.cfg.tokenizer, recipe.features, recipe.use_met)
     run = recipe.job.run
-    claim = FileClaim(files.claim, run.stale_after_seconds)
-    while not _cached(tokenizer, recipe, files):
-        if not claim.take():
-            time.sleep(WAIT_SECONDS)  # another worker fits this key
-            continue
-        try:
-            if not _cached(tokenizer, recipe, files):  # (fitted between our look and our claim)
-                with Periodic(run.heartbeat_seconds, claim.beat, f"fit-{recipe.fit_key}"):
-                    _fit(tokenizer, recipe, files, train)
-        finally:
-            claim.release()
-        break
+    make_once(
+        FileClaim(files.claim, run.stale_after_seconds),
+        lambda: _cached(tokenizer, recipe, files),
+        lambda: _fit(tokenizer, recipe, files, train),
+        run.heartbeat_seconds,
+    )
     return tokenizer
