@@ -16,6 +16,7 @@ from expmatrix.assembly.recipe import Recipe
 from expmatrix.store import RunStore
 from expmatrix.tuning import Tuning
 from expmatrix.tuning.budget import next_trial
+from expmatrix.tuning.export import export_best, tuned_matrix
 from expmatrix.tuning.journal import locked, open_journal
 from expmatrix.tuning.worker import tell, train
 
@@ -162,3 +163,8 @@ def test_a_worker_killed_while_fitting_its_trials_own_codebook_is_replaced(tmp_p
         assert store.read_job(t.user_attrs["job"]).config.tokenizer.codebook_size == 64
     killed = next(t.user_attrs["job"] for t in study.trials if t.user_attrs.get("stale"))
     assert len(store.starts(killed)) == 2 and store.state(killed) == "done"  # redone after the kill
+
+    export_best(tuning)  # the arm's best settings, its own tokenizer option included, refine its cells
+    matrix, _ = tuned_matrix(tuning)
+    assert {j.config.tokenizer.codebook_size for j in matrix.jobs} == {64}
+    assert {Recipe.of(j).fit_key for j in matrix.jobs} == {key}  # the tuned matrix reuses the trials' fit
