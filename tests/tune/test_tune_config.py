@@ -13,6 +13,7 @@ from expmatrix.config import VAL_METRICS, SpecError
 from expmatrix.metrics import binary_metrics
 from expmatrix.tuning import Tuning
 from expmatrix.tuning.journal import NO_OP, locked, open_journal
+from expmatrix.tuning.report import tables
 
 SPACE = {
     "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
@@ -147,6 +148,13 @@ def test_each_arm_tunes_its_own_preset_options_on_top_of_the_shared_space(tmp_pa
         t.open_studies(storage)
     first = t.study(storage, vq).get_trials()[0].system_attrs["fixed_params"]
     # the arm's own settings come first: its preset's options too
-    assert first == {"train.lr": 1e-3, "train.warmup_steps": 5, "tokenizer.embedding_init": "fresh",
+    assert first == {"train.lr": 1e-3, "train.warmup_steps": 5, "tokenizer.embedding_init": "codebook",
                      "tokenizer.codebook_size": 512}  # fmt: skip
     assert "tokenizer=vqvae512 also tokenizer.embedding_init, tokenizer.codebook_size" in t.describe()
+    spaces = next(table for table in tables(t, {}, {}) if table.name == "spaces")  # what the report lists
+    assert spaces.headers == ["arm", *SPACE, "tokenizer.n_bins", "tokenizer.embedding_init", "tokenizer.codebook_size"]
+    assert spaces.rows == [
+        ["tokenizer=direct", "[0.0001, 0.01] log", "[0, 50] int", "-", "-", "-"],
+        ["tokenizer=binned_ambre5", "[0.0001, 0.01] log", "[0, 50] int", "[3, 8] int", "-", "-"],
+        ["tokenizer=vqvae512", "[0.0001, 0.01] log", "[0, 50] int", "-", "{fresh, codebook}", "{128, 512, 2048}"],
+    ]
