@@ -33,18 +33,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class Claims:
-    """The claims of one experiment's jobs; `stale_after`: seconds without a heartbeat before a claim is abandoned."""
+WAIT_SECONDS = 1.0  # between looks at a shared artifact another worker makes
 
-    def __init__(self, paths: RunPaths, stale_after: float):
-        self.paths, self.stale_after = paths, stale_after
-        self._nonces: dict[str, str] = {}  # job id -> nonce of the claims this process holds
 
-    def info(self, job_id: str) -> dict[str, Any] | None:
+def abandoned(claim: dict[str, Any], stale_after: float) -> bool:
+    """A claim (`FileClaim.info`) without a heartbeat for `stale_after` seconds, or whose owner is gone on this host."""
+    if claim["age"] > stale_after:
+        return True
+    return claim.get("host") == socket.gethostname() and "pid" in claim and not _pid_alive(claim["pid"])
+
+
+class FileClaim:
+    """An exclusive-create claim on one file, kept fresh by `beat`: a job's claim, or a shared stage's (a
+    tokenizer fit that workers of a tuning may need at once). Abandoned: older than `stale_after`, or its
+    owner is gone on this host; an abandoned claim is taken over."""
+
+    def __init__(self, path: Path, stale_after: float):
+        self.path, self.stale_after = path, stale_after
+        self.nonce: str | None = None  # while this process holds it
+
+    def info(self) -> dict[str, Any] | None:
         """The claim's owner (host, pid, nonce) and `age`: seconds since its last heartbeat."""
-        p = self.paths.job(job_id).claim
         try:
-            text, mtime = p.read_text(), p.stat().st_mtime
+            text, mtime = self.path.read_text(), self.path.stat().st_mtime
         except FileNotFoundError:
             return None
         try:
@@ -54,20 +65,18 @@ class Claims:
         return {**info, "age": time.time() - mtime, "raw": text}
 
     def abandoned(self, claim: dict[str, Any]) -> bool:
-        if claim["age"] > self.stale_after:
-            return True
-        return claim.get("host") == socket.gethostname() and "pid" in claim and not _pid_alive(claim["pid"])
+        return abandoned(claim, self.stale_after)
 
-    def take(self, job_id: str) -> bool:
-        """Own the job: exclusive create of its claim file. An abandoned claim is taken over."""
-        p = self.paths.job(job_id).claim
+    def take(self) -> bool:
+        """Own it: exclusive create of the claim file. An abandoned claim is taken over."""
+        p = self.path
         p.parent.mkdir(parents=True, exist_ok=True)
         nonce = uuid.uuid4().hex
         for _ in range(3):
             try:
                 fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                old = self.info(job_id)
+                old = self.info()
                 if old is None:
                     continue  # released meanwhile
                 if not self.abandoned(old) or not _take_over(p, old["raw"], nonce):
@@ -75,23 +84,59 @@ class Claims:
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "nonce": nonce, "since": time.time()}, f)
-            self._nonces[job_id] = nonce
+            self.nonce = nonce
             return True
         return False
 
+    def beat(self) -> bool:
+        """Touch our claim; False if it is no longer ours (taken over while we were stalled)."""
+        info = self.info()
+        if info is None or self.nonce is None or info.get("nonce") != self.nonce:
+            return False
+        os.utime(self.path)
+        return True
+
+    def release(self) -> None:
+        """Drop our claim (never someone else's)."""
+        info, nonce, self.nonce = self.info(), self.nonce, None
+        if info is not None and nonce is not None and info.get("nonce") == nonce:
+            self.path.unlink(missing_ok=True)
+
+
+class Claims:
+    """The claims of one experiment's jobs; `stale_after`: seconds without a heartbeat before a claim is abandoned."""
+
+    def __init__(self, paths: RunPaths, stale_after: float):
+        self.paths, self.stale_after = paths, stale_after
+        self._held: dict[str, FileClaim] = {}  # job id -> the claims this process holds
+
+    def _claim(self, job_id: str) -> FileClaim:
+        return self._held.get(job_id) or FileClaim(self.paths.job(job_id).claim, self.stale_after)
+
+    def info(self, job_id: str) -> dict[str, Any] | None:
+        """The claim's owner (host, pid, nonce) and `age`: seconds since its last heartbeat."""
+        return self._claim(job_id).info()
+
+    def abandoned(self, claim: dict[str, Any]) -> bool:
+        return abandoned(claim, self.stale_after)
+
+    def take(self, job_id: str) -> bool:
+        """Own the job: exclusive create of its claim file. An abandoned claim is taken over."""
+        claim = FileClaim(self.paths.job(job_id).claim, self.stale_after)
+        if not claim.take():
+            return False
+        self._held[job_id] = claim
+        return True
+
     def beat(self, job_id: str) -> bool:
         """Touch our claim; False if it is no longer ours (taken over while we were stalled)."""
-        info = self.info(job_id)
-        if info is None or info.get("nonce") != self._nonces.get(job_id):
-            return False
-        os.utime(self.paths.job(job_id).claim)
-        return True
+        return self._claim(job_id).beat()
 
     def release(self, job_id: str) -> None:
         """Drop our claim (never someone else's)."""
-        info = self.info(job_id)
-        if info is not None and info.get("nonce") == self._nonces.pop(job_id, None):
-            self.paths.job(job_id).claim.unlink(missing_ok=True)
+        claim = self._held.pop(job_id, None)
+        if claim is not None:
+            claim.release()
 
 
 def _take_over(p: Path, stale: str, nonce: str) -> bool:
@@ -150,3 +195,19 @@ class Heartbeat(Periodic):
             return True
         self.lost.set()
         return False
+
+
+def make_once(claim: FileClaim, made: Callable[[], bool], make: Callable[[], None], every: float) -> None:
+    """A shared artifact made once by whoever holds `claim` (heartbeat every `every` s): the others wait until
+    `made()` (which raises for a recorded failure); a claim whose holder died is taken over."""
+    while not made():
+        if not claim.take():
+            time.sleep(WAIT_SECONDS)  # another worker makes it
+            continue
+        try:
+            if not made():  # (made between our look and our claim)
+                with Periodic(every, claim.beat, f"make-{claim.path.name}"):
+                    make()
+        finally:
+            claim.release()
+        return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,8 @@ def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> JobConfig:
     """Load the tokenizer preset, apply the layers' overrides on top, validate; returns the job's config.
 
     The last layer that names a preset (`tokenizer: binned_ambre5`) picks it; `tokenizer.<key>`
-    overrides from any layer apply to it (e.g. a factor over `tokenizer.n_bins`)."""
+    overrides from any layer apply to it (e.g. a factor over `tokenizer.n_bins`). The code target of a
+    pretraining names its preset the same way (`pretrain.targets.code.tokenizer: vqvae512`)."""
     named = [(where, v) for where, over in layers for k, v in over.items() if k == "tokenizer" and isinstance(v, str)]
     raw: dict[str, Any] = {}
     preset_file = None
@@ -161,6 +162,10 @@ def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> JobConfig:
                 set_dotted(raw, k, v)
     if "tokenizer" not in raw:
         raise SpecError(f"{exp_path}: no tokenizer: set base.tokenizer or a `tokenizer` factor to a preset name")
+    for name, target in ((raw.get("pretrain") or {}).get("targets") or {}).items():
+        if isinstance(target, dict) and isinstance(target.get("tokenizer"), str):  # the code target's preset
+            key = f"pretrain.targets.{name}.tokenizer"
+            target["tokenizer"] = presets.get(target["tokenizer"], f"{exp_path}: {_origin(layers, key)}")
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as e:
@@ -171,12 +176,20 @@ def resolve(layers: list[Layer], presets: Presets, exp_path: Path) -> JobConfig:
         raise SpecError(f"{exp_path}: {_origin(layers, key)}: {msg}") from None
 
 
-def _check_no_shadowing(factors: dict[str, Factor], later: list[Layer], exp_path: Path) -> None:
-    """A profile or --set that overrides a factor's key would make the factor inert."""
+def _check_no_shadowing(
+    factors: dict[str, Factor], later: list[Layer], exp_path: Path, refine: Collection[str] = ()
+) -> None:
+    """A profile or --set that overrides a factor's key would make the factor inert. A factor in `refine` (whose
+    level is the same in every cell the layers reach) may have keys below its own set: `tokenizer.n_bins`
+    under `tokenizer: binned_ambre5` refines the level's preset, it does not undo the factor."""
     for name, factor in factors.items():
-        keys = {k for _, over in factor.levels for k in over}
+        keys, below = {k for _, over in factor.levels for k in over}, name not in refine
+
+        def clash(k: str, keys: set[str] = keys, below: bool = below) -> bool:
+            return any(k == f or f.startswith(k + ".") or (below and k.startswith(f + ".")) for f in keys)
+
         for where, over in later:
-            hit = sorted(k for k in over if any(k == f or k.startswith(f + ".") or f.startswith(k + ".") for f in keys))
+            hit = sorted(k for k in over if clash(k))
             if hit:
                 raise SpecError(
                     f"{exp_path}: {where}sets {', '.join(hit)}, which factor {name!r} varies: "
@@ -189,9 +202,11 @@ def build_matrix(
     profile: str | None = None,
     overrides: dict[str, Any] | None = None,
     per_cell: CellLayer | None = None,
+    refine: Collection[str] = (),
 ) -> Matrix:
     """Expand the experiment at `path` into validated jobs (no training, no data read). `per_cell(levels)`
-    adds a last layer to one cell (an arm's tuned settings); like --set, it may not set a key a factor varies."""
+    adds a last layer to one cell (an arm's tuned settings); like --set, it may not set a key a factor varies,
+    except keys below the key of a factor in `refine` (the arm factors: `tokenizer.codebook_size`)."""
     path = Path(path)
     spec = load_experiment(path)
     presets = Presets((path.parent / spec.presets).resolve())
@@ -234,7 +249,7 @@ def build_matrix(
         layers = base + fac_layers + later
         own = per_cell(levels) if per_cell is not None else None
         if own:
-            _check_no_shadowing(factors, [own], path)
+            _check_no_shadowing(factors, [own], path, refine)
             layers.append(own)
         config = resolve(layers, presets, path)  # validated once per cell: seeds differ in `seed` only
         data_path = config.data.path

@@ -24,10 +24,11 @@ runs/<experiment>/_submit/             RunPaths.submit -> SubmitPaths
 runs/<experiment>/report.*, results.parquet, tables/, plots/: what `expmatrix report` writes (report/build.py)
 runs/_cache/                           RunPaths.cache -> CachePaths: shared by experiments, derived, safe to delete
     <source>_synthetic_e<events>_s<seed>.h5   generated data (named by its generator: `data.synthetic_path`)
-    tokenizers/<key>.json  fit(key)         a fitted tokenizer per tokenizer config and data selection (+ .failed.json)
+    tokenizers/<key>.json  fit(key)         a fitted tokenizer per tokenizer config and data selection (+ .failed.json;
+                                            .claim while a worker fits it: the others wait for its artifact)
     consumed/<shape>.json  consumed(shape)  the config keys a job shape reads (the every-key check)
     sizes/<key>.json       size(key)        width and parameter count of a tokenizer + model shape (`list`)
-    pretrained/<key>/      pretrained(key)  model.pt (backbone + record), record.json, checkpoint.pt, failed.json
+    pretrained/<key>/      pretrained(key)  model.pt (backbone + record), record.json, checkpoint.pt, failed.json, claim
 """
 
 from __future__ import annotations
@@ -93,10 +94,12 @@ class JobPaths:
 
 @dataclass(frozen=True)
 class FitPaths:
-    """A shared tokenizer fit: its state, and the record of its failure (the jobs that need it fail with it)."""
+    """A shared tokenizer fit: its state, the record of its failure (the jobs that need it fail with it), and the
+    claim of the worker fitting it (tuning trials with a new fit run at once: one fits, the others wait)."""
 
     artifact: Path
     failure: Path
+    claim: Path
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,11 @@ class PretrainPaths:
     def failure(self) -> Path:
         return self.dir / "failed.json"
 
+    @property
+    def claim(self) -> Path:
+        """Exists while a worker pretrains it (the others wait for its artifact)."""
+        return self.dir / "claim"
+
 
 @dataclass(frozen=True)
 class CachePaths:
@@ -137,7 +145,7 @@ class CachePaths:
 
     def fit(self, key: str) -> FitPaths:
         folder = self.dir / "tokenizers"
-        return FitPaths(folder / f"{key}.json", folder / f"{key}.failed.json")
+        return FitPaths(folder / f"{key}.json", folder / f"{key}.failed.json", folder / f"{key}.claim")
 
     def pretrained(self, key: str) -> PretrainPaths:
         return PretrainPaths(self.dir / "pretrained" / key)

@@ -126,6 +126,11 @@ def test_vqvae_health_record_and_plots(train_split, tmp_path, one_thread):
     again = tokenizer("vqvae", epochs=3, codebook_size=64)
     again.load_state_dict(state)
     assert torch.equal(again.transform(train_split)["codes"], tok.transform(train_split)["codes"])  # exact reload
+    # what a job reports beside its metrics (metrics.json `codebook`, the report's codebook.* columns)
+    rmse = {f"{f}_rmse": e["rmse"] for f, e in last["errors"].items()}
+    assert again.summary() == {k: last[k] for k in ("utilisation", "perplexity", "dead_codes")} | rmse
+    assert set(rmse) == {"pT_rmse", "eta_rmse", "phi_rmse"}
+    assert tokenizer("kmeans", codes=8).summary() == {}  # a tokenizer without a codebook to report
 
 
 @pytest.mark.slow

@@ -8,10 +8,12 @@ import pytest
 from conftest import write_experiment
 from optuna.storages.journal._storage import JournalOperation
 
+from expmatrix.assembly.recipe import Recipe
 from expmatrix.config import VAL_METRICS, SpecError
 from expmatrix.metrics import binary_metrics
 from expmatrix.tuning import Tuning
 from expmatrix.tuning.journal import NO_OP, locked, open_journal
+from expmatrix.tuning.report import tables
 
 SPACE = {
     "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
@@ -39,7 +41,26 @@ def tuning(tmp_path, runs=None, **tune) -> Tuning:
         ({"space": {"train.foo": {"low": 1, "high": 2}}}, "tune.space: train.foo: unknown key; valid keys: amp,"),
         ({"space": {"train.min_lr_ratio": {"low": 0, "high": 0.5}}}, "tune.space.train.min_lr_ratio: arm tokenizer"),
         ({"space": {"train.warmup_steps": {"choices": [1, "x"]}}}, "tune.space: train.warmup_steps: Input should be"),
-        ({"space": {"tokenizer.n_bins": {"choices": [3, 5]}}}, "tune.space: sets tokenizer.n_bins, which factor"),
+        ({"space": {"tokenizer.n_bins": {"choices": [3, 5]}}}, "tune.space.tokenizer.n_bins: refines the arm factor"),
+        (
+            {"space": {"tokenizer.n_bins": {"choices": [3, 5]}}, "arms": []},
+            "tune.space: sets tokenizer.n_bins, which factor 'tokenizer' varies",
+        ),
+        (
+            {"arm_space": {"direct": {"tokenizer.codebook_size": {"choices": [128, 512]}}}},
+            "tune.arm_space.direct.tokenizer.codebook_size: arm tokenizer=direct: its tokenizer preset 'direct' "
+            "(direct) has no option 'codebook_size'; its options: transforms,",
+        ),
+        (
+            {"arm_space": {"vqvae512": {"tokenizer.codebook_size": {"choices": [128]}}}},
+            "tune.arm_space.vqvae512: names no arm; arms: tokenizer=direct, tokenizer=binned_ambre5",
+        ),
+        (
+            {"arm_space": {"tokenizer=binned_ambre5": {"train.lr": {"low": 1e-3, "high": 1e-2}}}},
+            "tune: Value error, arm_space.tokenizer=binned_ambre5.train.lr: in `space` too",
+        ),
+        ({"space": {"train.epochs": {"choices": [1, 2]}}}, "train.epochs is the budget (`tune.epochs`)"),
+        ({"space": {}}, "give a space (every arm) or an arm_space (one arm): there is nothing to tune"),
         ({"arms": ["pooling"]}, "tune.arms: no factor 'pooling'; factors: tokenizer"),
         ({"pruner": "sometimes"}, "tune.pruner.kind: Input tag 'sometimes'"),
     ],
@@ -89,3 +110,51 @@ def test_a_journal_of_another_space_is_an_error_naming_it(tmp_path):
         other.open_studies(open_journal(other.files.journal))
     more = tuning(tmp_path, runs, trials=50)  # a bigger budget continues the same studies
     more.open_studies(open_journal(more.files.journal))
+
+
+ARM_SPACE = {
+    "vqvae512": {
+        "tokenizer.embedding_init": {"choices": ["fresh", "codebook"]},
+        "tokenizer.codebook_size": {"choices": [128, 512, 2048]},
+    },
+    "binned_ambre5": {"tokenizer.n_bins": {"low": 3, "high": 8, "type": "int"}},
+}
+# the angle rules without their pinned width (2*pi/5 in the preset), so that the bin count can vary
+BINNED = {"tokenizer": "binned_ambre5", "tokenizer.rules.phi": "cyclic", "tokenizer.rules.MET_phi": "cyclic"}
+
+
+@pytest.mark.slow  # builds every corner of three arms' spaces
+def test_each_arm_tunes_its_own_preset_options_on_top_of_the_shared_space(tmp_path):
+    levels = {"direct": {"tokenizer": "direct"}, "binned_ambre5": BINNED, "vqvae512": {"tokenizer": "vqvae512"}}
+    factors = {"tokenizer": levels}
+    exp = write_experiment(tmp_path, factors=factors, tune={"objective": {"metric": "val_auroc"}, "space": SPACE,
+                                                            "arm_space": ARM_SPACE})  # fmt: skip
+    t = Tuning.load(exp, None, {}, tmp_path / "runs")
+    assert {a.name: list(a.space) for a in t.arms} == {
+        "tokenizer=direct": [*SPACE],
+        "tokenizer=binned_ambre5": [*SPACE, "tokenizer.n_bins"],
+        "tokenizer=vqvae512": [*SPACE, "tokenizer.embedding_init", "tokenizer.codebook_size"],
+    }
+    vq = t.arms[2]
+    job = t.trial_job(vq, {"train.lr": 1e-3, "train.warmup_steps": 5, "tokenizer.codebook_size": 128,
+                           "tokenizer.embedding_init": "codebook"})  # fmt: skip
+    tok = job.config.tokenizer
+    assert (tok.codebook_size, tok.embedding_init, tok.code_dim, job.levels) == (128, "codebook", 4, vq.levels)
+    assert Recipe.of(job).fit_key != Recipe.of(vq.job).fit_key  # its own codebook: its own fit
+    binned = t.trial_job(t.arms[1], {"train.lr": 1e-3, "train.warmup_steps": 5, "tokenizer.n_bins": 7})
+    assert binned.config.tokenizer.n_bins == 7
+    storage = open_journal(t.files.journal)
+    with locked(t.files.budget_lock):
+        t.open_studies(storage)
+    first = t.study(storage, vq).get_trials()[0].system_attrs["fixed_params"]
+    # the arm's own settings come first: its preset's options too
+    assert first == {"train.lr": 1e-3, "train.warmup_steps": 5, "tokenizer.embedding_init": "codebook",
+                     "tokenizer.codebook_size": 512}  # fmt: skip
+    assert "tokenizer=vqvae512 also tokenizer.embedding_init, tokenizer.codebook_size" in t.describe()
+    spaces = next(table for table in tables(t, {}, {}) if table.name == "spaces")  # what the report lists
+    assert spaces.headers == ["arm", *SPACE, "tokenizer.n_bins", "tokenizer.embedding_init", "tokenizer.codebook_size"]
+    assert spaces.rows == [
+        ["tokenizer=direct", "[0.0001, 0.01] log", "[0, 50] int", "-", "-", "-"],
+        ["tokenizer=binned_ambre5", "[0.0001, 0.01] log", "[0, 50] int", "[3, 8] int", "-", "-"],
+        ["tokenizer=vqvae512", "[0.0001, 0.01] log", "[0, 50] int", "-", "{fresh, codebook}", "{128, 512, 2048}"],
+    ]

@@ -13,9 +13,11 @@ import yaml
 from conftest import expmatrix, write_experiment
 from optuna.trial import TrialState
 
+from expmatrix.assembly.recipe import Recipe
 from expmatrix.store import RunStore
 from expmatrix.tuning import Tuning
 from expmatrix.tuning.budget import next_trial
+from expmatrix.tuning.export import export_best, tuned_matrix
 from expmatrix.tuning.journal import locked, open_journal
 from expmatrix.tuning.worker import tell, train
 
@@ -138,3 +140,36 @@ def test_a_trial_the_pruner_stops_ends_pruned_not_failed(tmp_path, one_thread):
     assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [1]
     assert store.job(ticket.job.id).checkpoint.exists() and not store.job(ticket.job.id).metrics.exists()
     assert json.loads(store.job(ticket.job.id).status.read_text())["state"] == "pruned"
+
+
+def test_a_worker_killed_while_fitting_its_trials_own_codebook_is_replaced(tmp_path):
+    """The VQ arm tunes its codebook size (a fit no matrix cell has): worker A is SIGKILLed halfway through writing
+    that fit; worker B gives A's trial back, takes over the fit's claim, fits it once and finishes the budget."""
+    space = {"tokenizer.codebook_size": {"choices": [64]}}  # not the preset's 512: every trial fits its own codebook
+    tune = {**TUNE, "arm_space": {"vqvae512": space}}
+    base = {**BASE, "tokenizer": {"epochs": 2}}  # a short VQ-VAE pretraining
+    exp = write_experiment(tmp_path, base=base, tune=tune, factors={"tokenizer": ["vqvae512"]})
+    runs = tmp_path / "runs"
+    tuning = Tuning.load(exp, None, {}, runs)
+    arm = tuning.arms[0]
+    key = Recipe.of(tuning.trial_job(arm, {"train.lr": 1e-3, "tokenizer.codebook_size": 64})).fit_key
+    files = tuning.files.trials.paths.cache.fit(key)
+
+    finish(tune_cli(exp, runs, "--worker", "--threads", "1", env={"EXPMATRIX_CRASH_WRITE": f"{key}.json:1"}), -9)
+    assert files.claim.exists() and not files.artifact.exists() and not files.failure.exists()
+    logs = finish(tune_cli(exp, runs, "--worker", "--threads", "1"))
+
+    study = tuning.study(open_journal(tuning.files.journal), arm)
+    states = sorted((t.state.name, bool(t.user_attrs.get("stale"))) for t in study.trials)
+    assert states == [("COMPLETE", False)] * TRIALS + [("FAIL", True)], logs  # the killed trial given back
+    assert files.artifact.exists() and not files.claim.exists()  # fitted once, by B
+    store = tuning.files.trials
+    for t in study.trials:
+        assert store.read_job(t.user_attrs["job"]).config.tokenizer.codebook_size == 64
+    killed = next(t.user_attrs["job"] for t in study.trials if t.user_attrs.get("stale"))
+    assert len(store.starts(killed)) == 2 and store.state(killed) == "done"  # redone after the kill
+
+    export_best(tuning)  # the arm's best settings, its own tokenizer option included, refine its cells
+    matrix, _ = tuned_matrix(tuning)
+    assert {j.config.tokenizer.codebook_size for j in matrix.jobs} == {64}
+    assert {Recipe.of(j).fit_key for j in matrix.jobs} == {key}  # the tuned matrix reuses the trials' fit

@@ -1,7 +1,9 @@
 """The tokenizer-fit cache: a job's tokenizer fitted once per `fit_key`, on the training split only.
 
 A fit that fails is recorded beside the cache entry: the other jobs that need it fail at once with its
-error instead of each repeating it, until `--retry-failed` clears the record.
+error instead of each repeating it, until `--retry-failed` clears the record. A worker fits under the key's
+claim (`FitPaths.claim`, with a heartbeat): workers that need the same new fit at once (tuning trials that
+change a codebook size) wait for its artifact, and a fit whose worker died is taken over.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from expmatrix.assembly.recipe import Recipe, features_of
+from expmatrix.claims import FileClaim, make_once
 from expmatrix.config import JobConfig
 from expmatrix.data import Events, data_selection
 from expmatrix.paths import FitPaths
@@ -36,14 +39,13 @@ def _check_record(record: dict, tokenizer: Tokenizer, recipe: Recipe, files: Fit
             )
 
 
-def fitted_tokenizer(recipe: Recipe, files: FitPaths, train: Callable[[], Events]) -> Tokenizer:
-    """The job's tokenizer, fitted: from the cache, or fitted on `train()` (the training split) and cached."""
-    tokenizer = build_tokenizer(recipe.cfg.tokenizer, recipe.features, recipe.use_met)
+def _cached(tokenizer: Tokenizer, recipe: Recipe, files: FitPaths) -> bool:
+    """Load the cached fit into `tokenizer` (False: none yet); a recorded failure raises `FitFailed`."""
     try:
         record = read_file(files.artifact)
         _check_record(record, tokenizer, recipe, files)
         tokenizer.load_state_dict(record["state"])
-        return tokenizer
+        return True
     except FileNotFoundError:
         pass
     except DamagedFile:
@@ -53,6 +55,10 @@ def fitted_tokenizer(recipe: Recipe, files: FitPaths, train: Callable[[], Events
         raise FitFailed(
             f"the shared tokenizer fit {recipe.fit_key} failed ({why['error']}); run with --retry-failed to fit again"
         )
+    return False
+
+
+def _fit(tokenizer: Tokenizer, recipe: Recipe, files: FitPaths, train: Callable[[], Events]) -> None:
     try:
         tokenizer.fit(train())  # the training split only
     except Exception as e:
@@ -61,4 +67,17 @@ def fitted_tokenizer(recipe: Recipe, files: FitPaths, train: Callable[[], Events
         raise
     record = {"signature": tokenizer.signature(), "data": data_selection(recipe.cfg.data)}
     write_json(files.artifact, record | {"state": tokenizer.state_dict()})
+
+
+def fitted_tokenizer(recipe: Recipe, files: FitPaths, train: Callable[[], Events]) -> Tokenizer:
+    """The job's tokenizer, fitted: from the cache, or fitted on `train()` (the training split) and cached, by one
+    worker at a time per key (the others wait for its artifact)."""
+    tokenizer = build_tokenizer(recipe.cfg.tokenizer, recipe.features, recipe.use_met)
+    run = recipe.job.run
+    make_once(
+        FileClaim(files.claim, run.stale_after_seconds),
+        lambda: _cached(tokenizer, recipe, files),
+        lambda: _fit(tokenizer, recipe, files, train),
+        run.heartbeat_seconds,
+    )
     return tokenizer

@@ -13,20 +13,27 @@ from pydantic import Field, model_validator
 
 from expmatrix.config.layout import CONT_NAMES
 from expmatrix.config.strict import Strict
+from expmatrix.config.tokenizers import TokenizerConfig
 
 PULSE_COLUMNS = ("time", "charge", "x", "y", "z", "sensor_id", "auxiliary")  # = data.icecube.PULSE_FEATURES
 OBJECT_TYPE = "type"  # the 4tops object-type id as a target
+CODE = "code"  # the code a fitted code tokenizer (vqvae, kmeans, fsq: `tokenizer`) gives each object
+CODE_KINDS = ("vqvae", "kmeans", "fsq")
 # per source: targets that hold integer codes (a class target as they are), and every target it offers
 INTEGER_TARGETS = {"fourtops": (OBJECT_TYPE,), "icecube": ("sensor_id", "auxiliary")}
-TARGETS = {"fourtops": (OBJECT_TYPE, *CONT_NAMES), "icecube": PULSE_COLUMNS}
+TARGETS = {"fourtops": (OBJECT_TYPE, CODE, *CONT_NAMES), "icecube": PULSE_COLUMNS}
 
 
 class TargetSpec(Strict):
     """What the model predicts for one feature at a masked position."""
 
+    LATER_DEFAULTS = {"tokenizer": None}
+
     kind: Literal["class", "regression"]  # class: integer codes, or `bins` quantile bins of a continuous feature
     bins: int | None = Field(None, ge=2)  # class over quantile bins of the training values (continuous features)
     log: bool = False  # regression on ln(1 + value) (charges): standardized either way
+    # the `code` target: a code tokenizer (a preset name in the experiment, e.g. vqvae512), fitted as a job's is
+    tokenizer: TokenizerConfig | None = None
 
     @model_validator(mode="after")
     def _options_fit_the_kind(self) -> TargetSpec:
@@ -34,6 +41,8 @@ class TargetSpec(Strict):
             raise ValueError("bins applies to kind class only")
         if self.kind == "class" and self.log:
             raise ValueError("log applies to kind regression only")
+        if self.tokenizer is not None and self.tokenizer.kind not in CODE_KINDS:
+            raise ValueError(f"tokenizer: a {self.tokenizer.kind} preset gives no codes; code presets: {CODE_KINDS}")
         return self
 
 
@@ -68,10 +77,18 @@ class PretrainConfig(Strict):
 
 def check_targets(targets: dict[str, TargetSpec], source: str, features: tuple[str, ...]) -> str | None:
     """Why the targets cannot be predicted from the source's events, or None."""
-    offered = TARGETS[source] if source == "icecube" else (OBJECT_TYPE, *features)
+    offered = TARGETS[source] if source == "icecube" else (OBJECT_TYPE, CODE, *features)
     for name, spec in targets.items():
         if name not in offered:
             return f"target {name!r}: {source} events of this job have no such feature; targets: {', '.join(offered)}"
+        if name == CODE and spec.tokenizer is None:
+            return f"target {CODE!r}: give its code `tokenizer` (a preset name, e.g. vqvae512)"
+        if name != CODE and spec.tokenizer is not None:
+            return f"target {name!r}: `tokenizer` applies to the {CODE!r} target only"
+        if name == CODE:
+            if spec.kind != "class" or spec.bins is not None:
+                return f"target {CODE!r}: the codes are classes: use kind class (bins does not apply)"
+            continue
         integer = name in INTEGER_TARGETS[source]
         if spec.kind == "class" and not integer and spec.bins is None:
             return f"target {name!r} is continuous: kind class needs `bins` (quantile bins), or use kind regression"

@@ -97,7 +97,10 @@ Pruner = Annotated[MedianPruner | HyperbandPruner | NoPruner, Field(discriminato
 
 
 class TuneConfig(Strict):
-    """One study per arm, every study with the same space, budget, sampler seed and pruner."""
+    """One study per arm, every study with the same budget, sampler seed and pruner; the same `space`, plus
+    the keys `arm_space` adds for one arm (its tokenizer preset's own options, say)."""
+
+    LATER_DEFAULTS = {"arm_space": {}}  # a journal written before arm spaces keeps its fingerprint
 
     arms: list[str] | None = None  # factors whose level combinations are the arms; None: every factor
     objective: Objective = Objective()
@@ -107,7 +110,22 @@ class TuneConfig(Strict):
     sampler: Literal["tpe", "random"] = "tpe"
     sampler_seed: int = 0  # a trial's draw is seeded by (sampler_seed, arm, trial number): reproducible
     pruner: Pruner = MedianPruner()
-    space: dict[str, Space] = Field(min_length=1)  # dotted job key -> range or choices
+    space: dict[str, Space] = {}  # dotted job key -> range or choices, for every arm
+    # an arm (its level, e.g. `vqvae512`, or `factor=level,...`) -> keys only it tunes (`tokenizer.codebook_size`)
+    arm_space: dict[str, dict[str, Space]] = {}
+
+    @model_validator(mode="after")
+    def _spaces(self) -> TuneConfig:
+        if not self.space and not any(self.arm_space.values()):
+            raise ValueError("give a space (every arm) or an arm_space (one arm): there is nothing to tune")
+        for arm, keys in self.arm_space.items():
+            for key in keys:
+                if key in self.space:
+                    raise ValueError(f"arm_space.{arm}.{key}: in `space` too: every arm tunes it already")
+        for key in (*self.space, *(k for keys in self.arm_space.values() for k in keys)):
+            if key == "train.epochs":
+                raise ValueError("train.epochs is the budget (`tune.epochs`), the same for every arm: not tuned")
+        return self
 
     @field_validator("pruner", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from torch import nn
 from expmatrix.assembly.parts import Assembly
 from expmatrix.assembly.recipe import pretrain_selection
 from expmatrix.checkpoint import checkpoint_position, load_checkpoint
+from expmatrix.claims import FileClaim, make_once
 from expmatrix.pretraining import PretrainFailed
 from expmatrix.pretraining.loop import run_pretraining
 from expmatrix.pretraining.model import HEAD
@@ -26,15 +27,22 @@ from expmatrix.runfiles import read_file
 def pretrained_artifact(parts: Assembly) -> dict[str, Any]:
     """The job's artifact {"record", "state"}: from the cache, or pretrained here (recorded failures are raised,
     as for tokenizer fits)."""
-    key = parts.recipe.pretrain_key
+    key, run = parts.recipe.pretrain_key, parts.job.run
     files = parts.store.paths.cache.pretrained(key)
-    if not files.artifact.exists():
-        if files.failure.exists():
+
+    def made() -> bool:
+        if files.failure.exists() and not files.artifact.exists():
             why = read_file(files.failure)["error"]
             raise PretrainFailed(f"the shared pretraining {key} failed ({why}); run with --retry-failed to redo it")
+        return files.artifact.exists()
+
+    def pretrain() -> None:
         gpus = range(torch.cuda.device_count())  # CUDA's generators too: pretraining reseeds and draws from them
         with torch.random.fork_rng(devices=gpus):  # the job's own random state (its head's init) stays as seeded
             run_pretraining(parts)
+
+    # one worker pretrains (tuning trials that need the same new pretraining at once); the others wait for it
+    make_once(FileClaim(files.claim, run.stale_after_seconds), made, pretrain, run.heartbeat_seconds)
     return load_checkpoint(files.artifact)
 
 

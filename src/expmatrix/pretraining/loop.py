@@ -21,10 +21,11 @@ from tqdm import tqdm
 from expmatrix.assembly.parts import Assembly
 from expmatrix.assembly.recipe import pretrain_data, pretrain_selection
 from expmatrix.checkpoint import epoch_order, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from expmatrix.config.pretrain import default_targets
+from expmatrix.config.pretrain import CODE, default_targets
 from expmatrix.data import Events, load_pulse_splits, load_splits
 from expmatrix.data.events import split_holdout
 from expmatrix.pretraining import PretrainFailed
+from expmatrix.pretraining.codes import code_target
 from expmatrix.pretraining.model import MaskedModel, mask_objects
 from expmatrix.pretraining.targets import Target, fit_target, target_table
 from expmatrix.runfiles import write_json
@@ -77,13 +78,16 @@ class Pretraining:
         self.files = parts.store.paths.cache.pretrained(self.key)
         specs = p.targets or default_targets(cfg.data.source, features)
         self.tokenizer = parts.tokenizer
-        events = pretrain_events(parts, list(specs))
-        self.targets = [fit_target(name, spec, events, cfg.data.source) for name, spec in specs.items()]
-        tokens = self.tokenizer.transform(tokenizer_view(events, features))
+        events = pretrain_events(parts, [n for n in specs if n != CODE])
+        view = tokenizer_view(events, features)
+        codes = {CODE: code_target(parts, specs[CODE], view)} if CODE in specs else {}
+        source = cfg.data.source
+        self.targets = [codes[n][0] if n in codes else fit_target(n, s, events, source) for n, s in specs.items()]
+        tokens = self.tokenizer.transform(view)
         seq_len = tokens["mask"].shape[1]
         self.size = parts.size_for(seq_len)  # the width the job itself solves: the same budget in both arms
         self.tokens, self.real = to_device(tokens, self.device), torch.from_numpy(events.real).to(self.device)
-        self.table = target_table(self.targets, events).to(self.device)
+        self.table = target_table(self.targets, events, {n: values for n, (_, values) in codes.items()}).to(self.device)
         self.train, hold = split_holdout(len(events), p.holdout, np.random.default_rng(p.seed))
         self.hold = torch.from_numpy(hold).to(self.device)
         self.hold_mask = mask_objects(self.real[self.hold], p.mask_fraction, torch.Generator().manual_seed(p.seed))

@@ -1,8 +1,9 @@
 """What masked modelling predicts per object: class targets (cross-entropy) and regression targets (MSE).
 
 Targets come from the raw events (not the tokens): the sensor id of a pulse, its charge, the type of a
-4tops object, its pT. Their constants (standardization, quantile bin edges, the number of classes) are
-fitted on the real objects of the pretraining events and stored in the artifact.
+4tops object, its pT; or the code a fitted code tokenizer gives an object (`codes.py`). Their constants
+(standardization, quantile bin edges, the number of classes) are fitted on the real objects of the
+pretraining events and stored in the artifact.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def fit_target(name: str, spec: TargetSpec, events: Events, source: str) -> Targ
     return Target(name, "regression", center=float(value.mean()), scale=float(value.std()) or 1.0, log=spec.log)
 
 
-def target_table(targets: list[Target], events: Events) -> torch.Tensor:
-    """(N, O, K) float: every target's value per object slot (classes as whole numbers)."""
-    return torch.from_numpy(np.stack([t.values(events) for t in targets], axis=-1).astype(np.float32))
+def target_table(targets: list[Target], events: Events, given: dict[str, np.ndarray] | None = None) -> torch.Tensor:
+    """(N, O, K) float: every target's value per object slot (classes as whole numbers); `given`: the values of
+    targets that do not come from the raw events (the code target)."""
+    given = given or {}
+    values = [given[t.name] if t.name in given else t.values(events) for t in targets]
+    return torch.from_numpy(np.stack(values, axis=-1).astype(np.float32))

@@ -15,7 +15,7 @@ from expmatrix.store import RunStore
 def _flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in metrics.items():
-        if isinstance(v, dict) and k in ("test", "val"):
+        if isinstance(v, dict) and k in ("test", "val", "codebook"):  # codebook: a VQ tokenizer's health
             out.update({f"{k}.{m}": x for m, x in v.items()})
         elif isinstance(v, int | float | str):
             out[k] = v

@@ -47,6 +47,10 @@ class Tokenizer(ABC):
         """Everything that shapes the input layer (a cache key for model sizing)."""
         return fit_signature(self.config, self.features, self.use_met)
 
+    def summary(self) -> dict[str, float]:
+        """What the fitted tokenizer reports beside a job's metrics (`metrics.json` `codebook`): a codebook's health."""
+        return {}
+
     @abstractmethod
     def fit(self, events: Events) -> None:
         """Learn constants from the training split."""

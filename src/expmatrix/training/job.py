@@ -115,6 +115,7 @@ def train_job(
         "events": {s: len(ev) for s, ev in splits.items()},
         "device": str(device),
         **({"pretrained": finetune.summary()} if finetune is not None else {}),
+        **({"codebook": codebook} if (codebook := parts.tokenizer.summary()) else {}),
     }
     write_json(files.metrics, metrics)
     return metrics

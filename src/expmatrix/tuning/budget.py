@@ -96,7 +96,7 @@ def next_trial(tuning: Tuning, storage: optuna.storages.BaseStorage) -> Ticket |
     trial = study.ask()
     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
     try:
-        job = tuning.trial_job(arm, suggest(trial, tuning.tune.space))
+        job = tuning.trial_job(arm, suggest(trial, arm.space))
     except Exception as e:  # a point of the space that builds no job (checked at the corners): a failed trial
         trial.set_user_attr("error", f"{type(e).__name__}: {e}")
         study.tell(trial, state=TrialState.FAIL)

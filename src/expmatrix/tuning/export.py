@@ -85,7 +85,7 @@ def tuned_matrix(tuning: Tuning) -> tuple[Matrix, str]:
         arm = tuning.arm_of(levels)
         return (f"{tuning.files.best_file(arm.name)}: ", best[arm.name]["settings"])
 
-    matrix = build_matrix(tuning.path, tuning.profile, tuning.overrides, per_cell=own)
+    matrix = build_matrix(tuning.path, tuning.profile, tuning.overrides, per_cell=own, refine=tuning.factors)
     spec = matrix.spec.model_copy(update={"name": tuning.files.tuned_name(matrix.spec.name)})
     values = "; ".join(f"{name} {r['objective']['value']:.4g} (trial {r['trial']})" for name, r in best.items())
     t = tuning.tune

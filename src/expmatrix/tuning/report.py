@@ -1,6 +1,7 @@
-"""The tuning report: per arm the best validation value, trials by outcome, the best-so-far curve against
-trials with a band over the order of trials, the parameter importances and the slices of the two most
-important parameters. Written like every report (report.md|tex|html, tables/, plots/) by `report.build`."""
+"""The tuning report: per arm the best validation value, trials by outcome, the space it searched, the
+best-so-far curve against trials with a band over the order of trials, the parameter importances and the
+slices of the two most important parameters.
+Written like every report (report.md|tex|html, tables/, plots/) by `report.build`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import polars as pl
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
+from expmatrix.config.tune import Space
 from expmatrix.report.build import write_report
 from expmatrix.report.document import Report
 from expmatrix.report.plots import save
@@ -23,6 +25,18 @@ from expmatrix.tuning.study import Tuning
 
 ORDERS = 500  # random orders of an arm's trials behind the band of its best-so-far curve
 BAND = (10, 90)  # percentiles of that band
+
+
+def tuned_keys(tuning: Tuning) -> list[str]:
+    """Every key some arm tunes: the shared space's first, then each arm's own, in the order they are set."""
+    return list(dict.fromkeys(k for arm in tuning.arms for k in arm.space))
+
+
+def describe_space(s: Space) -> str:
+    """`[0.0001, 0.01] log`, `[0, 200] int` or `{fresh, codebook}`."""
+    if s.choices is not None:
+        return "{" + ", ".join(str(c) for c in s.choices) + "}"
+    return f"[{s.low:g}, {s.high:g}]" + (" log" if s.log else "") + (" int" if s.type == "int" else "")
 
 
 def best_so_far(values: np.ndarray, maximize: bool) -> np.ndarray:
@@ -91,7 +105,7 @@ def slice_plot(found: dict[str, optuna.Study], params: list[str], tuning: Tuning
         for name, study in found.items():
             done = [t for t in finished(study) if t.state == TrialState.COMPLETE and param in t.params]
             ax.scatter([t.params[param] for t in done], [t.value for t in done], label=name, alpha=0.7)
-        space = tuning.tune.space[param]
+        space = next(a.space[param] for a in tuning.arms if param in a.space)
         if space.log:
             ax.set_xscale("log")
         ax.set_xlabel(param)
@@ -112,11 +126,12 @@ def tables(tuning: Tuning, found: dict[str, optuna.Study], imp: dict[str, dict[s
             + [str(counts[k]) for k in ("complete", "pruned", "failed", "stale", "running")]
         )
         values.append(best.value if best else None)
-        best_rows.append([name] + [str(best.params.get(k, "-")) if best else "-" for k in tuning.tune.space])
+        best_rows.append([name] + [str(best.params.get(k, "-")) if best else "-" for k in tuned_keys(tuning)])
     pick = best_row(values, maximize)
     bold = {(pick, 1)} if pick is not None else set()
     note = f"budget per arm: {tuning.tune.trials} trials x {tuning.tune.epochs} epochs; stale: given back, not counted"
-    params = list(tuning.tune.space)
+    params = tuned_keys(tuning)
+    spaces = [[a.name, *(describe_space(a.space[k]) if k in a.space else "-" for k in params)] for a in tuning.arms]
     return [
         Table(
             "arms",
@@ -125,6 +140,13 @@ def tables(tuning: Tuning, found: dict[str, optuna.Study], imp: dict[str, dict[s
             rows,
             bold,
             [note],
+        ),
+        Table(
+            "spaces",
+            "What each arm was allowed to change",
+            ["arm", *params],
+            spaces,
+            notes=["-: not tuned in this arm (its own setting); every arm had the same budget of trials and epochs"],
         ),
         Table("best_settings", "Best settings per arm", ["arm", *params], best_rows),
         Table(
@@ -158,7 +180,7 @@ def tuning_report(tuning: Tuning, plots: bool = True) -> tuple[Report, list[Path
     found = studies(tuning)
     imp = importances(found)
     report = Report(f"{tuning.matrix.spec.name}: tuning", [], tables(tuning, found, imp))
-    ranked = sorted(tuning.tune.space, key=lambda p: -np.mean([v.get(p, 0.0) for v in imp.values()] or [0.0]))
+    ranked = sorted(tuned_keys(tuning), key=lambda p: -np.mean([v.get(p, 0.0) for v in imp.values()] or [0.0]))
     if plots:
         out = tuning.files.dir / "plots"
         report.plots = [curve_plot(found, tuning, out), slice_plot(found, ranked[:2], tuning, out)]

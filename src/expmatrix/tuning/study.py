@@ -3,7 +3,9 @@
 An arm is one level combination of `tune.arms` (default: every factor). Its trials train the arm's
 first cell of the matrix (its other factors at their first levels) at the tune seed, with the suggested
 settings and `train.epochs = tune.epochs`: an ordinary job of the matrix built with those settings as a
-last layer (`build_matrix(per_cell=...)`), so its id, validation and errors are the matrix's own.
+last layer (`build_matrix(per_cell=...)`), so its id, validation and errors are the matrix's own. Its space
+is `tune.space` plus the keys `tune.arm_space` adds for it; a key below an arm factor's own key refines the
+arm's level (`tokenizer.codebook_size` under `tokenizer: vqvae512`), and only an arm space may set one.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 import optuna
 
 from expmatrix.config import SOURCE_TASKS, VAL_METRICS, Job, SpecError, TuneConfig, short_hash
+from expmatrix.config.tune import Space
 from expmatrix.matrix import Layer, Matrix, build_matrix, reseed
 from expmatrix.metrics import higher_is_better
 from expmatrix.tuning.files import TuneFiles
-from expmatrix.tuning.space import corners
+from expmatrix.tuning.space import arm_space, corners, names_arm
 
 SPACE_LAYER = "tune.space: "  # how errors name a setting the tuning sets
 
@@ -28,6 +31,8 @@ class Arm:
     name: str  # `factor=level,...`: its study's name and its best file's
     levels: dict[str, str]  # arm factor -> level
     job: Job  # the cell its trials train, at the tune seed, without tuned settings
+    space: dict[str, Space] = field(default_factory=dict)  # tune.space and the keys its arm_space adds
+    where: dict[str, str] = field(default_factory=dict)  # key -> where the tune section sets it (for errors)
 
 
 def arm_name(levels: dict[str, str]) -> str:
@@ -74,7 +79,7 @@ class Tuning:
     # ------------------------------------------------------------ arms and trial jobs
 
     def _find_arms(self) -> list[Arm]:
-        factors = self.tune.arms if self.tune.arms is not None else self.matrix.factor_names
+        factors = self.factors
         unknown = [f for f in factors if f not in self.matrix.factor_names]
         if unknown:
             known = ", ".join(self.matrix.factor_names) or "none"
@@ -83,8 +88,22 @@ class Tuning:
         found: dict[str, Arm] = {}
         for job in self.matrix.jobs:
             levels = {f: job.levels[f] for f in factors}
-            found.setdefault(arm_name(levels), Arm(arm_name(levels), levels, reseed(job, seed)))
+            if arm_name(levels) not in found:
+                try:
+                    keys = arm_space(self.tune, levels)
+                except SpecError as e:
+                    raise SpecError(f"{self.path}: {e} (arm {arm_name(levels)})") from None
+                space, where = {k: s for k, (s, _) in keys.items()}, {k: w for k, (_, w) in keys.items()}
+                found[arm_name(levels)] = Arm(arm_name(levels), levels, reseed(job, seed), space, where)
+        for label in self.tune.arm_space:
+            if not any(names_arm(label, a.levels) for a in found.values()):
+                raise SpecError(f"{self.path}: tune.arm_space.{label}: names no arm; arms: {', '.join(found)}")
         return list(found.values())
+
+    @property
+    def factors(self) -> list[str]:
+        """The arm factors: their levels are fixed within an arm, so an arm space may refine them."""
+        return self.tune.arms if self.tune.arms is not None else self.matrix.factor_names
 
     def trial_job(self, arm: Arm, values: dict[str, Any]) -> Job:
         """The job of a trial of `arm` with the suggested `values` (dotted keys)."""
@@ -93,7 +112,7 @@ class Tuning:
         def own(levels: dict[str, str]) -> Layer | None:
             return layer if levels == arm.job.levels else None
 
-        matrix = build_matrix(self.path, self.profile, self.overrides, per_cell=own)
+        matrix = build_matrix(self.path, self.profile, self.overrides, per_cell=own, refine=self.factors)
         job = next(j for j in matrix.jobs if j.levels == arm.job.levels)
         return reseed(job, arm.job.seed)
 
@@ -122,11 +141,33 @@ class Tuning:
                     f"{self.path}: tune.objective.metric: {task} jobs log no {self.metric!r} "
                     f"(arm {arm.name}); they log: {', '.join(VAL_METRICS[task])}"
                 )
-            jobs = [self.trial_job(arm, point) for point in corners(self.tune.space)]
+            self._check_keys(arm)
+            jobs = [self.trial_job(arm, point) for point in corners(arm.space)]
             reads = cached_reads(jobs[0].config, self.files.trials)
-            never = unread({k: f"tune.space.{k}" for k in self.tune.space}, reads)
+            never = unread(arm.where, reads)
             if never:
                 raise SpecError(f"{self.path}: {never[0]}: arm {arm.name} never reads it: tuning it changes nothing")
+
+    def _check_keys(self, arm: Arm) -> None:
+        """A key below an arm factor's own key in the shared space (another arm's level may lack it), and a
+        tokenizer option the arm's preset does not have, are errors naming the arm and the key."""
+        for key in self.tune.space:
+            factor = next((f for f in self.factors if key.startswith(f + ".")), None)
+            if factor is not None:
+                raise SpecError(
+                    f"{self.path}: tune.space.{key}: refines the arm factor {factor!r}, whose levels differ in what "
+                    f"they have: tune it per arm in tune.arm_space.<level> (arm {arm.name})"
+                )
+        tok = arm.job.config.tokenizer
+        for key, where in arm.where.items():
+            own = key.startswith("tokenizer.") and key not in self.tune.space  # shared keys: the matrix's checks
+            option = key.split(".")[1] if own else None
+            if option is not None and option not in type(tok).model_fields:
+                options = ", ".join(k for k in type(tok).model_fields if k not in ("name", "kind"))
+                raise SpecError(
+                    f"{self.path}: {where}: arm {arm.name}: its tokenizer preset {tok.name!r} ({tok.kind}) has no "
+                    f"option {option!r}; its options: {options}"
+                )
 
     # ------------------------------------------------------------ studies
 
@@ -137,9 +178,11 @@ class Tuning:
         return short_hash({"experiment": self.matrix.spec.name, "arms": {a.name: a.job.id for a in self.arms}, **tune})
 
     def describe(self) -> str:
-        arms, space = ", ".join(a.name for a in self.arms), ", ".join(self.tune.space)
+        arms, space = ", ".join(a.name for a in self.arms), ", ".join(self.tune.space) or "-"
+        own = "".join(f"; {a.name} also {', '.join(k for k in a.space if k not in self.tune.space)}"
+                      for a in self.arms if len(a.space) > len(self.tune.space))  # fmt: skip
         return (
-            f"{self.matrix.spec.name}: arms {arms}; space {space}; {self.metric}, {self.tune.epochs} epochs per "
+            f"{self.matrix.spec.name}: arms {arms}; space {space}{own}; {self.metric}, {self.tune.epochs} epochs per "
             f"trial; fingerprint {self.fingerprint()}"
         )
 
@@ -187,6 +230,6 @@ class Tuning:
             study.set_user_attr("fingerprint", fingerprint)
             study.set_user_attr("what", self.describe())
             study.set_user_attr("levels", arm.levels)
-            first = defaults(arm.job.config.model_dump(mode="json"), self.tune.space)
+            first = defaults(arm.job.config, arm.space)
             if first:
                 study.enqueue_trial(first, user_attrs={"defaults": True})

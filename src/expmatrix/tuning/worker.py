@@ -32,13 +32,19 @@ FINISHED = ("done", "pruned", "failed")
 POLL_SECONDS = 2.0  # while waiting on a job another worker trains, or on the last trials of the budget
 
 
-def prepare(tuning: Tuning) -> None:
-    """Data files and tokenizer fits of every arm, once, by the first worker (the others wait for it)."""
-    jobs, store = [a.job for a in tuning.arms], tuning.files.trials
+def prepare(tuning: Tuning, log: Callable[[str], None] = print) -> None:
+    """Data files of every arm, and the shared stages of the arms whose trials all share them (no tuned
+    `tokenizer.` key), once, by the first worker (the others wait for it). A trial that changes its tokenizer
+    fits its own, under the fit's claim. A stage that fails is recorded: the trials that need it fail, no other."""
+    store = tuning.files.trials
+    shared = [a.job for a in tuning.arms if not any(k.startswith("tokenizer.") for k in a.space)]
     with locked(tuning.files.prepare_lock, grace_seconds=int(tuning.matrix.spec.run.stale_after_seconds)):
-        prepare_data(jobs, store)
-        for stage in pending_stages(jobs, store):
-            run_stage(stage, store)
+        prepare_data([a.job for a in tuning.arms], store)
+        for stage in pending_stages(shared, store):
+            try:
+                run_stage(stage, store)
+            except Exception as e:  # noqa: BLE001 - recorded with the stage; its trials fail with it
+                log(f"{stage.describe()}: failed: {type(e).__name__}: {e}")
 
 
 def guarded(journal: Path, call: Callable[[], T]) -> T:
@@ -118,7 +124,7 @@ def work(tuning: Tuning, threads: int = 1, log: Callable[[str], None] = print) -
     storage = guarded(tuning.files.journal, lambda: open_journal(tuning.files.journal))
     with locked(tuning.files.budget_lock):
         guarded(tuning.files.journal, lambda: tuning.open_studies(storage))
-    prepare(tuning)
+    prepare(tuning, log)
     states: Counter = Counter()
     with stop_requests() as stop:
         while stop.signal is None:

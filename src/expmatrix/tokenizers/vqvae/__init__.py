@@ -72,6 +72,15 @@ class VQVAETokenizer(CodeTokenizer):
     def fitted(self) -> bool:
         return self.model is not None
 
+    def summary(self) -> dict[str, float]:
+        """The final held-out health of the codebook: utilisation, perplexity, dead codes, and the resolution
+        (rmse in physical units) per feature."""
+        if self.record is None:
+            return {}
+        last = self.record["history"][-1]
+        rmse = {f"{f}_rmse": e["rmse"] for f, e in last["errors"].items()}
+        return {k: last[k] for k in ("utilisation", "perplexity", "dead_codes")} | rmse
+
     def quantizer_state(self) -> dict[str, Any]:
         return {"weights": self._weights, "health": self.record}
 
