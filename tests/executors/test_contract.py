@@ -214,21 +214,28 @@ class Slurm(Executor):
             return {}  # nothing to submit
         return dict(part.split() for part in out.split("submitted: ")[1].strip().split(", "))
 
-    def exit_codes(self, arrays: dict[str, str]) -> list[int]:
-        """ExitCode of every finished task of these arrays (jobcomp records; 128 + n for a signal n)."""
-        codes = []
-        for line in self.cluster.finished_jobs().splitlines():
-            array = re.search(r"ArrayJobId=(\d+) ", line)
-            if array and array.group(1) in arrays.values() and (code := re.search(r"\bExitCode=(\d+):(\d+)", line)):
-                status, signum = map(int, code.groups())
-                codes.append(128 + signum if signum else status)
-        return codes
+    def exit_codes(self, arrays: dict[str, str], tasks: int) -> list[int]:
+        """ExitCode of every finished task of these arrays (jobcomp records; 128 + n for a signal n). slurmctld
+        writes a record after the task has left the queue: wait until all `tasks` have one."""
+        end = time.monotonic() + 120
+        while True:
+            codes = []
+            for line in self.cluster.finished_jobs().splitlines():
+                array = re.search(r"ArrayJobId=(\d+) ", line)
+                code = re.search(r"\bExitCode=(\d+):(\d+)", line)
+                if array and array.group(1) in arrays.values() and code:
+                    status, signum = map(int, code.groups())
+                    codes.append(128 + signum if signum else status)
+            if len(codes) >= tasks or time.monotonic() > end:
+                return codes
+            time.sleep(0.5)
 
     def run_all(self, exp: Path, runs: Path) -> list[int]:
         test_hpc_slurm.wait_drained(self.cluster, 300)  # what is queued (a requeued task) finishes first
         arrays = self.submit(exp, runs)
         test_hpc_slurm.wait_drained(self.cluster, 300)
-        return self.exit_codes(arrays)
+        counts = re.search(r"arrays: (.*) tasks", self.log[-1])  # "arrays: fit 2, train 2 tasks"
+        return self.exit_codes(arrays, sum(map(int, re.findall(r"\d+", counts.group(1)))) if counts else 0)
 
     def preempt(self, exp: Path, runs: Path, job_id: str) -> int:
         arrays = self.submit(exp, runs)
