@@ -29,7 +29,8 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q $(PYTEST)
+	$(BIN)/python -m pytest -q -m "not slurm" $(PYTEST)
+	$(BIN)/python -m pytest -q -m slurm -p no:xdist  # one local SLURM at a time, nothing else loading the machine
 
 test-fast: install  # while you work: everything but the tests marked slow (training, processes, a scheduler)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST)
