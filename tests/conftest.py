@@ -36,6 +36,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's controller, with the node ids a worker collected
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """A pytest/pytest-xdist pair that ignores the groups would make every module fixture once per worker."""
+    grouped = [i for i in ids if i.split("::")[0].rsplit("/", 1)[-1] not in SPREAD]
+    if node.config.getvalue("dist") == "loadgroup" and grouped and not any("@" in i for i in grouped):
+        pytest.exit(
+            f"--dist loadgroup grouped nothing (pytest {pytest.__version__}): this pytest-xdist cannot rewrite "
+            "this pytest's node ids; install the versions that pyproject.toml's dev extra allows",
+            returncode=4,
+        )
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models on a shared 2-core machine: one torch thread is many times faster than two fighting."""
