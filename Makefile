@@ -15,10 +15,11 @@ PYTEST ?= -n auto --dist loadgroup
 
 .PHONY: demo test test-fast lint install clean
 
+# --no-compile: Python compiles what is imported, on first import (pip would compile every file of 2 GB: ~70 s CPU)
 $(BIN)/expmatrix: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(if $(TORCH),$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH))
-	$(BIN)/pip install -q -e ".[dev]"
+	$(if $(TORCH),$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q --no-compile $(TORCH))
+	$(BIN)/pip install -q --no-compile -e ".[dev]"
 	touch $@
 
 install: $(BIN)/expmatrix

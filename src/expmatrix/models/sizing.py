@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from expmatrix.config import ModelConfig
 from expmatrix.config.layout import N_GLOBALS, N_OBJECTS
@@ -40,14 +41,28 @@ def build_model(
     learned positions only, and defaults to the fourtops layout's maximum.
     """
     d_model, d_ff = (size.d_model, size.d_ff) if isinstance(size, Size) else size
+    return _assemble(tokenizer.embedding(d_model), cfg, d_model, d_ff, n_outputs, seq_len)
+
+
+def _assemble(embedding: nn.Module, cfg: ModelConfig, d_model: int, d_ff: int, n_outputs: int, seq_len: int | None):
     if cfg.kind == "hierarchical":  # (no slot positions: seq_len does not shape it)
-        return HierarchicalTransformer(tokenizer.embedding(d_model), cfg, d_model, d_ff, n_outputs)
-    return Transformer(tokenizer.embedding(d_model), cfg, d_model, d_ff, n_outputs, seq_len or DEFAULT_SEQ_LEN)
+        return HierarchicalTransformer(embedding, cfg, d_model, d_ff, n_outputs)
+    return Transformer(embedding, cfg, d_model, d_ff, n_outputs, seq_len or DEFAULT_SEQ_LEN)
 
 
 def count_params(tokenizer: Tokenizer, cfg: ModelConfig, d_model: int, d_ff: int, n_outputs: int, seq_len=None) -> int:
+    """The tokenizer's input layer plus the rest of the model, which no tokenizer shapes: the rest is counted
+    once per shape, so solving the width of every preset builds each body once."""
     with torch.device("meta"):
-        return trainable_params(build_model(tokenizer, cfg, (d_model, d_ff), n_outputs, seq_len))
+        embedding = trainable_params(tokenizer.embedding(d_model))
+    key = (cfg.model_dump_json(), d_model, d_ff, n_outputs, seq_len)
+    if key not in _BODIES:
+        with torch.device("meta"):
+            _BODIES[key] = trainable_params(_assemble(nn.Identity(), cfg, d_model, d_ff, n_outputs, seq_len))
+    return embedding + _BODIES[key]
+
+
+_BODIES: dict[tuple, int] = {}
 
 
 def solve_size(tokenizer: Tokenizer, cfg: ModelConfig, n_outputs: int, seq_len: int | None = None) -> Size:
