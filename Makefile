@@ -28,10 +28,14 @@ demo: install
 	-$(BIN)/expmatrix run $(EXP) --profile $(PROFILE)
 	$(BIN)/expmatrix report $(EXP) --profile $(PROFILE)
 
+# The tests of the local SLURM run in one process of their own (one scheduler, fixed ports), beside the others:
+# much of their time is spent waiting for the scheduler. Their output follows the others'.
 test: install
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -m "not slurm" $(PYTEST)
-	$(BIN)/python -m pytest -q -m slurm -p no:xdist  # one local SLURM at a time, nothing else loading the machine
+	@log=$$(mktemp); $(BIN)/python -m pytest -q -m slurm -p no:xdist >$$log 2>&1 & slurm=$$!; \
+	$(BIN)/python -m pytest -q -m "not slurm" $(PYTEST); rest=$$?; \
+	wait $$slurm; code=$$?; echo "---- the local-SLURM tests (-m slurm):"; cat $$log; rm -f $$log; \
+	[ $$rest -eq 0 ] && [ $$code -eq 0 ]
 
 test-fast: install  # while you work: everything but the tests marked slow (training, processes, a scheduler)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST)

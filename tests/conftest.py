@@ -7,13 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-import yaml
+# One OpenMP/BLAS thread per process, set before numpy, torch or scikit-learn start their pools (the processes the
+# tests start inherit it): pytest-xdist already runs one worker per core, and threads fighting over the cores
+# made one scikit-learn fit ~20x slower on a loaded 2-core machine. `--threads` still sets torch's own count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from expmatrix.data.events import Events
-from expmatrix.data.synthetic import write_fourtops
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from expmatrix.data.events import Events  # noqa: E402
+from expmatrix.data.synthetic import write_fourtops  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "tokenizers"

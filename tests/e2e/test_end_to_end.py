@@ -22,9 +22,11 @@ def cli(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
+    # one worker, in this process: a pool's workers would each import torch (the pool: tests/executors)
     exp, runs = write_experiment(tmp_path), str(tmp_path / "runs")
-    first = cli("run", str(exp), "--runs", runs, "--workers", "2")
+    first = cli("run", str(exp), "--runs", runs, "--workers", "1", "--threads", "1")
     assert first.exit_code == 0, first.output
     assert "2 done" in first.output
     store = RunStore(runs, "tiny")
@@ -53,13 +55,14 @@ def test_tiny_matrix_runs_reports_and_is_skipped_the_second_time(tmp_path):
     assert "| tokenizer" in (tmp_path / "runs" / "tiny" / "report.md").read_text()
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path):
     # 10 training events leave 1 in val: a split with one class, found when the job reads its data
     # (a file without a dataset a job names stops the whole run before any job: tests/e2e/test_damaged.py)
     sizes = {"good": {"data.max_events": 2400}, "bad": {"data.max_events": 10}}
     factors = {"tokenizer": ["direct"], "source": sizes}
     exp, runs = write_experiment(tmp_path, factors=factors), str(tmp_path / "runs")
-    result = cli("run", str(exp), "--runs", runs, "--workers", "1")
+    result = cli("run", str(exp), "--runs", runs, "--workers", "1", "--threads", "1")
     assert result.exit_code == 1
     assert "1 done, 1 failed" in result.output and "split 'val' has no events of one class" in result.output
     rep = cli("report", str(exp), "--runs", runs)
@@ -85,9 +88,10 @@ def test_data_synth_command_is_deterministic(tmp_path):
         assert all(np.array_equal(a[k][:], b[k][:]) for k in a)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_a_matrix_on_a_real_file_runs(tmp_path, small_h5):
     exp = write_experiment(tmp_path, data={"path": str(small_h5)}, factors={"tokenizer": ["binned_ambre5"]})
-    result = cli("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1")
+    result = cli("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1", "--threads", "1")
     assert result.exit_code == 0 and "1 done" in result.output, result.output
     store = RunStore(tmp_path / "runs", "tiny")
     (job,) = store.job_ids()

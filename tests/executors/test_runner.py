@@ -3,6 +3,7 @@ torn writes, failures and retries, the shared tokenizer-fit stage, wandb offline
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from adapters import trained_an_epoch
 from click.testing import CliRunner
 from conftest import expmatrix, write_experiment
 
@@ -25,6 +27,8 @@ THREE_EPOCHS = {
     "model": {"target_params": 20000, "layers": 2, "heads": 4},
     "train": {"epochs": 3, "batch_size": 128, "warmup_steps": 5, "lr": 1e-3},
 }
+
+SMALL = {"path": "synthetic", "synthetic": {"events": 1000, "seed": 1}}  # 100 val and 100 test events: both classes
 
 
 # time limits only catch a hang: generous, so that a loaded machine is slow, not failing
@@ -52,32 +56,54 @@ def same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
         assert a[job]["val"] == b[job]["val"], job
 
 
+def run_here(*args: str) -> str:
+    """`expmatrix ARGS` in this process (no process to start: ~6 s of CPU less); its output."""
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.output
+
+
 def test_kill_9_of_the_runner_resumes_to_the_uninterrupted_result(tmp_path):
-    eight = {**THREE_EPOCHS, "train": {**THREE_EPOCHS["train"], "epochs": 8}}  # neither job ends before the kill
-    exp = write_experiment(tmp_path, base=eight)
-    args = ["run", str(exp), "--workers", "2", "--threads", "1"]
-    assert "2 done" in finish(expmatrix(*args, "--runs", str(tmp_path / "whole")))
+    exp = write_experiment(tmp_path, base=THREE_EPOCHS)
+    # the uninterrupted reference, here, one job after another with one thread: a pool worker's results equal
+    # these bitwise (tests/executors/test_contract.py)
+    whole = tmp_path / "whole"
+    assert "2 done" in run_here("run", str(exp), "--runs", str(whole), "--workers", "1", "--threads", "1")
 
     runs = tmp_path / "killed"
-    runner = expmatrix(*args, "--runs", str(runs))
+    args = ["run", str(exp), "--workers", "2", "--threads", "1", "--runs", str(runs)]
+    runner = expmatrix(*args)
     store = RunStore(runs, "tiny")
     ids = [j.id for j in build_matrix(exp).jobs]
-    wait_for(lambda: all(store.job(i).checkpoint.exists() for i in ids))
-    runner.send_signal(signal.SIGKILL)  # the runner only: its pool workers must die with it
-    runner.wait()
-    wait_for(lambda: all(store.state(i) == "interrupted" for i in ids), timeout=120)
-    assert all(1 <= store.status(i)["epoch"] < 8 for i in ids)
+    frozen: set[str] = set()
 
-    out = finish(expmatrix(*args, "--runs", str(runs)))
+    def both_frozen() -> bool:  # each pool worker frozen after its job's first epoch: no job ends before the kill
+        assert runner.poll() is None, finish(runner)
+        for i in set(ids) - frozen:
+            if (pid := trained_an_epoch(store, i)) is not None:
+                os.kill(pid, signal.SIGSTOP)
+                frozen.add(i)
+        return frozen == set(ids)
+
+    try:
+        wait_for(both_frozen)
+    finally:
+        runner.send_signal(signal.SIGKILL)  # the runner only: its (frozen) pool workers must die with it
+        runner.wait()
+    wait_for(lambda: all(store.state(i) == "interrupted" for i in ids), timeout=120)
+    assert all(1 <= store.status(i)["epoch"] < 3 for i in ids)
+
+    out = run_here(*args)  # the resuming runner, here (its pool's workers are processes)
     assert "2 done" in out, out
     assert all([s["resumed"] for s in store.starts(i)] == [False, True] for i in ids)
-    same_results(final_metrics(tmp_path / "whole"), final_metrics(runs))
+    same_results(final_metrics(whole), final_metrics(runs))
 
 
 def test_a_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_path):
     exp = write_experiment(tmp_path, base=THREE_EPOCHS, factors={"tokenizer": ["direct"]})
     args = ["run", str(exp), "--workers", "1", "--threads", "1"]
-    finish(expmatrix(*args, "--runs", str(tmp_path / "whole")))
+    assert "1 done" in run_here(*args, "--runs", str(tmp_path / "whole"))  # the reference, in this process
     runs = tmp_path / "torn"
     no_wandb = tmp_path / "no_wandb" / "wandb"  # `tracking: none` must not need wandb installed
     no_wandb.mkdir(parents=True)
@@ -92,22 +118,39 @@ def test_a_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_path
     store = RunStore(runs, "tiny")
     assert list(store.job(job.id).dir.glob(".checkpoint.pt.*.tmp"))  # the torn write, never read
     assert store.state(job.id) == "interrupted" and store.status(job.id)["epoch"] == 1  # epoch 2 was lost
-    out = finish(expmatrix(*args, "--runs", str(runs)))
+    out = run_here(*args, "--runs", str(runs))
     assert "1 done" in out, out
     same_results(final_metrics(tmp_path / "whole"), final_metrics(runs))
 
 
 def test_two_runners_at_once_train_every_job_exactly_once(tmp_path):
     factors = {"tokenizer": ["direct", "binned_ambre5"], "model.pooling": ["cls", "mean"]}
-    exp = write_experiment(tmp_path, factors=factors, seeds=[0, 1])
+    exp = write_experiment(tmp_path, factors=factors)
     args = ["run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1", "--threads", "1"]
-    a, b = expmatrix(*args), expmatrix(*args)
-    out_a, out_b = finish(a), finish(b)
-    assert a.returncode == 0 and b.returncode == 0, out_a + out_b
     store = RunStore(tmp_path / "runs", "tiny")
     jobs = build_matrix(exp).jobs
-    assert len(jobs) == 8
-    assert [len(store.starts(j.id)) for j in jobs] == [1] * 8  # trained once each
+    assert len(jobs) == 4
+
+    def at_work() -> set[int]:  # the runners whose pid a job's status names
+        out = set()
+        for job in jobs:
+            with contextlib.suppress(OSError, ValueError):  # not written yet
+                out.add(json.loads(store.job(job.id).status.read_text())["pid"])
+        return out
+
+    a, b = expmatrix(*args), expmatrix(*args)
+    # both start at once; the first to train a job waits (SIGSTOP) until the other trains one too: both do
+    # work, however the machine schedules them
+    wait_for(lambda: bool(at_work() & {a.pid, b.pid}))
+    first, second = (a, b) if a.pid in at_work() else (b, a)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: second.pid in at_work() or second.poll() is not None)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out_a, out_b = finish(a), finish(b)
+    assert a.returncode == 0 and b.returncode == 0, out_a + out_b
+    assert [len(store.starts(j.id)) for j in jobs] == [1] * 4  # trained once each
     assert all(store.state(j.id) == "done" for j in jobs)
     assert {store.status(j.id)["pid"] for j in jobs} == {a.pid, b.pid}  # both did work
 
@@ -154,7 +197,7 @@ def test_failed_jobs_show_in_status_and_are_retried_up_to_max_attempts(tmp_path)
 
 def test_jobs_sharing_a_tokenizer_fit_it_once_and_later_experiments_reuse_it(tmp_path):
     factors = {"tokenizer": ["direct", "binned_ambre5"], "model.pooling": ["cls", "max"]}
-    exp = write_experiment(tmp_path, factors=factors)
+    exp = write_experiment(tmp_path, factors=factors, data=SMALL)
     runs = tmp_path / "runs"
     result = CliRunner().invoke(main, ["run", str(exp), "--runs", str(runs), "--workers", "1"])
     assert result.exit_code == 0, result.output
@@ -168,13 +211,13 @@ def test_jobs_sharing_a_tokenizer_fit_it_once_and_later_experiments_reuse_it(tmp
     assert all(len(s) == 1 for s in states.values())  # cls and max jobs use the identical fitted state
     assert json.loads(next(iter(states["binned_ambre5"])))["edges"]  # a real fitted state
     (tmp_path / "later").mkdir()
-    other = write_experiment(tmp_path / "later", name="later", factors={"tokenizer": ["binned_ambre5"]})
+    other = write_experiment(tmp_path / "later", name="later", factors={"tokenizer": ["binned_ambre5"]}, data=SMALL)
     assert CliRunner().invoke(main, ["run", str(other), "--runs", str(runs), "--workers", "1"]).exit_code == 0
     assert [f.stat().st_mtime_ns for f in fits] == stamps and len(list(fits[0].parent.glob("*.json"))) == 2
 
 
 def test_wandb_offline_run_per_job_with_its_own_levels(tmp_path):
-    exp = write_experiment(tmp_path, factors={"tokenizer": ["direct"]}, run={"tracking": "wandb"})
+    exp = write_experiment(tmp_path, factors={"tokenizer": ["direct"]}, run={"tracking": "wandb"}, data=SMALL)
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
     out = finish(expmatrix("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1", env=env))
     (job,) = build_matrix(exp).jobs

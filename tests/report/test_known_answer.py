@@ -45,23 +45,26 @@ def test_quantile_bins_of_the_generated_pt_hold_both_classes_equally():
 
 @pytest.mark.usefixtures("one_thread")
 def test_direct_beats_five_bins_with_an_interval_excluding_zero(tmp_path):
-    x, y = within_bins(5000, 0)
+    # 2500 events, 2 epochs: over the data seeds 0-4 direct reached test AUROC 0.67-0.76 against binning's
+    # 0.47-0.54, the 3-pair interval's upper end at -0.11 to -0.25 (the one seed used here: -0.15)
+    x, y = within_bins(2500, 0)
     data = write_splits(tmp_path / "within_bins.h5", x, y, {"generator": "tests/report/test_known_answer.py"})
     exp = write_experiment(
         tmp_path,
         data={"path": str(data)},
         base={
             "model": {"target_params": 20000, "layers": 2, "heads": 4},
-            "train": {"epochs": 4, "batch_size": 64, "warmup_steps": 10, "lr": 1e-3},
+            "train": {"epochs": 2, "batch_size": 64, "warmup_steps": 10, "lr": 1e-3},
         },
         seeds=[0, 1, 2],
         report={"baseline": {"tokenizer": "direct"}},
     )
-    runner = CliRunner()
-    run = runner.invoke(main, ["run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "2"])
+    runner, runs = CliRunner(), str(tmp_path / "runs")
+    # one worker, in this process (a pool's workers would each import torch); the plots: test_report_outputs.py
+    run = runner.invoke(main, ["run", str(exp), "--runs", runs, "--workers", "1", "--threads", "1"])
     assert run.exit_code == 0, run.output
     out = tmp_path / "out"
-    report = runner.invoke(main, ["report", str(exp), "--runs", str(tmp_path / "runs"), "--out", str(out)])
+    report = runner.invoke(main, ["report", str(exp), "--runs", runs, "--out", str(out), "--no-plots"])
     assert report.exit_code == 0, report.output
     binned = pl.read_csv(out / "tables" / "effects.csv").filter(pl.col("level") == "binned_ambre5").row(0, named=True)
     assert binned["pairs"] == 3 and binned["delta"] < 0 and binned["ci_high"] < 0, binned  # t interval, 3 pairs

@@ -37,11 +37,12 @@ def cli(*args: str):
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory):
-    """2 tokenizers x 2 MET levels x 1 seed, trained for real, reported to `out` (LaTeX printed)."""
+def reported(tmp_path_factory, one_thread):
+    """2 tokenizers x 2 MET levels x 1 seed, trained for real, reported to `out` (LaTeX printed). One worker, in
+    this process: a pool's workers would each import torch, and the pool is the runner tests' business."""
     tmp = tmp_path_factory.mktemp("report")
     exp = write_experiment(tmp, factors=FACTORS, data=TINY_DATA, base=TINY_BASE, report=REPORT)
-    cli("run", str(exp), "--runs", str(tmp / "runs"), "--workers", "2")
+    cli("run", str(exp), "--runs", str(tmp / "runs"), "--workers", "1", "--threads", "1")
     printed = cli("report", str(exp), "--runs", str(tmp / "runs"), "--out", str(tmp / "out"), "--format", "latex")
     return tmp, exp, printed
 
@@ -146,11 +147,11 @@ def test_unknown_metric_names_the_available_ones(reported):
     )
 
 
-def test_a_single_cell_is_reported_without_comparisons(tmp_path):
+def test_a_single_cell_is_reported_without_comparisons(tmp_path, one_thread):
     exp = write_experiment(
         tmp_path, factors={}, seeds=[0, 1], data=TINY_DATA, base={**TINY_BASE, "tokenizer": "direct"}
     )
-    cli("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "2")
+    cli("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1", "--threads", "1")
     out = cli("report", str(exp), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--no-plots")
     assert "Cells: mean ± std over seeds" in out and "Top 1 cells" in out
     assert "Factor effects" not in out and "ANOVA" not in out and "How many seeds" not in out

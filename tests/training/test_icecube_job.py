@@ -75,7 +75,7 @@ def tiny_experiment(folder) -> str:
     spec = yaml.safe_load((REPO / "experiments" / "icecube_direction.yaml").read_text())
     spec.update(
         presets=str(REPO / "tokenizers" / "icecube"),
-        data={"source": "icecube", "path": "synthetic", "synthetic": {"events": 2000, "seed": 2}},
+        data={"source": "icecube", "path": "synthetic", "synthetic": {"events": 1000, "seed": 2}},
         factors={"model.pooling": ["cls", "max"]},
         seeds=[0],
         profiles={},
@@ -84,7 +84,7 @@ def tiny_experiment(folder) -> str:
     spec["base"] = {
         "tokenizer": "direct_icecube",
         "model": {"target_params": 40000, "layers": 2, "heads": 4},
-        "train": {"epochs": 3, "batch_size": 64, "lr": 2e-3, "warmup_steps": 20, "loss": "vmf"},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 2e-3, "warmup_steps": 20, "loss": "vmf"},
     }
     path = folder / "ice.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -92,11 +92,14 @@ def tiny_experiment(folder) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The tiny matrix, run through the CLI: 2 cells of 1600 training events, 3 epochs."""
+def trained(tmp_path_factory, one_thread):
+    """The tiny matrix, run through the CLI: 2 cells of 800 training events (25 steps of 32), 3 epochs; one worker,
+    in this process (a pool's workers would each import torch: the pool is the runner tests' business).
+    Over the data seeds 2-4 both cells ended at a test median of 0.21-0.40 rad (1600 events of 64: 0.24-0.33)."""
     folder = tmp_path_factory.mktemp("icejob")
     exp, runs = tiny_experiment(folder), str(folder / "runs")
-    result = CliRunner().invoke(main, ["run", exp, "--runs", runs, "--workers", "2"], catch_exceptions=False)
+    args = ["run", exp, "--runs", runs, "--workers", "1", "--threads", "1"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0 and "2 done" in result.output, result.output
     return exp, runs
 
@@ -112,11 +115,11 @@ def test_a_tiny_regression_matrix_learns_the_direction(trained):
         assert test["angular_error_median"] < 0.6, test
         assert test["angular_error_median"] <= test["angular_error_68"] and test["kappa_median"] > 1
         preds = pl.read_parquet(store.job(job.id).predictions)
-        assert preds.height == metrics["events"]["test"] == 200
+        assert preds.height == metrics["events"]["test"] == 100
         # the reported metrics are those of the saved predictions (one forward path)
         pred, true = preds.select("pred_x", "pred_y", "pred_z").to_numpy(), preds.select("true_x", "true_y", "true_z")
         by_length = metrics_by_length(preds["angular_error"].to_numpy(), preds["length"].to_numpy())
-        assert by_length["events_len_1_64"] + by_length["events_len_65_256"] == 200  # at most 128 pulses each
+        assert by_length["events_len_1_64"] + by_length["events_len_65_256"] == 100  # at most 128 pulses each
         again = direction_metrics(pred, true.to_numpy(), preds["kappa"].to_numpy()) | by_length
         assert again == pytest.approx(test, abs=1e-12)
         np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1.0, atol=1e-6)

@@ -34,7 +34,9 @@ def _wait_for_epoch(store: RunStore, job_id: str, epoch: int, proc: subprocess.P
 def test_sigterm_preempts_the_job_and_a_rerun_finishes_it_identically(tmp_path):
     train = {"epochs": 3, "batch_size": 64, "warmup_steps": 5, "lr": 1e-3, "grad_accum": 2}
     model = {"target_params": 20000, "layers": 2, "heads": 4, "dropout": 0.1}
-    exp = write_experiment(tmp_path, base={"model": model, "train": train}, factors={"tokenizer": ["direct"]})
+    data = {"path": "synthetic", "synthetic": {"events": 1500, "seed": 1}}  # 150 val and 150 test events
+    base, factors = {"model": model, "train": train}, {"tokenizer": ["direct"]}
+    exp = write_experiment(tmp_path, base=base, factors=factors, data=data)
     job = build_matrix(exp).jobs[0]
     root = tmp_path / "runs"
     whole, cut = RunStore(root, "whole"), RunStore(root, "cut")
@@ -42,7 +44,10 @@ def test_sigterm_preempts_the_job_and_a_rerun_finishes_it_identically(tmp_path):
     cut.write_job(job)
     proc = _train_cli(cut.job(job.id).record)
     _wait_for_epoch(cut, job.id, 1, proc)
+    proc.send_signal(signal.SIGSTOP)  # frozen: still mid-training when SIGTERM comes, however fast the machine
+    assert cut.status(job.id)["epoch"] < 3, cut.status(job.id)
     proc.send_signal(signal.SIGTERM)  # as SLURM does before the time limit (or HTCondor on eviction)
+    proc.send_signal(signal.SIGCONT)
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode == 75 and f"job {job.id}: preempted" in out, out  # 75: run again to resume
     status = cut.status(job.id)
