@@ -15,11 +15,10 @@ PYTEST ?= -n auto --dist loadgroup
 
 .PHONY: demo test test-fast lint install clean
 
-# --no-compile: Python compiles what is imported, on first import (pip would compile every file of 2 GB: ~70 s CPU)
 $(BIN)/expmatrix: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(if $(TORCH),$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q --no-compile $(TORCH))
-	$(BIN)/pip install -q --no-compile -e ".[dev]"
+	$(if $(TORCH),$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH))
+	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 install: $(BIN)/expmatrix
