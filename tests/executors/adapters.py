@@ -227,7 +227,7 @@ class Slurm(Executor):
         """ExitCode of every finished task of these arrays (jobcomp records; 128 + n for a signal n); `by_job`
         gets those of the train array (`jobs`: its train.jobs). slurmctld writes a record after the task has
         left the queue: wait until all `tasks` have one."""
-        end = time.monotonic() + 120
+        end = time.monotonic() + 600
         while True:
             codes = []
             for line in self.cluster.finished_jobs().splitlines():
@@ -244,9 +244,9 @@ class Slurm(Executor):
             time.sleep(0.5)
 
     def run_all(self, exp: Path, runs: Path) -> list[int]:
-        test_hpc_slurm.wait_drained(self.cluster, 300)  # what is queued (a requeued task) finishes first
+        test_hpc_slurm.wait_drained(self.cluster, 900)  # what is queued (a requeued task) finishes first
         arrays = self.submit(exp, runs)
-        test_hpc_slurm.wait_drained(self.cluster, 300)
+        test_hpc_slurm.wait_drained(self.cluster, 900)
         counts = re.search(r"arrays: (.*) tasks", self.log[-1])  # "arrays: fit 2, train 2 tasks"
         if not counts:
             return []

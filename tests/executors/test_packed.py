@@ -137,7 +137,7 @@ def test_a_stopped_packed_task_is_requeued_and_resumes_every_job_bitwise(slurm, 
         os.kill(pid, signal.SIGCONT)
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
     seen: list[tuple[str, ...]] = []  # `expmatrix queue`'s verdicts for the two jobs of task 0
-    wait_drained(slurm, 300, lambda: seen.append(tuple(row[3] for row in reconcile(store, packed)[0])))
+    wait_drained(slurm, 900, lambda: seen.append(tuple(row[3] for row in reconcile(store, packed)[0])))
     assert ("requeued", "requeued") in seen, seen  # one array task, both of its jobs
 
     log = (folder / "logs" / f"train-{train}_0.out").read_text()

@@ -91,7 +91,7 @@ def test_kill_9_of_the_runner_resumes_to_the_uninterrupted_result(tmp_path):
     finally:
         runner.send_signal(signal.SIGKILL)  # the runner only: its (frozen) pool workers must die with it
         runner.wait()
-    wait_for(lambda: all(store.state(i) == "interrupted" for i in ids), timeout=120)
+    wait_for(lambda: all(store.state(i) == "interrupted" for i in ids), timeout=600)
     assert all(1 <= store.status(i)["epoch"] < 3 for i in ids)
 
     out = run_here(*args)  # the resuming runner, here (its pool's workers are processes)

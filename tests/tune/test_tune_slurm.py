@@ -37,7 +37,7 @@ def test_a_tune_array_uses_every_arms_budget_once(slurm, tmp_path):
     exp, runs = write_experiment(tmp_path, base=BASE, tune=TUNE), tmp_path / "runs"
     out = submit(slurm, exp, runs, "--tune", "--workers", "2", "--hpc", "cpus=1")
     assert "arrays: tune 2 tasks" in out and "report" not in out.split("submitted: ")[1]
-    wait_drained(slurm, 300)
+    wait_drained(slurm, 900)
     tuning = Tuning.load(exp, None, {}, runs)
     storage = open_journal(tuning.files.journal)
     jobs = []
