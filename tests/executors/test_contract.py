@@ -39,7 +39,6 @@ import test_hpc_slurm
 from adapters import ADAPTERS, COMMAND, REPO, Condor, Executor, Local
 from click.testing import CliRunner
 from conftest import expmatrix, write_experiment
-from test_hpc_slurm import slurm  # noqa: F401 - its local SLURM: the fixture the slurm adapter asks for
 
 from expmatrix.cli import main
 from expmatrix.matrix import build_matrix

@@ -17,7 +17,7 @@ from adapters import signal_pending, wait_for
 from click.testing import CliRunner
 from conftest import write_experiment
 from test_contract import THREE_EPOCHS, final
-from test_hpc_slurm import attempts, slurm, submit, wait_drained  # noqa: F401 - slurm: the fixture
+from test_hpc_slurm import attempts, submit, wait_drained
 
 from expmatrix.cli import main
 from expmatrix.executors.queue_status import reconcile
@@ -107,7 +107,7 @@ def test_a_failed_or_killed_job_of_a_packed_task_does_not_stop_its_neighbours(tm
 
 @pytest.mark.slurm
 @pytest.mark.skipif(test_hpc_slurm.REASON is not None, reason=str(test_hpc_slurm.REASON))
-def test_a_stopped_packed_task_is_requeued_and_resumes_every_job_bitwise(slurm, tmp_path, monkeypatch):  # noqa: F811
+def test_a_stopped_packed_task_is_requeued_and_resumes_every_job_bitwise(slurm, tmp_path, monkeypatch):
     exp = write_experiment(tmp_path, base=THREE_EPOCHS, **THREE_JOBS)
     ref, runs = tmp_path / "reference", tmp_path / "runs"
     out = submit(slurm, exp, runs, "--jobs-per-task", "2", "--hpc", "cpus=2", "--hpc", "report=false")

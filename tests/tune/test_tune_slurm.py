@@ -11,26 +11,19 @@ import pytest
 import test_tuning as tuning_tests
 from conftest import write_experiment
 from optuna.trial import TrialState
+from slurm_cluster import available
 
 from expmatrix.tuning import Tuning
 from expmatrix.tuning.journal import open_journal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "executors"))
-from slurm_cluster import LocalSlurm, available  # noqa: E402 - the SLURM fixture of the executor tests
-from test_hpc_slurm import submit, wait_drained  # noqa: E402
+from test_hpc_slurm import submit, wait_drained  # noqa: E402 - the helpers of the executor tests' SLURM
 
 REASON = available() if os.environ.get("EXPMATRIX_SLURM") == "1" else "set EXPMATRIX_SLURM=1 (done by .ci/run)"
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(REASON is not None, reason=str(REASON))]
 
 TUNE = {**tuning_tests.TUNE, "epochs": 1}  # 2 trials per arm, no pruner, 1 epoch each
 BASE = tuning_tests.BASE
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm")).start()
-    yield cluster
-    cluster.stop()
 
 
 def test_a_tune_array_uses_every_arms_budget_once(slurm, tmp_path):
