@@ -29,11 +29,12 @@ COMMAND = f"command=[{sys.executable}, -m, expmatrix]"  # the node runs this che
 
 
 def submit(slurm: LocalSlurm, exp: Path, runs: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "expmatrix", "submit", str(exp), "--runs", str(runs), "--backend", "slurm"]
-    cmd += ["--hpc", COMMAND, "--hpc", f"templates={REPO / 'hpc'}", "--hpc", "memory=200M", *args]
-    out = subprocess.run(cmd, env=slurm.env, capture_output=True, text=True, cwd=exp.parent)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    """`expmatrix submit --backend slurm`, here (sbatch is the process: it hands this environment to the jobs)."""
+    cmd = ["submit", str(exp), "--runs", str(runs), "--backend", "slurm", "--hpc", COMMAND]
+    cmd += ["--hpc", f"templates={REPO / 'hpc'}", "--hpc", "memory=200M", *args]
+    result = CliRunner(env={"SLURM_CONF": str(slurm.conf)}).invoke(main, cmd)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
 
 
 def squeue(slurm: LocalSlurm) -> list[list[str]]:

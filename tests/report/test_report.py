@@ -127,6 +127,30 @@ def test_cell_table_bolds_the_best_of_each_metric_in_its_direction():
     assert stats["best_job"].to_list() == ["direct-cls-1", "binned-cls-1", "direct-max-1", "binned-max-1"]
 
 
+def test_cell_table_shows_the_codebook_health_of_vq_cells_beside_the_metric():
+    health = {  # the binned cells as VQ cells: each job's codebook summary, as its metrics.json has it
+        "binned-cls-0": {"utilisation": 0.5, "perplexity": 100.0, "dead_codes": 256, "pT_rmse": 2.0, "eta_rmse": 0.02},
+        "binned-cls-1": {"utilisation": 0.7, "perplexity": 140.0, "dead_codes": 154, "pT_rmse": 4.0, "eta_rmse": 0.04},
+        "binned-max-0": {"utilisation": 0.1, "perplexity": 9.0, "dead_codes": 460, "pT_rmse": 9.0, "eta_rmse": 0.09},
+        "binned-max-1": {"utilisation": 0.9, "perplexity": 300.0, "dead_codes": 51, "pT_rmse": 1.234, "eta_rmse": 0.01},
+    }  # fmt: skip
+    jobs = results()["job"].to_list()
+    frame = results().with_columns(
+        pl.Series(f"codebook.{k}", [health[j][k] if j in health else None for j in jobs]) for k in health[jobs[2]]
+    )
+    stats = cell_stats(frame, FACTORS, ["test.auroc"], "test.auroc", True)
+    table = cells_table(stats, FACTORS, ["test.auroc"], {})
+    assert table.headers[:8] == ["tokenizer", "pooling", "test.auroc (mean ± std)", "codes used", "perplexity",
+                                 "rmse eta", "rmse pT", "n"]  # fmt: skip
+    rows = {tuple(r[:2]): r[3:7] for r in table.rows}
+    assert rows[("binned", "cls")] == ["60%", "120.0", "0.03", "3"]  # means over the cell's two jobs
+    assert rows[("binned", "max")] == ["90%", "300.0", "0.01", "1.23"]  # seed 0 failed: seed 1's alone
+    assert rows[("direct", "cls")] == rows[("direct", "max")] == ["-"] * 4  # no codebook
+    assert any("share of codes used" in note for note in table.notes)
+    plain = cells_table(cell_stats(results(), FACTORS, ["test.auroc"], "test.auroc", True), FACTORS, ["test.auroc"], {})
+    assert "codes used" not in plain.headers and not any("codebook" in note.lower() for note in plain.notes)
+
+
 def test_effects_table_rows_and_incomplete_marginals_are_not_bold():
     eff = factor_effects(results(), FACTORS, "test.auroc", "tokenizer", "direct", SETTINGS)
     table = effects_table(eff, "test.auroc", True, [])

@@ -29,10 +29,11 @@ def cell_stats(
     """One row per cell with a finished job, best first by `primary`.
 
     Columns: the factors, `<metric> mean|std|n` per metric (n counts jobs where the metric is
-    defined), `jobs`, `seeds`, `params`, `train_seconds`, and the best seed's `best_job`.
+    defined), `jobs`, `seeds`, `params`, `train_seconds`, the best seed's `best_job`, and the mean codebook
+    health (`codebook.utilisation`, ...) where a VQ job recorded it.
     """
     done = finished(results)
-    aggs = []
+    aggs = [pl.col(c).mean() for c in done.columns if c.startswith("codebook.")]
     for m in metrics:
         aggs += [
             pl.col(m).mean().alias(f"{m} mean"),

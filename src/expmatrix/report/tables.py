@@ -45,15 +45,36 @@ def direction(metric: str, override: dict[str, bool]) -> bool:
     return override.get(metric, higher_is_better(metric))
 
 
+def health_columns(stats: pl.DataFrame) -> dict[str, str]:
+    """Codebook-health column of `stats` -> its header: share of codes used, perplexity, then the resolution
+    (reconstruction rmse) of each feature; dead codes are the complement of the share used."""
+    rmse = sorted(c for c in stats.columns if c.startswith("codebook.") and c.endswith("_rmse"))
+    named = {"codebook.utilisation": "codes used", "codebook.perplexity": "perplexity"}
+    return {c: h for c, h in named.items() if c in stats.columns} | {
+        c: "rmse " + c.removeprefix("codebook.").removesuffix("_rmse") for c in rmse
+    }
+
+
+def _health(column: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if column == "codebook.utilisation":
+        return f"{value:.0%}"
+    return f"{value:.1f}" if column == "codebook.perplexity" else f"{value:.3g}"
+
+
 def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], higher: dict[str, bool]) -> Table:
-    """One row per cell: levels, mean ± std of each metric, seeds finished, params, training time."""
+    """One row per cell: levels, mean ± std of each metric, the codebook health of VQ cells, seeds finished,
+    params, training time."""
     conv = "converged" in stats.columns  # joined from `convergence`
-    headers = factors + [f"{m} (mean ± std)" if j == 0 else m for j, m in enumerate(metrics)]
+    health = health_columns(stats)
+    headers = factors + [f"{m} (mean ± std)" if j == 0 else m for j, m in enumerate(metrics)] + list(health.values())
     headers += ["n", "params", "train s"] + ["converged"] * conv
     dec = {m: decimals(stats[f"{m} mean"].to_list()) for m in metrics}
     rows = [
         [str(r[f]) for f in factors]
         + [mean_std(r[f"{m} mean"], r[f"{m} std"], dec[m]) for m in metrics]
+        + [_health(c, r[c]) for c in health]
         + [str(r["jobs"]), str(r["params"]), f"{r['train_seconds']:.1f}"]
         + ([r["converged"] or "n/a"] if conv else [])
         for r in stats.iter_rows(named=True)
@@ -65,6 +86,11 @@ def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], hig
             bold.add((best, len(factors) + j))
     lower = [m for m in metrics if not direction(m, higher)]
     notes = ["Best value of each metric in bold."] + ([f"Lower is better: {', '.join(lower)}."] if lower else [])
+    if health:
+        notes.append(
+            "Codebook health of the VQ tokenizers, on held-out objects (mean over the cell's jobs): the share of"
+            " codes used, the perplexity of their use, the reconstruction rmse of each feature in its own units."
+        )
     return Table("cells", "Cells: mean ± std over seeds, best first", headers, rows, bold, notes, len(factors))
 
 
