@@ -147,6 +147,9 @@ def test_cell_table_shows_the_codebook_health_of_vq_cells_beside_the_metric():
     assert rows[("binned", "max")] == ["90%", "300.0", "0.01", "1.23"]  # seed 0 failed: seed 1's alone
     assert rows[("direct", "cls")] == rows[("direct", "max")] == ["-"] * 4  # no codebook
     assert any("share of codes used" in note for note in table.notes)
+    metrics = ["test.auroc", "codebook.perplexity"]  # a report.metrics column is not shown twice
+    chosen = cells_table(cell_stats(frame, FACTORS, metrics, "test.auroc", True), FACTORS, metrics, {})
+    assert chosen.headers[2:6] == ["test.auroc (mean ± std)", "codebook.perplexity", "codes used", "rmse eta"]
     plain = cells_table(cell_stats(results(), FACTORS, ["test.auroc"], "test.auroc", True), FACTORS, ["test.auroc"], {})
     assert "codes used" not in plain.headers and not any("codebook" in note.lower() for note in plain.notes)
 
