@@ -32,7 +32,8 @@ from expmatrix.config import DataConfig, DirectTokenizerConfig, ModelConfig, Tra
 from expmatrix.data import load_splits
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.tokenizers import build_tokenizer
-from expmatrix.training.trainer import Trainer, to_device
+from expmatrix.tokenizers.base import to_device
+from expmatrix.training.trainer import Trainer
 
 RESEARCH_EVENTS_PER_SECOND = 2_300  # the research code: 36 models one after another in 51.4 h on one GPU
 TRAIN_EVENTS, EPOCHS, BATCH = 241_658, 50, 64  # the real file's training split, the thesis epochs and batch

@@ -30,7 +30,8 @@ from expmatrix.layers.packing import Packing
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import Transformer, trainable_params
 from expmatrix.tokenizers import build_tokenizer
-from expmatrix.training.trainer import Trainer, to_device
+from expmatrix.tokenizers.base import to_device
+from expmatrix.training.trainer import Trainer
 
 
 class PlainEncoder(nn.Module):
