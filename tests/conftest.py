@@ -27,7 +27,7 @@ PRESETS = REPO / "tokenizers"
 
 # the modules that take longest (`make test PYTEST="-n auto --dist loadgroup --durations=0"`), slowest first
 SLOWEST_FIRST = (
-    "test_contract.py", "test_runner.py", "test_pythia.py", "test_tuning.py", "test_icecube_job.py", "test_hpc.py",
+    "test_contract.py", "test_runner.py", "test_pythia.py", "test_tuning.py", "test_icecube_job.py",
     "test_pretraining.py", "test_signals.py", "test_native.py", "test_data.py", "test_report_outputs.py",
     "test_packed.py", "test_trainer_regression.py", "test_tokenizers_contract.py", "test_codes.py",
     "test_end_to_end.py", "test_icecube_data.py",

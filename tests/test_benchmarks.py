@@ -4,7 +4,6 @@ package would otherwise break them unseen (as `to_device`'s move to tokenizers/b
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,4 +18,3 @@ def test_the_benchmark_script_imports(script, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # runs the imports; `main()` only runs under `__main__`
     assert script == "timing.py" or callable(getattr(module, "main", None))
-    sys.modules.pop(spec.name, None)

@@ -67,7 +67,7 @@ def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], hig
     """One row per cell: levels, mean ± std of each metric, the codebook health of VQ cells, seeds finished,
     params, training time."""
     conv = "converged" in stats.columns  # joined from `convergence`
-    health = {c: h for c, h in health_columns(stats).items() if c not in metrics}  # not twice: a metric already
+    health = {c: h for c, h in health_columns(stats).items() if c not in metrics}  # not twice
     headers = factors + [f"{m} (mean ± std)" if j == 0 else m for j, m in enumerate(metrics)] + list(health.values())
     headers += ["n", "params", "train s"] + ["converged"] * conv
     dec = {m: decimals(stats[f"{m} mean"].to_list()) for m in metrics}
