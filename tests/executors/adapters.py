@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -77,6 +78,20 @@ def thaw_when_signalled(pid: int) -> None:
     """SIGCONT the frozen `pid` once a stop signal (sent to it, or forwarded by its runner) waits in it."""
     wait_for(lambda: signal_pending(pid), f"a stop signal pending in the frozen process {pid}")
     os.kill(pid, signal.SIGCONT)
+
+
+def run_wrapper_here(wrapper: Path, task: int):
+    """The `exec python -m expmatrix ...` line of a rendered wrapper script run in this process (CliRunner), with
+    the EXPMATRIX_TASK that HTCondor gives process `task`; the stop-signal handlers that the worker leaves behind
+    (it ignores them once its job has ended) are restored."""
+    words = shlex.split(wrapper.read_text().splitlines()[-1])
+    assert words[:5] == ["exec", sys.executable, "-m", "expmatrix", "worker"], words
+    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        return CliRunner().invoke(main, words[4:], env={"EXPMATRIX_TASK": str(task)})
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
 
 
 class Executor:
@@ -161,16 +176,24 @@ class Condor(Executor):
         self.log.append(task.communicate(timeout=900)[0])
         return task.returncode
 
+    def here(self, folder: Path, node: str, proc: int) -> int:
+        """Process `proc` of the node run in this process: the `exec` line of its wrapper, with its EXPMATRIX_TASK."""
+        result = run_wrapper_here(folder / f"{node}.sh", proc)
+        self.log.append(result.output)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code
+
     def run_node(self, folder: Path, node: str) -> list[int]:
-        """All processes of the node at once; each run again while it exits 75, at most max_retries times."""
+        """Every process of the node (in this process, one after another: `preempt` runs the wrappers themselves
+        as processes, all at once); each run again while it exits 75, at most max_retries times."""
         sub = (folder / f"{node}.sub").read_text()
         assert f"retry_until = ExitCode =!= {PREEMPTED_EXIT}" in sub.splitlines()
         retries = int(re.search(r"^max_retries = (\d+)$", sub, re.M).group(1))
         codes = dict.fromkeys(range(len((folder / f"{node}.jobs").read_text().split())), PREEMPTED_EXIT)
         for _ in range(retries + 1):
-            again = [proc for proc, code in codes.items() if code == PREEMPTED_EXIT]
-            for proc, task in [(proc, self.process(folder, node, proc)) for proc in again]:
-                codes[proc] = self.finish(task)
+            for proc in [proc for proc, code in codes.items() if code == PREEMPTED_EXIT]:
+                codes[proc] = self.here(folder, node, proc)
         if node == "train":
             self.by_job.update(zip((folder / "train.jobs").read_text().split(), codes.values(), strict=True))
         return list(codes.values())

@@ -4,8 +4,9 @@ Executors, each a small adapter in tests/executors/adapters.py:
   local    `expmatrix run --workers 1`: the runner trains the jobs in its own process
   pool     `expmatrix run --workers 2`: a process pool
   condor   the rendered DAG of `expmatrix submit --backend condor`, played here as DAGMan would (there are no
-           HTCondor daemons): every node's wrapper script once per process with the EXPMATRIX_TASK the submit
-           file sets, a process run again while it exits 75 (`retry_until`), a child node only after its parents
+           HTCondor daemons): every process of a node with the EXPMATRIX_TASK the submit file sets (the wrapper
+           scripts themselves where a task is preempted; elsewhere their `exec` line, in the test's process),
+           a process run again while it exits 75 (`retry_until`), a child node only after its parents
   slurm    a real slurmctld/slurmd on localhost (EXPMATRIX_SLURM=1, as tests/executors/test_hpc_slurm.py)
 
 The contract:

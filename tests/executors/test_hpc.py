@@ -4,7 +4,6 @@ htcondor parser, the worker run as HTCondor would run it, and the batched status
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from adapters import run_wrapper_here
 from click.testing import CliRunner
 from conftest import write_experiment
 
@@ -28,7 +28,6 @@ from expmatrix.executors.slots import Interrupted, candidates, stop_on_signals
 from expmatrix.executors.slurm import SlurmBackend, parse_sacct, parse_sbatch, parse_squeue
 from expmatrix.runfiles import write_json
 from expmatrix.states import PREEMPTED_EXIT
-from expmatrix.stop import STOP_SIGNALS
 from expmatrix.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,18 +207,11 @@ def test_condor_wrapper_runs_its_task_with_the_environment_condor_sets(tmp_path)
 
     # the wrapper's command, here, with the environment HTCondor gives process N (the executor contract runs the
     # wrappers themselves as processes: tests/executors/test_contract.py)
-    words = shlex.split((folder / "train.sh").read_text().splitlines()[-1])
-    assert words[:5] == ["exec", sys.executable, "-m", "expmatrix", "worker"]
-    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}  # the worker ignores them once its job has ended
-    try:
-        task = CliRunner().invoke(main, words[4:], env={"EXPMATRIX_TASK": "1"})
-        assert task.exit_code == 0 and f"task (env): job {jobs[1]}: done" in task.output, task.output
-        assert store.state(jobs[1]) == "done" and '"task": 1' in store.job(jobs[1]).attempts.read_text()
-        late = CliRunner().invoke(main, words[4:], env={"EXPMATRIX_TASK": "0"})
-        assert late.exit_code == 0 and "job None: nothing" in late.output  # its job is done and no other is new
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    task = run_wrapper_here(folder / "train.sh", 1)
+    assert task.exit_code == 0 and f"task (env): job {jobs[1]}: done" in task.output, task.output
+    assert store.state(jobs[1]) == "done" and '"task": 1' in store.job(jobs[1]).attempts.read_text()
+    late = run_wrapper_here(folder / "train.sh", 0)
+    assert late.exit_code == 0 and "job None: nothing" in late.output  # its job is done and no other is new
 
 
 def test_a_task_takes_the_next_waiting_job_when_its_own_is_done(tmp_path):

@@ -94,7 +94,9 @@ def test_kill_9_of_the_runner_resumes_to_the_uninterrupted_result(tmp_path):
     wait_for(lambda: all(store.state(i) == "interrupted" for i in ids), timeout=600)
     assert all(1 <= store.status(i)["epoch"] < 3 for i in ids)
 
-    out = run_here(*args)  # the resuming runner, here (its pool's workers are processes)
+    # the resuming runner, here, one job after another: the pool's workers train with the same `run_job` (and
+    # two more processes would cost ~15 s of CPU); resuming from a pool worker's checkpoint is the point
+    out = run_here("run", str(exp), "--workers", "1", "--threads", "1", "--runs", str(runs))
     assert "2 done" in out, out
     assert all([s["resumed"] for s in store.starts(i)] == [False, True] for i in ids)
     same_results(final_metrics(whole), final_metrics(runs))
@@ -219,7 +221,9 @@ def test_jobs_sharing_a_tokenizer_fit_it_once_and_later_experiments_reuse_it(tmp
 def test_wandb_offline_run_per_job_with_its_own_levels(tmp_path):
     exp = write_experiment(tmp_path, factors={"tokenizer": ["direct"]}, run={"tracking": "wandb"}, data=SMALL)
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
-    out = finish(expmatrix("run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1", env=env))
+    result = CliRunner(env=env).invoke(main, ["run", str(exp), "--runs", str(tmp_path / "runs"), "--workers", "1"])
+    out = result.output
+    assert result.exit_code == 0, (out, result.exception)
     (job,) = build_matrix(exp).jobs
     offline = list((tmp_path / "runs" / "tiny" / job.id / "wandb").glob(f"offline-run-*-{job.id}"))
     assert len(offline) == 1, out
