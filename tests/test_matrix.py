@@ -30,6 +30,20 @@ def test_flagship_expands_to_36_cells_times_seeds():
     assert len({j.id for j in quick.jobs}) == 72
 
 
+def shipped() -> list[tuple[Path, str | None]]:
+    out = []
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        out += [(path, None)] + [(path, p) for p in yaml.safe_load(path.read_text()).get("profiles", {})]
+    return out
+
+
+@pytest.mark.parametrize(("path", "profile"), shipped(), ids=lambda v: getattr(v, "name", v))
+def test_every_shipped_experiment_and_profile_builds(path, profile):
+    """A spec or profile that no longer validates is found here, not by a user's first run."""
+    matrix = build_matrix(path, profile)
+    assert matrix.cells and len({j.id for j in matrix.jobs}) == len(matrix.jobs) >= len(matrix.cells)
+
+
 def test_ids_are_stable_when_one_level_is_edited(tmp_path):
     before = build_matrix(write_experiment(tmp_path, seeds=[0, 1]))
     after = build_matrix(
