@@ -12,9 +12,10 @@ import pytest
 import torch
 from conftest import REPO
 
+from expmatrix.assembly import parts as parts_module
 from expmatrix.assembly.fits import tokenizer_for
-from expmatrix.assembly.parts import sensor_tokens
-from expmatrix.config import JobConfig, ModelConfig, Presets, TrainConfig
+from expmatrix.assembly.parts import event_tokens, fit_view, sensor_tokens
+from expmatrix.config import JobConfig, ModelConfig, Presets, PulsesConfig, TrainConfig
 from expmatrix.data.icecube import PULSE_FEATURES
 from expmatrix.data.icecube_long import simulate_long
 from expmatrix.data.icecube_ragged import RaggedWriter
@@ -24,6 +25,8 @@ from expmatrix.models.hierarchical import DomGroups, HierarchicalTransformer
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.models.transformer import trainable_params
 from expmatrix.tokenizers.base import take
+from expmatrix.tokenizers.ragged import Ragged
+from expmatrix.training import trainer as trainer_module
 from expmatrix.training.trainer import Preempted, Trainer
 
 PRESETS = Presets(REPO / "tokenizers" / "icecube")
@@ -160,3 +163,53 @@ def test_a_preempted_hierarchical_run_resumes_bitwise(fitted, tmp_path):
     assert strip(whole.history) == strip(resumed.history)
     for (key, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+@pytest.mark.parametrize("pulses", [PulsesConfig(), PulsesConfig(max=40, select="nonaux_first")])
+def test_ragged_events_give_the_padded_events_tokens(long_file, name, pulses, monkeypatch):
+    """Held ragged (the hierarchical model's layout), the same events fit the same tokenizer state and give,
+    batch by batch, the padded table's tokens: equal at every real slot, zeros and mask False after them
+    (transformed in several chunks, as a large split is)."""
+    monkeypatch.setattr(parts_module, "TRANSFORM_SLOTS", 1000)
+    padded = read_pulses(long_file, "train", tokenizer_for(_config(name)).features, pulses=pulses, sensors=True)
+    ragged = read_pulses(long_file, "train", padded.feature_names, pulses=pulses, sensors=True, ragged=True)
+    assert len(ragged.padded_chunks(1000)) > 3
+    assert ragged.offsets[-1] == padded.real.sum() == len(ragged.cont) and len(ragged) == len(padded)
+    dense = ragged.padded()
+    for a, b in [(dense.cont, padded.cont), (dense.sensors, padded.sensors), (dense.real, padded.real),
+                 (dense.length, padded.length), (dense.target, padded.target)]:  # fmt: skip
+        assert np.array_equal(a, b)
+    tok_p, tok_r = tokenizer_for(_config(name)), tokenizer_for(_config(name))
+    tok_p.fit(padded)
+    tok_r.fit(fit_view(ragged))
+    assert tok_p.state_dict() == tok_r.state_dict()
+    want, got = tok_p.transform(padded) | sensor_tokens(padded), event_tokens(tok_r, ragged)
+    assert set(want) == set(got) and all(isinstance(v, Ragged) for v in got.values())
+    assert tok_r.out_of_range == tok_p.out_of_range
+    idx = torch.tensor([5, 0, 17, 3])
+    mask = want["mask"][idx]
+    longest = int(mask.sum(1).max())
+    for key, value in got.items():
+        batch, full = value[idx], want[key][idx]
+        assert batch.shape[1] == longest and torch.equal(batch[mask[:, :longest]], full[mask])
+        assert not batch[~mask[:, :longest]].any()
+
+
+def test_the_model_and_the_trainer_read_ragged_tokens_as_padded_ones(long_file, fitted, monkeypatch):
+    """Training and evaluation on ragged tokens give bitwise the padded tokens' history and outputs; evaluated in
+    batches of bounded slots, the same outputs up to float rounding (other batches, other attention buckets)."""
+    tok, tokens, target = fitted["direct_icecube"]
+    ragged = event_tokens(tok, read_pulses(long_file, "train", tok.features, sensors=True, ragged=True))
+    cfg = TrainConfig(loss="vmf", epochs=2, batch_size=16, lr=1e-3, warmup_steps=2)
+    runs = []
+    for i, x in enumerate([tokens, ragged]):
+        trainer = Trainer(_model(tok), cfg, "cpu", len(target), seed=1)
+        trainer.fit((x, target), (x, target), long_file.parent / f"same{i}.pt")
+        runs.append((trainer, trainer.outputs(x)))
+    (a, out_a), (b, out_b) = runs
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history) and torch.equal(out_a, out_b)
+    monkeypatch.setattr(trainer_module, "EVAL_SLOTS", 2000)
+    assert len(ragged["mask"].batches(4096, 2000)) > 5
+    torch.testing.assert_close(b.outputs(ragged), out_a, rtol=1e-5, atol=1e-5)

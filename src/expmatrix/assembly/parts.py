@@ -7,6 +7,7 @@ pretraining stage that needs only the fitted tokenizer and the width reads none 
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import cached_property
 
 import torch
@@ -20,6 +21,9 @@ from expmatrix.models.sizing import Size, build_model, solve_size
 from expmatrix.store import RunStore
 from expmatrix.tokenizers import Tokenizer, Tokens
 from expmatrix.tokenizers.base import to_device
+from expmatrix.tokenizers.ragged import ragged_tokens
+
+TRANSFORM_SLOTS = 1 << 22  # ragged events: padded slots per tokenizer transform (events x the chunk's longest)
 
 
 def sensor_tokens(events: Events) -> Tokens:
@@ -28,6 +32,26 @@ def sensor_tokens(events: Events) -> Tokens:
         return {}
     sensors = torch.from_numpy(events.sensors)
     return {"sensor": sensors[..., 0].to(torch.int32), "sensor_xyz": sensors[..., 1:].contiguous()}
+
+
+def fit_view(events: Events) -> Events:
+    """What a tokenizer fits on: padded events as they are, ragged ones as their pulse view (a fit reads the real
+    entries only: the same values in the same order)."""
+    return events if events.offsets is None else events.pulse_view()
+
+
+def event_tokens(tokenizer: Tokenizer, events: Events) -> Tokens:
+    """The tokenizer's tokens of `events` and their sensors; ragged events give `Ragged` tensors, transformed
+    in padded chunks of at most `TRANSFORM_SLOTS` slots, their clipped entries counted over all chunks."""
+    if events.offsets is None:
+        return tokenizer.transform(events) | sensor_tokens(events)
+    chunks, clipped = [], Counter()
+    for rows in events.padded_chunks(TRANSFORM_SLOTS):
+        chunk = events.padded(rows)
+        chunks.append(tokenizer.transform(chunk) | sensor_tokens(chunk))
+        clipped.update(tokenizer.out_of_range)
+    tokenizer.out_of_range = dict(clipped)
+    return ragged_tokens(chunks)
 
 
 class Assembly:
@@ -53,20 +77,19 @@ class Assembly:
         cfg, cache = self.cfg, self.store.paths.cache.dir
         if cfg.data.source == "fourtops":
             return load_splits(cfg.data, self.job.data_path, cache)
-        hierarchical = cfg.model.kind == "hierarchical"  # it groups pulses by sensor and places them
+        hierarchical = cfg.model.kind == "hierarchical"  # it groups pulses by sensor and places them: ragged
         return load_pulse_splits(cfg.data, self.job.data_path, cache, self.recipe.features, sensors=hierarchical)
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
         """Fitted on the training split once per fit key, shared through the cache."""
         files = self.store.paths.cache.fit(self.recipe.fit_key)
-        return fitted_tokenizer(self.recipe, files, lambda: self.splits["train"])
+        return fitted_tokenizer(self.recipe, files, lambda: fit_view(self.splits["train"]))
 
     @cached_property
     def tokens(self) -> dict[str, Tokens]:
         """The tokenizer's tokens of every split (and, for the hierarchical model, each pulse's sensor)."""
-        return {s: to_device(self.tokenizer.transform(ev) | sensor_tokens(ev), self.device)
-                for s, ev in self.splits.items()}  # fmt: skip
+        return {s: to_device(event_tokens(self.tokenizer, ev), self.device) for s, ev in self.splits.items()}
 
     @cached_property
     def targets(self) -> dict[str, torch.Tensor]:

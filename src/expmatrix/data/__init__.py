@@ -95,10 +95,11 @@ def load_pulse_splits(
     cfg: DataConfig, data_path: str, cache_dir: Path, features: tuple[str, ...], sensors: bool = False
 ) -> dict[str, Events]:
     """train/val/test `Events` of a pulse file with the columns `features` after the job's pulse selection, the
-    direction as target, and with `sensors` every pulse's sensor and its position."""
+    direction as target, and with `sensors` every pulse's sensor and its position, held ragged."""
     path = ensure_file(cfg, data_path, cache_dir)
     fraction = _fraction(path, None, cfg.max_events)
-    return {split: read_pulses(path, split, features, fraction, cfg.pulses, sensors) for split in SPLITS}
+    return {split: read_pulses(path, split, features, fraction, cfg.pulses, sensors, ragged=sensors)
+            for split in SPLITS}  # fmt: skip
 
 
 def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, Events]:

@@ -20,6 +20,8 @@ class Events:
         target:   (N, 3)     float32 regression target (IceCube: the unit direction) or None
         sensors:  (N, O, 4)  float32 sensor_id, x, y, z of each pulse (the hierarchical model's DOMs) or None
         length:   (N,)       int64 pulses of the event in the file, before any selection (pulse sources) or None
+        offsets:  (N + 1,)   int64 or None. Set: the events are ragged, and ids, cont and sensors hold every pulse
+                  as one slot, (M, 1, ...), event i in rows offsets[i] .. offsets[i + 1] - 1; the rest is per event
     """
 
     ids: np.ndarray
@@ -31,9 +33,46 @@ class Events:
     target: np.ndarray | None = None
     sensors: np.ndarray | None = None
     length: np.ndarray | None = None
+    offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.label)
+
+    def pulse_view(self) -> Events:
+        """Ragged events as one event per pulse (M events of one slot, in the same order): what per-pulse
+        tokenizers fit and transform. The values a fit sees, and their order, are those of `padded()`."""
+        zeros = np.zeros(len(self.ids), np.int64)
+        return Events(self.ids, self.cont, None, zeros, zeros, self.feature_names, sensors=self.sensors)
+
+    def padded(self, rows: slice = slice(None)) -> Events:
+        """The events `rows` of ragged events as one table (n, their longest event, ...), zeros after each
+        event's pulses (padded events: their `rows`)."""
+        if self.offsets is None:
+            return self.rows(rows)
+        first, stop, _ = rows.indices(len(self))
+        offsets = self.offsets[first : stop + 1]
+        counts = np.diff(offsets)
+        real = np.arange(counts.max(initial=1))[None, :] < counts[:, None]
+        pulses = slice(offsets[0], offsets[-1])
+
+        def table(a: np.ndarray | None) -> np.ndarray | None:
+            if a is None:
+                return None
+            out = np.zeros((len(counts), real.shape[1], *a.shape[2:]), a.dtype)
+            out[real] = a[pulses, 0]
+            return out
+
+        def part(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[first:stop]
+
+        return Events(table(self.ids), table(self.cont), part(self.globals_), self.label[first:stop],
+                      self.process[first:stop], self.feature_names, part(self.target), table(self.sensors),
+                      part(self.length))  # fmt: skip
+
+    def padded_chunks(self, max_slots: int) -> list[slice]:
+        """Consecutive events whose padded table holds at most `max_slots` slots (an event longer alone)."""
+        counts = np.diff(self.offsets) if self.offsets is not None else np.full(len(self), self.ids.shape[1])
+        return slot_batches(counts.tolist(), len(self), max_slots)
 
     @property
     def real(self) -> np.ndarray:
@@ -41,12 +80,31 @@ class Events:
         return self.ids > 0
 
     def rows(self, s: slice) -> Events:
-        """The events in `s` (views, not copies)."""
+        """The events in `s` (views, not copies; padded events)."""
+        if self.offsets is not None:
+            raise ValueError("rows() of ragged events: take rows of their pulse_view() or padded()")
+
         def part(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[s]
 
         return Events(self.ids[s], self.cont[s], part(self.globals_), self.label[s], self.process[s],
                       self.feature_names, part(self.target), part(self.sensors), part(self.length))  # fmt: skip
+
+
+def slot_batches(lengths: list[int], max_events: int, max_slots: int) -> list[slice]:
+    """Consecutive sequences of `lengths` in slices of at most `max_events`, each padded batch (its size x its
+    longest) within `max_slots` slots; a sequence longer than that on its own."""
+    out, start = [], 0
+    while start < len(lengths):
+        stop, longest = start + 1, lengths[start]
+        while stop < len(lengths) and stop - start < max_events:
+            longest = max(longest, lengths[stop])
+            if (stop - start + 1) * longest > max_slots:
+                break
+            stop += 1
+        out.append(slice(start, stop))
+        start = stop
+    return out
 
 
 def split_holdout(n: int, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -2,8 +2,9 @@
 
 Both layouts go through the same path: chunks of events as (pulses one event after the other, counts), the
 selection of `data.pulses` per event, then one padded table (N, P, F) whose P is the file's P (padded layout)
-or the longest selected event (ragged layout). The same events therefore give the same `Events` from either
-layout, and every tokenizer sees the same pulses.
+or the longest selected event (ragged layout), or, with `ragged`, the selected pulses as they are, one slot each
+(`Events.offsets`; what the hierarchical model reads). The same events therefore give the same `Events` from
+either layout, and every tokenizer sees the same pulses.
 """
 
 from __future__ import annotations
@@ -88,15 +89,16 @@ def read_pulses(
     fraction: float = 1.0,
     pulses: PulsesConfig | None = None,
     sensors: bool = False,
+    ragged: bool = False,
 ) -> Events:
     """One split as `Events`: pulses as objects (id 1, 0 = empty slot), the columns named in `features` (after the
     selection `pulses`), the direction as `target`, each event's length in the file as `length`, and with
     `sensors` the sensor_id, x, y, z of every pulse. ``fraction`` < 1 reads only the first rows (the file is
-    already shuffled)."""
+    already shuffled). `ragged`: the events as read, not padded (`Events.offsets`): memory holds the pulses
+    themselves whatever the longest event, where the padded table holds events x longest event."""
     path, pulses = Path(path), pulses or PulsesConfig()
     with open_h5(path) as f:
-        ragged = is_ragged(f, split)
-        ds = checked_offsets(f, path, split) if ragged else checked_datasets(f, path, split)  # shapes first
+        (checked_offsets if is_ragged(f, split) else checked_datasets)(f, path, split)  # shapes first
         ds = dataset(f, path, f"pulses_{split}")
         names = feature_names(ds, path)
         _columns(names, features, path, split, f"the tokenizer needs {list(features)}")
@@ -108,28 +110,54 @@ def read_pulses(
         cols = {x: i for i, x in enumerate(wanted)}
         counts_all = event_counts(f, path, split)
         n = len(counts_all) if fraction >= 1 else max(1, int(round(len(counts_all) * fraction)))
-        p_file = int(counts_all[:n].max()) if ragged else ds.shape[1]
+        p_file = int(counts_all[:n].max()) if is_ragged(f, split) else ds.shape[1]
         p = min(p_file, pulses.max) if pulses.max is not None else p_file
-        cont = np.zeros((n, p, len(features)), np.float32)
-        where = np.zeros((n, p, len(SENSOR_COLUMNS)), np.float32) if sensors else None
-        length = np.zeros(n, np.int64)
-        chunks = (ragged_chunks if ragged else padded_chunks)(f, path, split, [names.index(x) for x in wanted], n,
-                                                              CHUNK_EVENTS)  # fmt: skip
-        start = 0
+        table = Table(n, None if ragged else p, [cols[x] for x in features],
+                      [cols[x] for x in SENSOR_COLUMNS] if sensors else None)  # fmt: skip
+        chunks = (ragged_chunks if is_ragged(f, split) else padded_chunks)(f, path, split,
+                                                                           [names.index(x) for x in wanted], n,
+                                                                           CHUNK_EVENTS)  # fmt: skip
         for flat, counts in chunks:
-            rows = slice(start, start + len(counts))
             if sensors:
-                check_sensors(f, path, split, flat[:, cols["sensor_id"]], counts, start)
-            length[rows] = counts
-            rng = np.random.default_rng([RANDOM_SEED, SPLITS.index(split), start])
-            kept, kept_counts = select_pulses(flat, counts, cols, pulses, rng)
-            table = pad(kept, kept_counts, p)
-            cont[rows] = table[:, :, [cols[x] for x in features]]
-            if where is not None:
-                where[rows] = table[:, :, [cols[x] for x in SENSOR_COLUMNS]]
-            start += len(counts)
+                check_sensors(f, path, split, flat[:, cols["sensor_id"]], counts, table.start)
+            rng = np.random.default_rng([RANDOM_SEED, SPLITS.index(split), table.start])
+            table.add(*select_pulses(flat, counts, cols, pulses, rng), counts)
         direction = dataset(f, path, f"direction_{split}")[:n].astype(np.float32)
     check_directions(path, split, direction)
-    real = np.arange(p)[None, :] < np.minimum(length, p)[:, None]
-    zeros = np.zeros(n, dtype=np.int64)
-    return Events(real.astype(np.int64), cont, None, zeros, zeros, tuple(features), direction, where, length)
+    return table.events(tuple(features), direction)
+
+
+class Table:
+    """The selected pulses of `n` events, chunk after chunk: padded to `p` slots, or ragged (`p` None: kept as
+    read). `features`, `sensors`: the columns of the read pulses that become `cont` and `sensors`."""
+
+    def __init__(self, n: int, p: int | None, features: list[int], sensors: list[int] | None):
+        self.columns, self.sensor_columns, self.p = features, sensors, p
+        self.length, self.parts, self.start = np.zeros(n, np.int64), [], 0
+        if p is not None:
+            self.cont = np.zeros((n, p, len(features)), np.float32)
+            self.where = np.zeros((n, p, len(sensors)), np.float32) if sensors else None
+
+    def add(self, flat: np.ndarray, kept_counts: np.ndarray, counts: np.ndarray) -> None:
+        """One chunk: `flat` (M, K) selected pulses, `kept_counts` of them per event, `counts` in the file."""
+        rows = slice(self.start, self.start + len(counts))
+        self.length[rows], self.start = counts, self.start + len(counts)
+        if self.p is None:
+            self.parts.append((flat, kept_counts))
+            return
+        table = pad(flat, kept_counts, self.p)
+        self.cont[rows] = table[:, :, self.columns]
+        if self.where is not None:
+            self.where[rows] = table[:, :, self.sensor_columns]
+
+    def events(self, features: tuple[str, ...], direction: np.ndarray) -> Events:
+        zeros = np.zeros(len(self.length), dtype=np.int64)
+        if self.p is not None:
+            real = np.arange(self.p)[None, :] < np.minimum(self.length, self.p)[:, None]
+            return Events(real.astype(np.int64), self.cont, None, zeros, zeros, features, direction, self.where,
+                          self.length)  # fmt: skip
+        flat = np.concatenate([f for f, _ in self.parts])[:, None, :]  # (M, 1, K): every pulse one slot
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate([c for _, c in self.parts]))])
+        where = flat[:, :, self.sensor_columns] if self.sensor_columns else None
+        return Events(np.ones((len(flat), 1), np.int64), flat[:, :, self.columns], None, zeros, zeros, features,
+                      direction, where, self.length, offsets)  # fmt: skip

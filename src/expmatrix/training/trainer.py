@@ -34,10 +34,12 @@ from expmatrix.config import TrainConfig
 from expmatrix.metrics import binary_metrics
 from expmatrix.stop import StopRequest, stop_requests
 from expmatrix.tokenizers.base import Tokens, take
+from expmatrix.tokenizers.ragged import Ragged
 from expmatrix.training.ema import EMA
 from expmatrix.training.losses import Loss, angular_error, make_loss
 
 CHECK_EVERY_CUDA = 25  # optimizer steps between NaN checks on CUDA (each check waits for the GPU); every step on CPU
+EVAL_SLOTS = 1 << 19  # ragged events: token slots per evaluation batch (events x the batch's longest event)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -59,15 +61,21 @@ def outputs(
     forward: Callable[[Tokens], torch.Tensor], tokens: Tokens, batch_size: int = 4096, fixed: bool = False
 ) -> torch.Tensor:
     """(N, n_outputs) float model outputs in eval mode, through the model's one forward path; `fixed`: every
-    chunk has `batch_size` events (the last one padded), one shape."""
-    n, device = len(tokens["mask"]), tokens["mask"].device
+    chunk has `batch_size` events (the last one padded), one shape. Ragged tokens go in batches of at most
+    `EVAL_SLOTS` padded slots."""
+    mask = tokens["mask"]
+    n, device = len(mask), mask.device
+    if isinstance(mask, Ragged):
+        chunks = mask.batches(batch_size, EVAL_SLOTS)
+    else:
+        chunks = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
     parts = []
-    for i in range(0, n, batch_size):
+    for rows in chunks:
         if fixed:  # copied: a CUDA graph's next replay overwrites its output
-            rows = torch.arange(i, min(i + batch_size, n), device=device)
-            parts.append(forward(take(tokens, full_batch(rows, batch_size)))[: len(rows)].float().clone())
+            idx = torch.arange(rows.start, rows.stop, device=device)
+            parts.append(forward(take(tokens, full_batch(idx, batch_size)))[: len(idx)].float().clone())
         else:
-            parts.append(forward(take(tokens, slice(i, i + batch_size))).float())
+            parts.append(forward(take(tokens, rows)).float())
     return torch.cat(parts)
 
 
