@@ -214,7 +214,7 @@ def build_report(
     stats = cell_stats(results, factors, s.metrics, s.metric, direction(s.metric, higher))
     column = LEARNING[s.task][0]
     conv = convergence(results, factors, store, column, higher_is_better(column), s.plateau_epochs)
-    stats = stats.join(conv.select(*factors, "converged"), on=factors, how="left", maintain_order="left")
+    stats = stats.join(conv.select(*factors, "converged", "stalled"), on=factors, how="left", maintain_order="left")
     compared, compared_frames, effects, inters = compare(results, factors, varied, s)
     table_list = [
         tables.cells_table(stats, factors, s.metrics, higher),

@@ -17,6 +17,7 @@ from expmatrix.runfiles import DamagedFile
 from expmatrix.store import RunStore
 
 SEP = " | "  # between a cell's levels in its key
+CHECKS = ("converged", "stalled")  # the convergence check's columns (convergence.py), text
 
 
 def cell_key(row: dict, factors: list[str]) -> str:
@@ -29,10 +30,13 @@ def _clean(values: Any) -> list[float | None]:
 
 
 def cells(stats: pl.DataFrame, results: pl.DataFrame, factors: list[str], metrics: list[str]) -> dict[str, list]:
-    """One entry per cell (the table's columns): levels, each metric's mean and std, its seeds' values."""
+    """One entry per cell (the table's columns): levels, each metric's mean and std, its seeds' values, and
+    `converged` and `stalled` (the convergence check's) where `stats` has them."""
     values = finished(results).group_by(factors).agg(pl.col(metrics[0]), pl.col("seed"))
     seeds = {cell_key(r, factors): r for r in values.iter_rows(named=True)}
+    checks = [c for c in CHECKS if c in stats.columns]
     out: dict[str, list] = {"key": [], **{f: [] for f in factors}, "n": [], "seed_values": [], "seeds": []}
+    out |= {c: [] for c in checks}
     for m in metrics:
         out[f"{m} mean"], out[f"{m} std"] = [], []
     for r in stats.iter_rows(named=True):
@@ -47,6 +51,8 @@ def cells(stats: pl.DataFrame, results: pl.DataFrame, factors: list[str], metric
         points = seeds[key]
         out["seed_values"].append(_clean(points[metrics[0]]))
         out["seeds"].append(" ".join(f"{v:.4f}" for v in points[metrics[0]] if v is not None))
+        for c in checks:
+            out[c].append(r[c] or "")
     return out
 
 

@@ -65,11 +65,12 @@ def _health(column: str, value: float | None) -> str:
 
 def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], higher: dict[str, bool]) -> Table:
     """One row per cell: levels, mean ± std of each metric, the codebook health of VQ cells, seeds finished,
-    params, training time."""
+    params, training time; `converged` and `stalled` where `stats` has them (the latter when a seed stalled)."""
     conv = "converged" in stats.columns  # joined from `convergence`
+    stall = "stalled" in stats.columns and (stats["stalled"].fill_null("") != "").any()
     health = {c: h for c, h in health_columns(stats).items() if c not in metrics}  # not twice
     headers = factors + [f"{m} (mean ± std)" if j == 0 else m for j, m in enumerate(metrics)] + list(health.values())
-    headers += ["n", "params", "train s"] + ["converged"] * conv
+    headers += ["n", "params", "train s"] + ["converged"] * conv + ["stalled seeds"] * stall
     dec = {m: decimals(stats[f"{m} mean"].to_list()) for m in metrics}
     rows = [
         [str(r[f]) for f in factors]
@@ -77,6 +78,7 @@ def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], hig
         + [_health(c, r[c]) for c in health]
         + [str(r["jobs"]), str(r["params"]), f"{r['train_seconds']:.1f}"]
         + ([r["converged"] or "n/a"] if conv else [])
+        + ([r["stalled"] or "-"] if stall else [])
         for r in stats.iter_rows(named=True)
     ]
     bold = set()
@@ -86,6 +88,11 @@ def cells_table(stats: pl.DataFrame, factors: list[str], metrics: list[str], hig
             bold.add((best, len(factors) + j))
     lower = [m for m in metrics if not direction(m, higher)]
     notes = ["Best value of each metric in bold."] + ([f"Lower is better: {', '.join(lower)}."] if lower else [])
+    if stall:
+        notes.append(
+            "Stalled seeds: final validation value far behind the cell's other seeds (see the warning); the cell's"
+            " mean includes them."
+        )
     if health:
         notes.append(
             "Codebook health of the VQ tokenizers, on held-out objects (mean over the cell's jobs): the share of"

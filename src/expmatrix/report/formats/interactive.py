@@ -32,6 +32,7 @@ from bokeh.resources import INLINE
 
 from expmatrix.report.document import Report
 from expmatrix.report.formats.html import STYLE, render_table
+from expmatrix.report.page_data import CHECKS
 
 FILTER = """
 const keep = [];
@@ -96,6 +97,7 @@ def _cells_table(page: dict[str, Any]) -> tuple[DataTable, ColumnDataSource, Col
         if j == 0:
             cols.append(TableColumn(field=f"{m} std", title="std", formatter=number))
     cols += [TableColumn(field="n", title="n"), TableColumn(field="seeds", title=f"{page['metric']} per seed")]
+    cols += [TableColumn(field=c, title=c) for c in CHECKS if c in page["cells"]]  # the convergence check
     table = DataTable(
         source=shown, columns=cols, width=1250, height=420, sortable=True, index_position=None, name="cells_table"
     )
