@@ -178,5 +178,5 @@ def test_the_long_events_experiment_sets_only_keys_that_are_read(tmp_path):
     matrix = build_matrix(__import__("conftest").REPO / "experiments" / "icecube_long_events.yaml", "quick")
     check_consumed(matrix, RunStore(tmp_path, matrix.spec.name))
     kinds = {j.levels["reader"]: (j.config.model.kind, j.config.data.pulses.max) for j in matrix.jobs}
-    assert kinds["hierarchical"] == ("hierarchical", 2048) and kinds["flat_L128_nonaux"] == ("flat", 128)
+    assert kinds["hierarchical"] == ("hierarchical", None) and kinds["flat_L128_nonaux"] == ("flat", 128)
     assert len(matrix.jobs) == 10 and len({j.id for j in matrix.jobs}) == 10

@@ -61,12 +61,12 @@ def checked_datasets(f: h5py.File, path: Path, split: str) -> tuple[h5py.Dataset
     return pulses, n, direction
 
 
-def padded_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: int, chunk: int):
-    """The first `n` events of the padded layout in chunks: (pulses (M, len(columns)) of the real rows, one event
-    after the other, counts (m,)). Counts outside 1..P, NaN/inf pulses and bad directions are `DataError`s."""
+def padded_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: int, chunk: int, first: int = 0):
+    """Events `first` .. `n` - 1 of the padded layout in chunks: (pulses (M, len(columns)) of the real rows, one
+    event after the other, counts (m,)). Counts outside 1..P, NaN/inf pulses and bad directions are `DataError`s."""
     pulses, n_ds, _ = checked_datasets(f, path, split)
     p = pulses.shape[1]
-    for start in range(0, n, chunk):
+    for start in range(first, n, chunk):
         raw = pulses[start : min(n, start + chunk)].astype(np.float32, copy=False)[:, :, columns]
         counts = n_ds[start : start + len(raw)].astype(np.int64)
         check_counts(path, split, counts, p, start)

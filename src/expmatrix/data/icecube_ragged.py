@@ -64,11 +64,11 @@ def checked_offsets(f: h5py.File, path: Path, split: str) -> np.ndarray:
     return offsets
 
 
-def ragged_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: int, chunk: int):
-    """The first `n` events in chunks of `chunk` events: (pulses (M, len(columns)), counts (m,))."""
+def ragged_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: int, chunk: int, first: int = 0):
+    """Events `first` .. `n` - 1 in chunks of `chunk` events: (pulses (M, len(columns)), counts (m,))."""
     offsets = checked_offsets(f, path, split)
     pulses = f[f"pulses_{split}"]
-    for start in range(0, n, chunk):
+    for start in range(first, n, chunk):
         stop = min(n, start + chunk)
         counts = np.diff(offsets[start : stop + 1])
         flat = pulses[offsets[start] : offsets[stop]].astype(np.float32, copy=False)[:, columns]

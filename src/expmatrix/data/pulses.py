@@ -24,11 +24,26 @@ from expmatrix.data.icecube_ragged import GEOMETRY, checked_offsets, event_count
 CHUNK_EVENTS = 4096  # events read at once
 SENSOR_COLUMNS = ("sensor_id", "x", "y", "z")  # what the hierarchical model groups and places pulses by
 SELECT_COLUMNS = {"time": (), "nonaux_first": ("auxiliary",), "charge": ("charge",), "random": ()}
-RANDOM_SEED = 20240  # `select: random` draws from (this, split, first event of the chunk): the same for every job
+RANDOM_SEED = 20240  # `select: random` draws from (this, split, event, pulse): the same for every job and reading
 
 
-def selection_order(flat: np.ndarray, counts: np.ndarray, cols: dict[str, int], select: str, rng) -> np.ndarray:
-    """(M,) rank of every pulse within its event under `select` (0 = chosen first); pulses are time-ordered."""
+def pulse_uniforms(split: int, event: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """(M,) uniforms in [0, 1), a pure function of (`RANDOM_SEED`, split, event, position in the event): the same
+    whatever chunks or blocks the file is read in (splitmix64 of the packed key)."""
+    with np.errstate(over="ignore"):
+        x = (np.uint64(RANDOM_SEED) << np.uint64(40)) + (np.uint64(split) << np.uint64(36))
+        x = x + (event.astype(np.uint64) << np.uint64(20)) * np.uint64(0x9E3779B97F4A7C15) + position.astype(np.uint64)
+        for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def selection_order(
+    flat: np.ndarray, counts: np.ndarray, cols: dict[str, int], select: str, split: int = 0, first: int = 0
+) -> np.ndarray:
+    """(M,) rank of every pulse within its event under `select` (0 = chosen first); pulses are time-ordered.
+    `split`, `first` (the chunk's first event in the split): what `random` draws from."""
     event = np.repeat(np.arange(len(counts)), counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     position = np.arange(len(flat)) - first
@@ -39,18 +54,20 @@ def selection_order(flat: np.ndarray, counts: np.ndarray, cols: dict[str, int], 
     elif select == "charge":
         keys = (position, -flat[:, cols["charge"]], event)
     else:
-        keys = (rng.random(len(flat)), event)
+        keys = (pulse_uniforms(split, first + event, position), event)
     order = np.lexsort(keys)
     rank = np.empty(len(flat), np.int64)
     rank[order] = np.arange(len(flat)) - first[order]
     return rank
 
 
-def select_pulses(flat, counts, cols: dict[str, int], pulses: PulsesConfig, rng) -> tuple[np.ndarray, np.ndarray]:
+def select_pulses(
+    flat, counts, cols: dict[str, int], pulses: PulsesConfig, split: int = 0, first: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """At most `pulses.max` pulses of every event, chosen by `pulses.select`, kept in time order."""
     if pulses.max is None or counts.max(initial=0) <= pulses.max:
         return flat, counts
-    keep = selection_order(flat, counts, cols, pulses.select, rng) < pulses.max
+    keep = selection_order(flat, counts, cols, pulses.select, split, first) < pulses.max
     return flat[keep], np.minimum(counts, pulses.max)
 
 
@@ -90,12 +107,14 @@ def read_pulses(
     pulses: PulsesConfig | None = None,
     sensors: bool = False,
     ragged: bool = False,
+    block: tuple[int, int] | None = None,
 ) -> Events:
     """One split as `Events`: pulses as objects (id 1, 0 = empty slot), the columns named in `features` (after the
     selection `pulses`), the direction as `target`, each event's length in the file as `length`, and with
     `sensors` the sensor_id, x, y, z of every pulse. ``fraction`` < 1 reads only the first rows (the file is
     already shuffled). `ragged`: the events as read, not padded (`Events.offsets`): memory holds the pulses
-    themselves whatever the longest event, where the padded table holds events x longest event."""
+    themselves whatever the longest event, where the padded table holds events x longest event. `block`: only
+    the events first .. stop - 1 of those, padded (where padded) as wide as all of them."""
     path, pulses = Path(path), pulses or PulsesConfig()
     with open_h5(path) as f:
         (checked_offsets if is_ragged(f, split) else checked_datasets)(f, path, split)  # shapes first
@@ -112,17 +131,18 @@ def read_pulses(
         n = len(counts_all) if fraction >= 1 else max(1, int(round(len(counts_all) * fraction)))
         p_file = int(counts_all[:n].max()) if is_ragged(f, split) else ds.shape[1]
         p = min(p_file, pulses.max) if pulses.max is not None else p_file
-        table = Table(n, None if ragged else p, [cols[x] for x in features],
+        first, stop = block or (0, n)
+        table = Table(stop - first, None if ragged else p, [cols[x] for x in features],
                       [cols[x] for x in SENSOR_COLUMNS] if sensors else None)  # fmt: skip
         chunks = (ragged_chunks if is_ragged(f, split) else padded_chunks)(f, path, split,
-                                                                           [names.index(x) for x in wanted], n,
-                                                                           CHUNK_EVENTS)  # fmt: skip
+                                                                           [names.index(x) for x in wanted], stop,
+                                                                           CHUNK_EVENTS, first)  # fmt: skip
         for flat, counts in chunks:
+            at = first + table.start
             if sensors:
-                check_sensors(f, path, split, flat[:, cols["sensor_id"]], counts, table.start)
-            rng = np.random.default_rng([RANDOM_SEED, SPLITS.index(split), table.start])
-            table.add(*select_pulses(flat, counts, cols, pulses, rng), counts)
-        direction = dataset(f, path, f"direction_{split}")[:n].astype(np.float32)
+                check_sensors(f, path, split, flat[:, cols["sensor_id"]], counts, at)
+            table.add(*select_pulses(flat, counts, cols, pulses, SPLITS.index(split), at), counts)
+        direction = dataset(f, path, f"direction_{split}")[first:stop].astype(np.float32)
     check_directions(path, split, direction)
     return table.events(tuple(features), direction)
 
