@@ -71,3 +71,15 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
     """The shuffled event order of one epoch: a pure function of (seed, epoch)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).to(device)
+
+
+def block_order(n: int, block: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The epoch order of events read in blocks of `block` events: the blocks in a shuffled order, the events of
+    each block in a shuffled order, so that consecutive batches read one block; a pure function of (seed,
+    epoch), `epoch_order` itself when one block holds every event."""
+    if block >= n:
+        return epoch_order(n, seed, epoch, device)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    blocks = torch.randperm(-(-n // block), generator=generator).tolist()
+    parts = [b * block + torch.randperm(min(block, n - b * block), generator=generator) for b in blocks]
+    return torch.cat(parts).to(device)

@@ -15,7 +15,7 @@ import torch
 
 from expmatrix.assembly.fits import tokenizer_for
 from expmatrix.config import JobConfig, SpecError, n_outputs, record_reads, short_hash
-from expmatrix.data import data_selection
+from expmatrix.data import data_selection, stream_block
 from expmatrix.matrix import Matrix
 from expmatrix.models.sizing import build_model, solve_size
 from expmatrix.pretraining import pretrain_settings
@@ -30,6 +30,7 @@ def consumed_keys(cfg: JobConfig) -> set[str]:
     with record_reads(cfg) as reads:
         _ = cfg.seed
         data_selection(cfg.data)
+        stream_block(cfg.data)
         tokenizer = tokenizer_for(cfg)
         outputs = n_outputs(cfg.data)
         size = solve_size(tokenizer, cfg.model, outputs)

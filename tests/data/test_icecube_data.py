@@ -242,7 +242,7 @@ def test_inert_check_passes_the_experiment_and_flags_fourtops_keys(tmp_path):
     ]
     assert {k for k in reads if k.startswith("data.")} == {
         "data.source", "data.path", "data.max_events", "data.synthetic#", "data.synthetic.events",
-        "data.synthetic.seed", "data.synthetic.generator", "data.pulses#", "data.pulses.max",
+        "data.synthetic.seed", "data.synthetic.generator", "data.pulses#", "data.pulses.max", "data.stream",
     }  # fmt: skip
 
 

@@ -16,11 +16,12 @@ from torch import nn
 from expmatrix.assembly.fits import fitted_tokenizer
 from expmatrix.assembly.recipe import Recipe
 from expmatrix.config import Job, JobConfig, n_outputs
-from expmatrix.data import Events, load_pulse_splits, load_splits
+from expmatrix.data import Events, StreamedSplit, load_pulse_splits, load_splits
 from expmatrix.models.sizing import Size, build_model, solve_size
 from expmatrix.store import RunStore
 from expmatrix.tokenizers import Tokenizer, Tokens
 from expmatrix.tokenizers.base import to_device
+from expmatrix.tokenizers.blocks import BlockTokens
 from expmatrix.tokenizers.ragged import ragged_tokens
 
 TRANSFORM_SLOTS = 1 << 22  # ragged events: padded slots per tokenizer transform (events x the chunk's longest)
@@ -72,8 +73,9 @@ class Assembly:
         return self.job.config
 
     @cached_property
-    def splits(self) -> dict[str, Events]:
-        """train/val/test `Events` of the job's source with the features its tokenizer reads."""
+    def splits(self) -> dict[str, Events | StreamedSplit]:
+        """train/val/test `Events` of the job's source with the features its tokenizer reads (`StreamedSplit`s
+        with `data.stream`)."""
         cfg, cache = self.cfg, self.store.paths.cache.dir
         if cfg.data.source == "fourtops":
             return load_splits(cfg.data, self.job.data_path, cache)
@@ -84,12 +86,28 @@ class Assembly:
     def tokenizer(self) -> Tokenizer:
         """Fitted on the training split once per fit key, shared through the cache."""
         files = self.store.paths.cache.fit(self.recipe.fit_key)
-        return fitted_tokenizer(self.recipe, files, lambda: fit_view(self.splits["train"]))
+        return fitted_tokenizer(self.recipe, files, lambda: fit_view(self._fit_events()))
+
+    def _fit_events(self) -> Events:
+        """The training split, or of a streamed one its first `data.stream.fit_events` events."""
+        train = self.splits["train"]
+        return train.head(self.cfg.data.stream.fit_events) if isinstance(train, StreamedSplit) else train
 
     @cached_property
-    def tokens(self) -> dict[str, Tokens]:
-        """The tokenizer's tokens of every split (and, for the hierarchical model, each pulse's sensor)."""
-        return {s: to_device(event_tokens(self.tokenizer, ev), self.device) for s, ev in self.splits.items()}
+    def tokens(self) -> dict[str, Tokens | BlockTokens]:
+        """The tokenizer's tokens of every split (and, for the hierarchical model, each pulse's sensor); of a
+        streamed split, made block by block as training reads them."""
+        return {s: self._tokens_of(ev) for s, ev in self.splits.items()}
+
+    def _tokens_of(self, events: Events | StreamedSplit) -> Tokens | BlockTokens:
+        if isinstance(events, Events):
+            return to_device(event_tokens(self.tokenizer, events), self.device)
+        tokenizer, device = self.tokenizer, self.device
+
+        def load(b: int) -> Tokens:
+            return to_device(event_tokens(tokenizer, events.block(b)), device)
+
+        return BlockTokens(len(events), events.block_events, load, events.slots)
 
     @cached_property
     def targets(self) -> dict[str, torch.Tensor]:
@@ -102,7 +120,8 @@ class Assembly:
     @property
     def seq_len(self) -> int:
         """Tokens per event (object slots and global tokens)."""
-        return self.tokens["train"]["mask"].shape[1]
+        train = self.tokens["train"]
+        return train.seq_len if isinstance(train, BlockTokens) else train["mask"].shape[1]
 
     def size_for(self, seq_len: int) -> Size:
         """The width that meets the parameter budget for sequences of `seq_len` tokens (learned positions count)."""

@@ -42,6 +42,15 @@ class PulsesConfig(Strict):
         return self
 
 
+class StreamConfig(Strict):
+    """Pulse sources: the splits are read from the file block by block while a job trains and evaluates, so that
+    memory holds a few blocks of tokens, not the file. An epoch visits the blocks in a shuffled order and the
+    events of each block in a shuffled order (a pure function of seed and epoch, as in memory)."""
+
+    block_events: int = Field(16384, ge=16)  # events per block; at most 2 blocks of a split are held at once
+    fit_events: int = Field(65536, ge=100)  # the tokenizer is fitted on the first this many training events
+
+
 class TaskConfig(Strict):
     """Binary task: the declared signal processes against the background ones."""
 
@@ -74,7 +83,7 @@ FOURTOPS_ONLY = ("keys", "task", "use_met", "cont_features", "unit", "order")  #
 
 
 class DataConfig(Strict):
-    LATER_DEFAULTS = {"order": "input", "pulses": {"max": None}}
+    LATER_DEFAULTS = {"order": "input", "pulses": {"max": None}, "stream": None}
 
     source: Literal["fourtops", "icecube"] = "fourtops"  # the layout, and the task: see SOURCE_TASKS
     path: str = "synthetic"  # "synthetic" (embedded generator, cached) or an .h5 path relative to the experiment
@@ -89,11 +98,13 @@ class DataConfig(Strict):
     # (the same permutation for every job); real objects first, empty slots last in both
     order: Literal["input", "pt", "shuffled"] = "input"
     pulses: PulsesConfig = PulsesConfig()  # pulse sources: the pulses of each event a model sees
+    stream: StreamConfig | None = None  # pulse sources: None reads the splits into memory; set: block by block
 
-    @field_validator("pulses")
+    @field_validator("pulses", "stream")
     @classmethod
-    def _pulse_sources_only(cls, v: PulsesConfig, info: ValidationInfo) -> PulsesConfig:
-        if info.data.get("source", "fourtops") == "fourtops" and v.max is not None:
+    def _pulse_sources_only(cls, v: PulsesConfig | StreamConfig | None, info: ValidationInfo):
+        setting = v is not None and not (isinstance(v, PulsesConfig) and v.max is None)
+        if info.data.get("source", "fourtops") == "fourtops" and setting:
             raise ValueError("a pulse setting; data.source fourtops has objects, not pulses: remove it")
         return v
 

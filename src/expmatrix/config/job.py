@@ -89,6 +89,15 @@ class JobConfig(Strict):
                               "not pulses: use model.kind flat")  # fmt: skip
         return self
 
+    @model_validator(mode="after")
+    def _stream_trains_from_scratch(self) -> JobConfig:
+        """A pretraining reads its events into memory: a streamed job starts from scratch."""
+        init, stream = vars(self.model)["init"], vars(self.data)["stream"]
+        if stream is not None and init == "pretrained":
+            raise self._error(("data", "stream"), stream.model_dump(), "streams the splits block by block; "
+                              "model.init pretrained reads its pretraining events into memory: remove one")  # fmt: skip
+        return self
+
     def _error(self, loc: tuple[str, ...], value: Any, msg: str) -> ValidationError:
         """A validation error at `loc` (so that it is reported at the key where the value was set)."""
         error = InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=loc, input=value)

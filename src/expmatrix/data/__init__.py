@@ -13,6 +13,7 @@ from expmatrix.data.icecube_long import write_long_events
 from expmatrix.data.icecube_synthetic import write_icecube
 from expmatrix.data.pulses import read_pulses
 from expmatrix.data.pythia import write_pythia
+from expmatrix.data.stream import StreamedSplit
 from expmatrix.data.synthetic import write_fourtops
 
 # (source, data.synthetic.generator) -> the writer of its events (path, events, seed); pythia: chunks in parallel,
@@ -58,6 +59,8 @@ def data_selection(cfg: DataConfig) -> dict:
             out["synthetic"] = _generator_key(cfg)
         if cfg.pulses.max is not None:
             out["pulses"] = {"max": cfg.pulses.max, "select": cfg.pulses.select}
+        if cfg.stream is not None:  # the tokenizer is fitted on the first `fit_events` training events
+            out["fit_events"] = cfg.stream.fit_events
         return out
     out = {
         "source": cfg.source,
@@ -71,6 +74,11 @@ def data_selection(cfg: DataConfig) -> dict:
     if cfg.path == "synthetic":
         out["synthetic"] = _generator_key(cfg)
     return out
+
+
+def stream_block(cfg: DataConfig) -> int | None:
+    """Events per block of a job that streams its splits (`data.stream`); None: the splits are read into memory."""
+    return None if cfg.stream is None else cfg.stream.block_events
 
 
 def file_identity(data_path: str) -> list:
@@ -93,11 +101,15 @@ def _fraction(path: Path, train_key: str | None, max_events: int | None) -> floa
 
 def load_pulse_splits(
     cfg: DataConfig, data_path: str, cache_dir: Path, features: tuple[str, ...], sensors: bool = False
-) -> dict[str, Events]:
+) -> dict[str, Events | StreamedSplit]:
     """train/val/test `Events` of a pulse file with the columns `features` after the job's pulse selection, the
-    direction as target, and with `sensors` every pulse's sensor and its position, held ragged."""
+    direction as target, and with `sensors` every pulse's sensor and its position, held ragged; with
+    `data.stream`, `StreamedSplit`s that read them block by block."""
     path = ensure_file(cfg, data_path, cache_dir)
     fraction = _fraction(path, None, cfg.max_events)
+    if (block_events := stream_block(cfg)) is not None:
+        return {split: StreamedSplit(path, split, features, fraction, cfg.pulses, sensors, block_events)
+                for split in SPLITS}  # fmt: skip
     return {split: read_pulses(path, split, features, fraction, cfg.pulses, sensors, ragged=sensors)
             for split in SPLITS}  # fmt: skip
 
@@ -133,10 +145,12 @@ __all__ = [
     "WRITERS",
     "DataError",
     "Events",
+    "StreamedSplit",
     "data_selection",
     "ensure_file",
     "file_identity",
     "load_pulse_splits",
     "load_splits",
+    "stream_block",
     "synthetic_path",
 ]

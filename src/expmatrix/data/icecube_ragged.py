@@ -64,9 +64,11 @@ def checked_offsets(f: h5py.File, path: Path, split: str) -> np.ndarray:
     return offsets
 
 
-def ragged_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: int, chunk: int, first: int = 0):
-    """Events `first` .. `n` - 1 in chunks of `chunk` events: (pulses (M, len(columns)), counts (m,))."""
-    offsets = checked_offsets(f, path, split)
+def ragged_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: int, chunk: int, first: int = 0,
+                  offsets: np.ndarray | None = None):  # fmt: skip
+    """Events `first` .. `n` - 1 in chunks of `chunk` events: (pulses (M, len(columns)), counts (m,)).
+    `offsets`: the split's, already checked."""
+    offsets = checked_offsets(f, path, split) if offsets is None else offsets
     pulses = f[f"pulses_{split}"]
     for start in range(first, n, chunk):
         stop = min(n, start + chunk)
@@ -74,13 +76,6 @@ def ragged_chunks(f: h5py.File, path: Path, split: str, columns: list[int], n: i
         flat = pulses[offsets[start] : offsets[stop]].astype(np.float32, copy=False)[:, columns]
         check_finite(path, f"pulses_{split}", flat, counts, start)
         yield flat, counts
-
-
-def event_counts(f: h5py.File, path: Path, split: str) -> np.ndarray:
-    """(N,) pulses per event of either layout (the padded layout's `n_pulses`)."""
-    if is_ragged(f, split):
-        return np.diff(checked_offsets(f, path, split))
-    return dataset(f, path, f"n_pulses_{split}")[:].astype(np.int64)
 
 
 class RaggedWriter(AtomicH5):

@@ -19,7 +19,7 @@ from expmatrix.config.layout import SPLITS
 from expmatrix.data.events import Events
 from expmatrix.data.fourtops import DataError, dataset, open_h5
 from expmatrix.data.icecube import check_directions, checked_datasets, feature_names, padded_chunks
-from expmatrix.data.icecube_ragged import GEOMETRY, checked_offsets, event_counts, is_ragged, ragged_chunks
+from expmatrix.data.icecube_ragged import GEOMETRY, checked_offsets, is_ragged, ragged_chunks
 
 CHUNK_EVENTS = 4096  # events read at once
 SENSOR_COLUMNS = ("sensor_id", "x", "y", "z")  # what the hierarchical model groups and places pulses by
@@ -107,44 +107,63 @@ def read_pulses(
     pulses: PulsesConfig | None = None,
     sensors: bool = False,
     ragged: bool = False,
-    block: tuple[int, int] | None = None,
 ) -> Events:
-    """One split as `Events`: pulses as objects (id 1, 0 = empty slot), the columns named in `features` (after the
-    selection `pulses`), the direction as `target`, each event's length in the file as `length`, and with
-    `sensors` the sensor_id, x, y, z of every pulse. ``fraction`` < 1 reads only the first rows (the file is
-    already shuffled). `ragged`: the events as read, not padded (`Events.offsets`): memory holds the pulses
-    themselves whatever the longest event, where the padded table holds events x longest event. `block`: only
-    the events first .. stop - 1 of those, padded (where padded) as wide as all of them."""
-    path, pulses = Path(path), pulses or PulsesConfig()
+    """One split as `Events` (`PulseReader`): every event of it, or with ``fraction`` < 1 the first rows (the file
+    is already shuffled). `ragged`: the events as read, not padded (`Events.offsets`): memory holds the pulses
+    themselves whatever the longest event, where the padded table holds events x longest event."""
+    path = Path(path)
     with open_h5(path) as f:
-        (checked_offsets if is_ragged(f, split) else checked_datasets)(f, path, split)  # shapes first
-        ds = dataset(f, path, f"pulses_{split}")
+        return PulseReader(f, path, split, features, fraction, pulses, sensors).read(ragged=ragged)
+
+
+class PulseReader:
+    """One split of an open pulse file, checked once; `read` gives events of it as `Events`: pulses as objects
+    (id 1, 0 = empty slot), the columns named in `features` (after the selection `pulses`), the direction as
+    `target`, each event's length in the file as `length`, and with `sensors` the sensor_id, x, y, z of every
+    pulse. `fraction` < 1: only the first rows. Padded events are as wide as the longest selected event of
+    all the rows read (the file's P in the padded layout), whichever of them one `read` returns."""
+
+    def __init__(self, f: h5py.File, path: Path, split: str, features: tuple[str, ...], fraction: float = 1.0,
+                 pulses: PulsesConfig | None = None, sensors: bool = False):  # fmt: skip
+        self.f, self.path, self.split, self.features = f, path, split, tuple(features)
+        self.pulses, self.sensors = pulses or PulsesConfig(), sensors
+        ragged = is_ragged(f, split)
+        self.offsets = checked_offsets(f, path, split) if ragged else None  # shapes first
+        ds = dataset(f, path, f"pulses_{split}") if ragged else checked_datasets(f, path, split)[0]
         names = feature_names(ds, path)
         _columns(names, features, path, split, f"the tokenizer needs {list(features)}")
-        needed = SELECT_COLUMNS[pulses.select] if pulses.max is not None else ()
-        _columns(names, needed, path, split, f"data.pulses.select {pulses.select} needs them")
+        needed = SELECT_COLUMNS[self.pulses.select] if self.pulses.max is not None else ()
+        _columns(names, needed, path, split, f"data.pulses.select {self.pulses.select} needs them")
         if sensors:
             _columns(names, SENSOR_COLUMNS, path, split, "model.kind hierarchical groups pulses by sensor")
         wanted = list(dict.fromkeys((*features, *needed, *(SENSOR_COLUMNS if sensors else ()))))
-        cols = {x: i for i, x in enumerate(wanted)}
-        counts_all = event_counts(f, path, split)
-        n = len(counts_all) if fraction >= 1 else max(1, int(round(len(counts_all) * fraction)))
-        p_file = int(counts_all[:n].max()) if is_ragged(f, split) else ds.shape[1]
-        p = min(p_file, pulses.max) if pulses.max is not None else p_file
-        first, stop = block or (0, n)
-        table = Table(stop - first, None if ragged else p, [cols[x] for x in features],
-                      [cols[x] for x in SENSOR_COLUMNS] if sensors else None)  # fmt: skip
-        chunks = (ragged_chunks if is_ragged(f, split) else padded_chunks)(f, path, split,
-                                                                           [names.index(x) for x in wanted], stop,
-                                                                           CHUNK_EVENTS, first)  # fmt: skip
+        self.cols, self.columns = {x: i for i, x in enumerate(wanted)}, [names.index(x) for x in wanted]
+        counts = np.diff(self.offsets) if ragged else dataset(f, path, f"n_pulses_{split}")[:].astype(np.int64)
+        n = len(counts) if fraction >= 1 else max(1, int(round(len(counts) * fraction)))
+        self.length = counts[:n]  # pulses per event in the file (the padded layout's counts are checked per chunk)
+        p_file = int(self.length.max()) if ragged else ds.shape[1]
+        self.p = min(p_file, self.pulses.max) if self.pulses.max is not None else p_file
+        self.direction = dataset(f, path, f"direction_{split}")[:n].astype(np.float32)
+        check_directions(path, split, self.direction)
+
+    def __len__(self) -> int:
+        return len(self.length)
+
+    def read(self, first: int = 0, stop: int | None = None, ragged: bool = False) -> Events:
+        """Events `first` .. `stop` - 1 (default: all), padded to `p` slots or (`ragged`) as read."""
+        stop = len(self) if stop is None else stop
+        sensor_columns = [self.cols[x] for x in SENSOR_COLUMNS] if self.sensors else None
+        table = Table(stop - first, None if ragged else self.p, [self.cols[x] for x in self.features], sensor_columns)
+        if self.offsets is not None:
+            chunks = ragged_chunks(self.f, self.path, self.split, self.columns, stop, CHUNK_EVENTS, first, self.offsets)
+        else:
+            chunks = padded_chunks(self.f, self.path, self.split, self.columns, stop, CHUNK_EVENTS, first)
         for flat, counts in chunks:
             at = first + table.start
-            if sensors:
-                check_sensors(f, path, split, flat[:, cols["sensor_id"]], counts, at)
-            table.add(*select_pulses(flat, counts, cols, pulses, SPLITS.index(split), at), counts)
-        direction = dataset(f, path, f"direction_{split}")[first:stop].astype(np.float32)
-    check_directions(path, split, direction)
-    return table.events(tuple(features), direction)
+            if self.sensors:
+                check_sensors(self.f, self.path, self.split, flat[:, self.cols["sensor_id"]], counts, at)
+            table.add(*select_pulses(flat, counts, self.cols, self.pulses, SPLITS.index(self.split), at), counts)
+        return table.events(self.features, self.direction[first:stop])
 
 
 class Table:

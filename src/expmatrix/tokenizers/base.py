@@ -25,7 +25,9 @@ Tokens = dict[str, torch.Tensor]  # every tensor has the events on dim 0; "mask"
 
 
 def take(tokens: Tokens, idx: torch.Tensor | slice) -> Tokens:
-    """The events `idx` of every tensor."""
+    """The events `idx` of every tensor (of tokens made block by block: their own `take`)."""
+    if not isinstance(tokens, dict):
+        return tokens.take(idx)
     return {k: v[idx] for k, v in tokens.items()}
 
 

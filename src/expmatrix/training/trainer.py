@@ -34,6 +34,7 @@ from expmatrix.config import TrainConfig
 from expmatrix.metrics import binary_metrics
 from expmatrix.stop import StopRequest, stop_requests
 from expmatrix.tokenizers.base import Tokens, take
+from expmatrix.tokenizers.blocks import BlockTokens
 from expmatrix.tokenizers.ragged import Ragged
 from expmatrix.training.ema import EMA
 from expmatrix.training.losses import Loss, angular_error, make_loss
@@ -58,11 +59,14 @@ def full_batch(idx: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def outputs(
-    forward: Callable[[Tokens], torch.Tensor], tokens: Tokens, batch_size: int = 4096, fixed: bool = False
+    forward: Callable[[Tokens], torch.Tensor], tokens: Tokens | BlockTokens, batch_size: int = 4096,
+    fixed: bool = False,
 ) -> torch.Tensor:
     """(N, n_outputs) float model outputs in eval mode, through the model's one forward path; `fixed`: every
     chunk has `batch_size` events (the last one padded), one shape. Ragged tokens go in batches of at most
-    `EVAL_SLOTS` padded slots."""
+    `EVAL_SLOTS` padded slots; tokens made block by block, block after block."""
+    if isinstance(tokens, BlockTokens):
+        return torch.cat([outputs(forward, tokens.block(b), batch_size, fixed) for b in range(tokens.n_blocks)])
     mask = tokens["mask"]
     n, device = len(mask), mask.device
     if isinstance(mask, Ragged):
@@ -222,7 +226,10 @@ class Trainer:
         return self.history
 
     def _train_epoch(self, epoch, x, y, stop: StopRequest, checkpoint: Path, on_batch, t0: float) -> None:
-        order = epoch_order(len(y), self.seed, epoch, self.device)
+        if isinstance(x, BlockTokens):  # read from the file block by block: the order keeps to blocks
+            order = x.epoch_order(self.seed, epoch, self.device)
+        else:
+            order = epoch_order(len(y), self.seed, epoch, self.device)
         start = self.position.batch if epoch == self.position.epoch else 0
         if start == 0:
             self._sums.zero_()
