@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_experiment
+from conftest import REPO, write_experiment
 
 from expmatrix.cli import main
 from expmatrix.matrix import build_matrix
@@ -67,3 +67,13 @@ def test_an_unfinished_job_is_not_exported(trained):
         store.set_status(job.id, "done")
     assert result.exit_code == 1 and f"job {job.id} is not finished (state interrupted)" in result.output
     assert not (folder / "x.onnx").exists()
+
+
+def test_a_hierarchical_job_is_refused_with_the_reason(tmp_path):
+    matrix = build_matrix(REPO / "experiments" / "icecube_long_events.yaml", "quick")
+    job = next(j for j in matrix.jobs if j.config.model.kind == "hierarchical")
+    store = RunStore(tmp_path, matrix.spec.name)
+    store.write_job(job)
+    result = CliRunner().invoke(main, ["export", str(store.job(job.id).dir), "--onnx", str(tmp_path / "h.onnx")])
+    assert result.exit_code != 0 and f"job {job.id}: model.kind hierarchical has no ONNX export" in result.output
+    assert not (tmp_path / "h.onnx").exists()

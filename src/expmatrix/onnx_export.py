@@ -94,6 +94,9 @@ def export_job(job_dir: str | Path, onnx_file: str | Path) -> dict[str, Any]:
     events (padded as stored, and cut to fewer slots); returns the figures."""
     store, job = RunStore.for_job_file(JobPaths(Path(job_dir)).record)
     job_id, state = job.id, store.state(job.id)
+    if job.config.model.kind == "hierarchical":
+        raise SpecError(f"job {job_id}: model.kind hierarchical has no ONNX export: grouping pulses by sensor "
+                        "(torch.unique) gives data-dependent shapes, which torch.export cannot trace")  # fmt: skip
     if state != "done":
         raise SpecError(f"job {job_id} is not finished (state {state}): only a done job has evaluated weights")
     model, parts = evaluated_model(job, store)
