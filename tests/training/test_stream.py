@@ -7,6 +7,7 @@ import json
 import os
 import signal
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -15,9 +16,10 @@ from pydantic import ValidationError
 
 from expmatrix.assembly.parts import Assembly
 from expmatrix.checkpoint import block_order, epoch_order
-from expmatrix.config import JobConfig
+from expmatrix.config import JobConfig, PulsesConfig
 from expmatrix.data import StreamedSplit
-from expmatrix.data.pulses import read_pulses
+from expmatrix.data import pulses as pulses_module
+from expmatrix.data.pulses import PulseReader, read_pulses
 from expmatrix.matrix import build_matrix
 from expmatrix.store import RunStore
 from expmatrix.tokenizers.base import take
@@ -66,6 +68,19 @@ def test_a_block_holds_those_events_of_the_split_read_at_once(store, reader):
     assert np.array_equal(block.target, whole.target[rows]) and np.array_equal(block.length, whole.length[rows])
     if reader != "hierarchical":
         assert width == train.slots == whole.cont.shape[1] == 128
+
+
+@pytest.mark.parametrize("select", ["random", "nonaux_first"])
+def test_a_pulse_selection_is_the_same_read_whole_or_in_blocks(store, select, monkeypatch):
+    """Read in chunks of 7 events from event 5 on, the kept pulses of every event are the whole read's."""
+    path = Assembly(_job("flat_L128_nonaux", 150), store).splits["train"].path
+    pulses = PulsesConfig(max=20, select=select)
+    with h5py.File(path) as f:
+        whole = PulseReader(f, path, "train", ("time", "charge"), 0.5, pulses).read()
+        monkeypatch.setattr(pulses_module, "CHUNK_EVENTS", 7)
+        part = PulseReader(f, path, "train", ("time", "charge"), 0.5, pulses).read(5, 60)
+    assert (whole.length[5:60] > 20).sum() > 10  # events that lose pulses
+    assert np.array_equal(part.cont, whole.cont[5:60]) and np.array_equal(part.real, whole.real[5:60])
 
 
 @pytest.mark.parametrize("reader", [pytest.param("hierarchical", marks=pytest.mark.slow), "flat_L128_nonaux"])

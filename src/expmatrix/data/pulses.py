@@ -40,10 +40,10 @@ def pulse_uniforms(split: int, event: np.ndarray, position: np.ndarray) -> np.nd
 
 
 def selection_order(
-    flat: np.ndarray, counts: np.ndarray, cols: dict[str, int], select: str, split: int = 0, first: int = 0
+    flat: np.ndarray, counts: np.ndarray, cols: dict[str, int], select: str, split: int = 0, event0: int = 0
 ) -> np.ndarray:
     """(M,) rank of every pulse within its event under `select` (0 = chosen first); pulses are time-ordered.
-    `split`, `first` (the chunk's first event in the split): what `random` draws from."""
+    `split`, `event0` (the chunk's first event in the split): what `random` draws from."""
     event = np.repeat(np.arange(len(counts)), counts)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     position = np.arange(len(flat)) - first
@@ -54,7 +54,7 @@ def selection_order(
     elif select == "charge":
         keys = (position, -flat[:, cols["charge"]], event)
     else:
-        keys = (pulse_uniforms(split, first + event, position), event)
+        keys = (pulse_uniforms(split, event0 + event, position), event)
     order = np.lexsort(keys)
     rank = np.empty(len(flat), np.int64)
     rank[order] = np.arange(len(flat)) - first[order]
@@ -62,12 +62,13 @@ def selection_order(
 
 
 def select_pulses(
-    flat, counts, cols: dict[str, int], pulses: PulsesConfig, split: int = 0, first: int = 0
+    flat, counts, cols: dict[str, int], pulses: PulsesConfig, split: int = 0, event0: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """At most `pulses.max` pulses of every event, chosen by `pulses.select`, kept in time order."""
+    """At most `pulses.max` pulses of every event, chosen by `pulses.select`, kept in time order (`event0`: the
+    first event's index in the split)."""
     if pulses.max is None or counts.max(initial=0) <= pulses.max:
         return flat, counts
-    keep = selection_order(flat, counts, cols, pulses.select, split, first) < pulses.max
+    keep = selection_order(flat, counts, cols, pulses.select, split, event0) < pulses.max
     return flat[keep], np.minimum(counts, pulses.max)
 
 
