@@ -3,6 +3,7 @@ training as in memory, each block read once per epoch, a bounded number held, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,8 +25,9 @@ from expmatrix.matrix import build_matrix
 from expmatrix.store import RunStore
 from expmatrix.tokenizers.base import take
 from expmatrix.tokenizers.blocks import KEEP, BlockTokens
+from expmatrix.tokenizers.ragged import Ragged
 from expmatrix.training.job import train_job
-from expmatrix.training.trainer import Preempted, Trainer
+from expmatrix.training.trainer import Preempted, Trainer, outputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXPERIMENT = REPO / "experiments" / "icecube_long_events.yaml"  # quick: 1,000 long events; 400 / 50 / 50 read
@@ -140,3 +142,22 @@ def test_stream_settings_are_checked_where_they_are_set():
     with pytest.raises(ValidationError, match=r"data\.stream\.block_events\n.*greater than or equal to 16"):
         JobConfig.model_validate(_job("hierarchical", 256).config.model_dump() | {"data": {
             "source": "icecube", "stream": {"block_events": 8}}})  # fmt: skip
+
+
+def test_a_flat_job_on_every_pulse_of_a_ragged_file_holds_its_splits_ragged(store):
+    """Unbounded by `data.pulses.max`, a ragged file's events stay ragged for the flat model too: memory holds
+    pulses, not events x the longest event; the model's outputs are the padded events' (a batch is padded to
+    its own longest event)."""
+    job = _job("flat_L128_nonaux", None)
+    every = job.config.model_copy(update={"data": job.config.data.model_copy(update={"pulses": PulsesConfig()})})
+    parts = Assembly(dataclasses.replace(job, config=every), store)
+    train = parts.splits["train"]
+    assert train.offsets is not None and train.cont.shape[1] == 1 and parts.seq_len == train.length.max() > 1000
+    tokens, rows = parts.tokens["train"], slice(0, 100)
+    assert isinstance(tokens["mask"], Ragged)
+    padded = take(parts.tokenizer.transform(train.padded()), rows)  # as wide as the longest event of the split
+    torch.manual_seed(0)
+    model = parts.model().eval()
+    got = outputs(model, take(tokens, rows))
+    assert take(tokens, rows)["mask"].shape[1] < padded["mask"].shape[1]
+    torch.testing.assert_close(got, outputs(model, padded), rtol=1e-5, atol=1e-5)

@@ -103,15 +103,16 @@ def load_pulse_splits(
     cfg: DataConfig, data_path: str, cache_dir: Path, features: tuple[str, ...], sensors: bool = False
 ) -> dict[str, Events | StreamedSplit]:
     """train/val/test `Events` of a pulse file with the columns `features` after the job's pulse selection, the
-    direction as target, and with `sensors` every pulse's sensor and its position, held ragged; with
+    direction as target, and with `sensors` every pulse's sensor and its position. Held ragged with `sensors`
+    (the hierarchical model), and where a ragged file's events are not bounded by `data.pulses.max`; with
     `data.stream`, `StreamedSplit`s that read them block by block."""
     path = ensure_file(cfg, data_path, cache_dir)
     fraction = _fraction(path, None, cfg.max_events)
+    ragged = True if sensors else None
     if (block_events := stream_block(cfg)) is not None:
-        return {split: StreamedSplit(path, split, features, fraction, cfg.pulses, sensors, block_events)
+        return {split: StreamedSplit(path, split, features, fraction, cfg.pulses, sensors, block_events, ragged)
                 for split in SPLITS}  # fmt: skip
-    return {split: read_pulses(path, split, features, fraction, cfg.pulses, sensors, ragged=sensors)
-            for split in SPLITS}  # fmt: skip
+    return {split: read_pulses(path, split, features, fraction, cfg.pulses, sensors, ragged) for split in SPLITS}
 
 
 def load_splits(cfg: DataConfig, data_path: str, cache_dir: Path) -> dict[str, Events]:

@@ -107,11 +107,12 @@ def read_pulses(
     fraction: float = 1.0,
     pulses: PulsesConfig | None = None,
     sensors: bool = False,
-    ragged: bool = False,
+    ragged: bool | None = False,
 ) -> Events:
     """One split as `Events` (`PulseReader`): every event of it, or with ``fraction`` < 1 the first rows (the file
     is already shuffled). `ragged`: the events as read, not padded (`Events.offsets`): memory holds the pulses
-    themselves whatever the longest event, where the padded table holds events x longest event."""
+    themselves whatever the longest event, where the padded table holds events x longest event (None: where
+    the file stores them ragged and no `pulses.max` bounds them)."""
     path = Path(path)
     with open_h5(path) as f:
         return PulseReader(f, path, split, features, fraction, pulses, sensors).read(ragged=ragged)
@@ -150,9 +151,12 @@ class PulseReader:
     def __len__(self) -> int:
         return len(self.length)
 
-    def read(self, first: int = 0, stop: int | None = None, ragged: bool = False) -> Events:
-        """Events `first` .. `stop` - 1 (default: all), padded to `p` slots or (`ragged`) as read."""
+    def read(self, first: int = 0, stop: int | None = None, ragged: bool | None = False) -> Events:
+        """Events `first` .. `stop` - 1 (default: all), padded to `p` slots or (`ragged`) as read; `ragged`
+        None: as read where the file stores them ragged and `pulses.max` does not bound them."""
         stop = len(self) if stop is None else stop
+        if ragged is None:
+            ragged = self.offsets is not None and self.pulses.max is None
         sensor_columns = [self.cols[x] for x in SENSOR_COLUMNS] if self.sensors else None
         table = Table(stop - first, None if ragged else self.p, [self.cols[x] for x in self.features], sensor_columns)
         if self.offsets is not None:

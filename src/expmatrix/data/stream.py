@@ -23,8 +23,8 @@ class StreamedSplit:
     has them. The file stays open while the split is in use (`close`)."""
 
     def __init__(self, path: str | Path, split: str, features: tuple[str, ...], fraction: float,
-                 pulses: PulsesConfig, sensors: bool, block_events: int):  # fmt: skip
-        self.path, self.block_events, self.ragged = Path(path), block_events, sensors  # hierarchical: ragged
+                 pulses: PulsesConfig, sensors: bool, block_events: int, ragged: bool | None):  # fmt: skip
+        self.path, self.block_events, self.ragged = Path(path), block_events, ragged  # as `PulseReader.read`
         self.f = open_h5(self.path)
         self.reader = PulseReader(self.f, self.path, split, features, fraction, pulses, sensors)
         self.target, self.length, self.feature_names = self.reader.direction, self.reader.length, tuple(features)
@@ -43,7 +43,7 @@ class StreamedSplit:
         return self.reader.p
 
     def block(self, b: int) -> Events:
-        """The events of block `b` (ragged for the hierarchical model, else padded to `slots`)."""
+        """The events of block `b` (ragged or padded to `slots`, as the split is read at once)."""
         first = b * self.block_events
         return self.reader.read(first, min(len(self), first + self.block_events), ragged=self.ragged)
 
