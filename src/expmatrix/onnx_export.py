@@ -18,12 +18,14 @@ from torch import nn
 from expmatrix.assembly.fits import tokenizer_for
 from expmatrix.assembly.parts import Assembly
 from expmatrix.config import Job, SpecError
-from expmatrix.data import StreamedSplit
+from expmatrix.data import Events
 from expmatrix.paths import JobPaths
 from expmatrix.runfiles import read_file, write_json
 from expmatrix.store import RunStore
 from expmatrix.tokenizers import Tokens
+from expmatrix.tokenizers.base import take
 from expmatrix.tokenizers.blocks import BlockTokens
+from expmatrix.tokenizers.ragged import Ragged
 from expmatrix.training.trainer import Trainer, outputs
 
 TOLERANCE = 1e-4  # max abs difference between onnxruntime's and torch's outputs accepted
@@ -103,7 +105,10 @@ def export_job(job_dir: str | Path, onnx_file: str | Path) -> dict[str, Any]:
     test, split, path = parts.tokens["test"], parts.splits["test"], Path(onnx_file)
     if isinstance(test, BlockTokens):  # a job that streams its splits: checked on the first block of test events
         test = test.block(0)
-    n_objects = split.slots if isinstance(split, StreamedSplit) else split.ids.shape[1]
+    if isinstance(test["mask"], Ragged):  # every pulse of a ragged file: padded to the longest test event
+        test = take(test, slice(None))
+    padded = isinstance(split, Events) and split.offsets is None
+    n_objects = split.ids.shape[1] if padded else test["mask"].shape[1]  # (pulses: no global tokens)
     export_onnx(model, {k: v[:3] for k, v in test.items()}, path)
     longest = int(test["mask"].sum(1).max()) - (test["mask"].shape[1] - n_objects)  # real objects of the longest
     diffs = {"test": max_difference(model, path, test),

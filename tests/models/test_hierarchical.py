@@ -184,6 +184,8 @@ def test_ragged_events_give_the_padded_events_tokens(long_file, name, pulses, mo
     tok_p.fit(padded)
     tok_r.fit(fit_view(ragged))
     assert tok_p.state_dict() == tok_r.state_dict()
+    rows_p, rows_r = fit_view(padded), fit_view(ragged)  # a fit sees the same rows from either layout
+    assert np.array_equal(rows_p.cont, rows_r.cont) and np.array_equal(rows_p.sensors, rows_r.sensors)
     want, got = tok_p.transform(padded) | sensor_tokens(padded), event_tokens(tok_r, ragged)
     assert set(want) == set(got) and all(isinstance(v, Ragged) for v in got.values())
     assert tok_r.out_of_range == tok_p.out_of_range

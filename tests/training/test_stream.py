@@ -7,8 +7,8 @@ import dataclasses
 import json
 import os
 import signal
+from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -18,10 +18,12 @@ from pydantic import ValidationError
 from expmatrix.assembly.parts import Assembly
 from expmatrix.checkpoint import block_order, epoch_order
 from expmatrix.config import JobConfig, PulsesConfig
-from expmatrix.data import StreamedSplit
+from expmatrix.config.pretrain import PretrainConfig
+from expmatrix.data import StreamedSplit, data_selection
 from expmatrix.data import pulses as pulses_module
 from expmatrix.data.pulses import PulseReader, read_pulses
 from expmatrix.matrix import build_matrix
+from expmatrix.pretraining.loop import pretrain_events
 from expmatrix.store import RunStore
 from expmatrix.tokenizers.base import take
 from expmatrix.tokenizers.blocks import KEEP, BlockTokens
@@ -77,10 +79,9 @@ def test_a_pulse_selection_is_the_same_read_whole_or_in_blocks(store, select, mo
     """Read in chunks of 7 events from event 5 on, the kept pulses of every event are the whole read's."""
     path = Assembly(_job("flat_L128_nonaux", 150), store).splits["train"].path
     pulses = PulsesConfig(max=20, select=select)
-    with h5py.File(path) as f:
-        whole = PulseReader(f, path, "train", ("time", "charge"), 0.5, pulses).read()
-        monkeypatch.setattr(pulses_module, "CHUNK_EVENTS", 7)
-        part = PulseReader(f, path, "train", ("time", "charge"), 0.5, pulses).read(5, 60)
+    whole = PulseReader(path, "train", ("time", "charge"), 0.5, pulses).read()
+    monkeypatch.setattr(pulses_module, "CHUNK_EVENTS", 7)
+    part = PulseReader(path, "train", ("time", "charge"), 0.5, pulses).read(5, 60)
     assert (whole.length[5:60] > 20).sum() > 10  # events that lose pulses
     assert np.array_equal(part.cont, whole.cont[5:60]) and np.array_equal(part.real, whole.real[5:60])
 
@@ -139,6 +140,14 @@ def test_stream_settings_are_checked_where_they_are_set():
     cfg["pretrain"] = {"mask_fraction": 0.2}
     with pytest.raises(ValidationError, match=r"data\.stream\n.*model.init pretrained reads its pretraining"):
         JobConfig.model_validate(cfg)
+    hier = _job("hierarchical", 256).config.model_dump()
+    with pytest.raises(ValidationError, match=r"data\.stream\.block_events\n.*below train.batch_size 32"):
+        JobConfig.model_validate(hier | {"data": hier["data"] | {"stream": {"block_events": 16}}})
+    with pytest.raises(ValidationError, match=r"train\.fixed_shape\n.*no effect in model.kind hierarchical"):
+        JobConfig.model_validate(hier | {"train": hier["train"] | {"fixed_shape": "pad"}})
+    random = PulsesConfig(max=20, select="random")
+    assert data_selection(JobConfig.model_validate(hier).data.model_copy(update={"pulses": random}))["pulses"] == {
+        "max": 20, "select": "random", "draw": "per-event"}  # fits cached under the earlier draw are not reused
     with pytest.raises(ValidationError, match=r"data\.stream\.block_events\n.*greater than or equal to 16"):
         JobConfig.model_validate(_job("hierarchical", 256).config.model_dump() | {"data": {
             "source": "icecube", "stream": {"block_events": 8}}})  # fmt: skip
@@ -155,6 +164,12 @@ def test_a_flat_job_on_every_pulse_of_a_ragged_file_holds_its_splits_ragged(stor
     assert train.offsets is not None and train.cont.shape[1] == 1 and parts.seq_len == train.length.max() > 1000
     tokens, rows = parts.tokens["train"], slice(0, 100)
     assert isinstance(tokens["mask"], Ragged)
+    pretrained = dataclasses.replace(parts.job, config=parts.cfg.model_copy(update={"pretrain": PretrainConfig()}))
+    pretraining = pretrain_events(Assembly(pretrained, store), [])  # masks objects of a padded table: padded
+    assert pretraining.offsets is None and len(pretraining) == len(train)
+    fixed, data = parts.cfg.train.model_copy(update={"fixed_shape": "pad"}), (tokens, parts.targets["train"])
+    with pytest.raises(ValueError, match="train.fixed_shape needs one batch shape"):
+        Trainer(parts.model(), fixed, "cpu", len(train)).fit(data, data, Path("unused"))
     padded = take(parts.tokenizer.transform(train.padded()), rows)  # as wide as the longest event of the split
     torch.manual_seed(0)
     model = parts.model().eval()

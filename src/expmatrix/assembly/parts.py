@@ -36,9 +36,10 @@ def sensor_tokens(events: Events) -> Tokens:
 
 
 def fit_view(events: Events) -> Events:
-    """What a tokenizer fits on: padded events as they are, ragged ones as their pulse view (a fit reads the real
-    entries only: the same values in the same order)."""
-    return events if events.offsets is None else events.pulse_view()
+    """What a tokenizer fits on: objects as their events hold them; pulses (events with a `length`), padded or
+    ragged, as their pulse view, so that a fit sees the same rows whatever the layout (one cached fit serves
+    the flat and the hierarchical model)."""
+    return events if events.length is None else events.pulse_view()
 
 
 def event_tokens(tokenizer: Tokenizer, events: Events) -> Tokens:
@@ -46,13 +47,17 @@ def event_tokens(tokenizer: Tokenizer, events: Events) -> Tokens:
     in padded chunks of at most `TRANSFORM_SLOTS` slots, their clipped entries counted over all chunks."""
     if events.offsets is None:
         return tokenizer.transform(events) | sensor_tokens(events)
-    chunks, clipped = [], Counter()
-    for rows in events.padded_chunks(TRANSFORM_SLOTS):
-        chunk = events.padded(rows)
-        chunks.append(tokenizer.transform(chunk) | sensor_tokens(chunk))
-        clipped.update(tokenizer.out_of_range)
+    clipped = Counter()
+
+    def chunks():
+        for rows in events.padded_chunks(TRANSFORM_SLOTS):
+            chunk = events.padded(rows)
+            yield tokenizer.transform(chunk) | sensor_tokens(chunk)
+            clipped.update(tokenizer.out_of_range)
+
+    tokens = ragged_tokens(chunks())
     tokenizer.out_of_range = dict(clipped)
-    return ragged_tokens(chunks)
+    return tokens
 
 
 class Assembly:
@@ -84,7 +89,8 @@ class Assembly:
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        """Fitted on the training split once per fit key, shared through the cache."""
+        """Fitted on the training split (streamed: its first `data.stream.fit_events` events) once per fit key,
+        shared through the cache."""
         files = self.store.paths.cache.fit(self.recipe.fit_key)
         return fitted_tokenizer(self.recipe, files, lambda: fit_view(self._fit_events()))
 
@@ -107,7 +113,7 @@ class Assembly:
         def load(b: int) -> Tokens:
             return to_device(event_tokens(tokenizer, events.block(b)), device)
 
-        return BlockTokens(len(events), events.block_events, load, events.slots)
+        return BlockTokens(len(events), events.block_events, load, events.slots, events.ragged)
 
     @cached_property
     def targets(self) -> dict[str, torch.Tensor]:

@@ -90,12 +90,24 @@ class JobConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _stream_trains_from_scratch(self) -> JobConfig:
-        """A pretraining reads its events into memory: a streamed job starts from scratch."""
-        init, stream = vars(self.model)["init"], vars(self.data)["stream"]
+    def _stream_fits_the_training(self) -> JobConfig:
+        """A pretraining reads its events into memory: a streamed job starts from scratch; and a batch spans at
+        most two blocks (held at once)."""
+        init, stream, batch = vars(self.model)["init"], vars(self.data)["stream"], vars(self.train)["batch_size"]
         if stream is not None and init == "pretrained":
             raise self._error(("data", "stream"), stream.model_dump(), "streams the splits block by block; "
                               "model.init pretrained reads its pretraining events into memory: remove one")  # fmt: skip
+        if stream is not None and vars(stream)["block_events"] < batch:
+            raise self._error(("data", "stream", "block_events"), vars(stream)["block_events"],
+                              f"is below train.batch_size {batch}: a batch would read several blocks")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _hierarchy_has_no_fixed_shape(self) -> JobConfig:
+        """The hierarchical model's shapes follow each batch's sensors: one fixed batch shape cannot hold."""
+        if vars(self.model)["kind"] == "hierarchical" and vars(self.train)["fixed_shape"]:
+            raise self._error(("train", "fixed_shape"), vars(self.train)["fixed_shape"], "has no effect in "
+                              "model.kind hierarchical: its shapes follow each batch's sensors; remove it")  # fmt: skip
         return self
 
     def _error(self, loc: tuple[str, ...], value: Any, msg: str) -> ValidationError:

@@ -59,6 +59,8 @@ def data_selection(cfg: DataConfig) -> dict:
             out["synthetic"] = _generator_key(cfg)
         if cfg.pulses.max is not None:
             out["pulses"] = {"max": cfg.pulses.max, "select": cfg.pulses.select}
+            if cfg.pulses.select == "random":  # drawn per (split, event, pulse) since fits cached before differ
+                out["pulses"]["draw"] = "per-event"
         if cfg.stream is not None:  # the tokenizer is fitted on the first `fit_events` training events
             out["fit_events"] = cfg.stream.fit_events
         return out
@@ -100,15 +102,20 @@ def _fraction(path: Path, train_key: str | None, max_events: int | None) -> floa
 
 
 def load_pulse_splits(
-    cfg: DataConfig, data_path: str, cache_dir: Path, features: tuple[str, ...], sensors: bool = False
+    cfg: DataConfig,
+    data_path: str,
+    cache_dir: Path,
+    features: tuple[str, ...],
+    sensors: bool = False,
+    ragged: bool | None = None,
 ) -> dict[str, Events | StreamedSplit]:
     """train/val/test `Events` of a pulse file with the columns `features` after the job's pulse selection, the
     direction as target, and with `sensors` every pulse's sensor and its position. Held ragged with `sensors`
-    (the hierarchical model), and where a ragged file's events are not bounded by `data.pulses.max`; with
-    `data.stream`, `StreamedSplit`s that read them block by block."""
+    (the hierarchical model), padded with `ragged` False, else ragged where a ragged file's events are not
+    bounded by `data.pulses.max`; with `data.stream`, `StreamedSplit`s that read them block by block."""
     path = ensure_file(cfg, data_path, cache_dir)
     fraction = _fraction(path, None, cfg.max_events)
-    ragged = True if sensors else None
+    ragged = True if sensors else ragged
     if (block_events := stream_block(cfg)) is not None:
         return {split: StreamedSplit(path, split, features, fraction, cfg.pulses, sensors, block_events, ragged)
                 for split in SPLITS}  # fmt: skip

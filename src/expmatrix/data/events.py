@@ -39,10 +39,16 @@ class Events:
         return len(self.label)
 
     def pulse_view(self) -> Events:
-        """Ragged events as one event per pulse (M events of one slot, in the same order): what per-pulse
-        tokenizers fit and transform. The values a fit sees, and their order, are those of `padded()`."""
-        zeros = np.zeros(len(self.ids), np.int64)
-        return Events(self.ids, self.cont, None, zeros, zeros, self.feature_names, sensors=self.sensors)
+        """Every real object as an event of one slot, event after event (ragged events: as they are held): what
+        a tokenizer of pulses fits on, the same rows from either layout."""
+        if self.offsets is None:
+            real = self.real
+            sensors = None if self.sensors is None else self.sensors[real][:, None]
+            ids, cont = self.ids[real][:, None], self.cont[real][:, None]
+        else:
+            ids, cont, sensors = self.ids, self.cont, self.sensors
+        zeros = np.zeros(len(ids), np.int64)
+        return Events(ids, cont, None, zeros, zeros, self.feature_names, sensors=sensors)
 
     def padded(self, rows: slice = slice(None)) -> Events:
         """The events `rows` of ragged events as one table (n, their longest event, ...), zeros after each

@@ -113,29 +113,33 @@ def read_pulses(
     is already shuffled). `ragged`: the events as read, not padded (`Events.offsets`): memory holds the pulses
     themselves whatever the longest event, where the padded table holds events x longest event (None: where
     the file stores them ragged and no `pulses.max` bounds them)."""
-    path = Path(path)
-    with open_h5(path) as f:
-        return PulseReader(f, path, split, features, fraction, pulses, sensors).read(ragged=ragged)
+    return PulseReader(Path(path), split, features, fraction, pulses, sensors).read(ragged=ragged)
 
 
 class PulseReader:
-    """One split of an open pulse file, checked once; `read` gives events of it as `Events`: pulses as objects
+    """One split of a pulse file, checked once; `read` gives events of it as `Events`: pulses as objects
     (id 1, 0 = empty slot), the columns named in `features` (after the selection `pulses`), the direction as
     `target`, each event's length in the file as `length`, and with `sensors` the sensor_id, x, y, z of every
     pulse. `fraction` < 1: only the first rows. Padded events are as wide as the longest selected event of
     all the rows read (the file's P in the padded layout), whichever of them one `read` returns."""
 
-    def __init__(self, f: h5py.File, path: Path, split: str, features: tuple[str, ...], fraction: float = 1.0,
+    def __init__(self, path: Path, split: str, features: tuple[str, ...], fraction: float = 1.0,
                  pulses: PulsesConfig | None = None, sensors: bool = False):  # fmt: skip
-        self.f, self.path, self.split, self.features = f, path, split, tuple(features)
+        self.path, self.split, self.features = path, split, tuple(features)
         self.pulses, self.sensors = pulses or PulsesConfig(), sensors
+        with open_h5(path) as f:  # open while checking and while reading: no handle is left open between reads
+            self._check(f, fraction)
+
+    def _check(self, f: h5py.File, fraction: float) -> None:
+        path, split, features = self.path, self.split, self.features
         ragged = is_ragged(f, split)
         self.offsets = checked_offsets(f, path, split) if ragged else None  # shapes first
+        pulses, sensors = self.pulses, self.sensors
         ds = dataset(f, path, f"pulses_{split}") if ragged else checked_datasets(f, path, split)[0]
         names = feature_names(ds, path)
         _columns(names, features, path, split, f"the tokenizer needs {list(features)}")
-        needed = SELECT_COLUMNS[self.pulses.select] if self.pulses.max is not None else ()
-        _columns(names, needed, path, split, f"data.pulses.select {self.pulses.select} needs them")
+        needed = SELECT_COLUMNS[pulses.select] if pulses.max is not None else ()
+        _columns(names, needed, path, split, f"data.pulses.select {pulses.select} needs them")
         if sensors:
             _columns(names, SENSOR_COLUMNS, path, split, "model.kind hierarchical groups pulses by sensor")
         wanted = list(dict.fromkeys((*features, *needed, *(SENSOR_COLUMNS if sensors else ()))))
@@ -144,30 +148,34 @@ class PulseReader:
         n = len(counts) if fraction >= 1 else max(1, int(round(len(counts) * fraction)))
         self.length = counts[:n]  # pulses per event in the file (the padded layout's counts are checked per chunk)
         p_file = int(self.length.max()) if ragged else ds.shape[1]
-        self.p = min(p_file, self.pulses.max) if self.pulses.max is not None else p_file
+        self.p = min(p_file, pulses.max) if pulses.max is not None else p_file
         self.direction = dataset(f, path, f"direction_{split}")[:n].astype(np.float32)
         check_directions(path, split, self.direction)
 
     def __len__(self) -> int:
         return len(self.length)
 
+    def holds_ragged(self, ragged: bool | None) -> bool:
+        """`ragged`, where None means: as read where the file stores events ragged and `pulses.max` does not
+        bound them."""
+        return self.offsets is not None and self.pulses.max is None if ragged is None else ragged
+
     def read(self, first: int = 0, stop: int | None = None, ragged: bool | None = False) -> Events:
-        """Events `first` .. `stop` - 1 (default: all), padded to `p` slots or (`ragged`) as read; `ragged`
-        None: as read where the file stores them ragged and `pulses.max` does not bound them."""
+        """Events `first` .. `stop` - 1 (default: all), padded to `p` slots or as read (`holds_ragged`)."""
         stop = len(self) if stop is None else stop
-        if ragged is None:
-            ragged = self.offsets is not None and self.pulses.max is None
         sensor_columns = [self.cols[x] for x in SENSOR_COLUMNS] if self.sensors else None
-        table = Table(stop - first, None if ragged else self.p, [self.cols[x] for x in self.features], sensor_columns)
-        if self.offsets is not None:
-            chunks = ragged_chunks(self.f, self.path, self.split, self.columns, stop, CHUNK_EVENTS, first, self.offsets)
-        else:
-            chunks = padded_chunks(self.f, self.path, self.split, self.columns, stop, CHUNK_EVENTS, first)
-        for flat, counts in chunks:
-            at = first + table.start
-            if self.sensors:
-                check_sensors(self.f, self.path, self.split, flat[:, self.cols["sensor_id"]], counts, at)
-            table.add(*select_pulses(flat, counts, self.cols, self.pulses, SPLITS.index(self.split), at), counts)
+        width = None if self.holds_ragged(ragged) else self.p
+        table = Table(stop - first, width, [self.cols[x] for x in self.features], sensor_columns)
+        with open_h5(self.path) as f:
+            if self.offsets is not None:
+                chunks = ragged_chunks(f, self.path, self.split, self.columns, stop, CHUNK_EVENTS, first, self.offsets)
+            else:
+                chunks = padded_chunks(f, self.path, self.split, self.columns, stop, CHUNK_EVENTS, first)
+            for flat, counts in chunks:
+                at = first + table.start
+                if self.sensors:
+                    check_sensors(f, self.path, self.split, flat[:, self.cols["sensor_id"]], counts, at)
+                table.add(*select_pulses(flat, counts, self.cols, self.pulses, SPLITS.index(self.split), at), counts)
         return table.events(self.features, self.direction[first:stop])
 
 

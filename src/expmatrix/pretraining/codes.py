@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from expmatrix.assembly.fits import fitted_tokenizer
-from expmatrix.assembly.parts import Assembly
+from expmatrix.assembly.parts import Assembly, fit_view
 from expmatrix.assembly.recipe import Recipe
 from expmatrix.config.pretrain import CODE, TargetSpec
 from expmatrix.data import Events
@@ -24,7 +24,8 @@ def code_tokenizer(parts: Assembly, spec: TargetSpec) -> CodeTokenizer:
     """The target's code tokenizer, fitted on the job's training split (or read from the fit cache)."""
     job = dataclasses.replace(parts.job, config=parts.cfg.model_copy(update={"tokenizer": spec.tokenizer}))
     recipe = Recipe.of(job)
-    tokenizer = fitted_tokenizer(recipe, parts.store.paths.cache.fit(recipe.fit_key), lambda: parts.splits["train"])
+    files = parts.store.paths.cache.fit(recipe.fit_key)
+    tokenizer = fitted_tokenizer(recipe, files, lambda: fit_view(parts.splits["train"]))  # as the matrix's jobs fit
     assert isinstance(tokenizer, CodeTokenizer)  # (the config allows code presets only)
     return tokenizer
 

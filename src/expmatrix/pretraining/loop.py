@@ -39,7 +39,7 @@ def pretrain_events(parts: Assembly, targets: list[str]) -> Events:
         return load_splits(data, path, cache)["train"]
     features = parts.recipe.features
     extra = tuple(t for t in targets if t not in features)
-    return load_pulse_splits(data, path, cache, features + extra)["train"]
+    return load_pulse_splits(data, path, cache, features + extra, ragged=False)["train"]  # padded: per-object masks
 
 
 def tokenizer_view(events: Events, features: tuple[str, ...]) -> Events:

@@ -2,7 +2,8 @@
 
 `BlockTokens` stands where a job's `Tokens` of a split would: `take` gives the events asked for, tokenized from
 their blocks on first use and kept for the next batches (at most `KEEP` blocks); training visits the events
-in `epoch_order`, block after block, so each block is read once per epoch; evaluation runs block after block.
+in `epoch_order`, block after block, so each block is read once per epoch (a block holds at least a batch:
+`data.stream.block_events` >= `train.batch_size`); evaluation runs block after block.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import torch
 
 from expmatrix.checkpoint import block_order
 from expmatrix.tokenizers.base import Tokens, take
+from expmatrix.tokenizers.ragged import Ragged
 
 KEEP = 2  # blocks held at once: an epoch's batch that straddles two blocks reads both
 
 
 class BlockTokens:
     """The tokens of `n` events, `size` per block: `load(b)` gives block b's tokens (events b * size ..) on the
-    device. `seq_len`: token slots per event of the split (what the in-memory tokens' mask is wide)."""
+    device. `seq_len`: token slots per event of the split (what the in-memory tokens' mask is wide); `ragged`:
+    whether the blocks' tokens are `Ragged`."""
 
-    def __init__(self, n: int, size: int, load: Callable[[int], Tokens], seq_len: int):
-        self.n, self.size, self.load, self.seq_len = n, size, load, seq_len
+    def __init__(self, n: int, size: int, load: Callable[[int], Tokens], seq_len: int, ragged: bool):
+        self.n, self.size, self.load, self.seq_len, self.ragged = n, size, load, seq_len, ragged
         self.held: OrderedDict[int, Tokens] = OrderedDict()
         self.loads = 0  # blocks read so far
 
@@ -68,3 +71,8 @@ def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
     if width is not None and any(t.shape[1] != width for t in tensors):
         tensors = [torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in tensors]
     return torch.cat(tensors)
+
+
+def holds_ragged(tokens: Tokens | BlockTokens) -> bool:
+    """Whether batches of `tokens` are as wide as their own longest event (ragged events), not one width."""
+    return tokens.ragged if isinstance(tokens, BlockTokens) else isinstance(tokens["mask"], Ragged)

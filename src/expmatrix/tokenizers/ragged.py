@@ -10,6 +10,8 @@ Memory holds the pulses themselves, not events x the longest event.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from expmatrix.data.events import slot_batches
@@ -60,21 +62,22 @@ class Ragged:
         return slot_batches(self.lengths.tolist(), max_events, max_slots)
 
 
-def ragged_tokens(chunks: list[Tokens]) -> Tokens:
+def ragged_tokens(chunks: Iterable[Tokens]) -> Tokens:
     """The tokens of consecutive chunks of padded events as `Ragged` tensors: every tensor's real slots (those
-    of its chunk's `mask`), one event after the other."""
-    lengths = torch.cat([c["mask"].sum(1) for c in chunks])
-    offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
-    out = {}
-    for name in chunks[0]:
-        parts = []
-        for chunk in chunks:
-            value, mask = chunk[name], chunk["mask"]
+    of its chunk's `mask`), one event after the other. Each chunk is reduced to its real slots as it comes, so
+    memory holds one padded chunk at a time."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    lengths = []
+    for chunk in chunks:
+        mask = chunk["mask"]
+        for name, value in chunk.items():
             if value.shape[:2] != mask.shape:
                 raise TokenizerError(
                     f"token {name!r} has shape {tuple(value.shape)} for a mask of {tuple(mask.shape)}: ragged "
                     "events need tokens per slot (a tokenizer with per-event tokens, such as MET, reads padded events)"
                 )
-            parts.append(value[mask])
-        out[name] = Ragged(torch.cat(parts), offsets)
-    return out
+            parts.setdefault(name, []).append(value[mask])
+        lengths.append(mask.sum(1))
+    counts = torch.cat(lengths)
+    offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    return {name: Ragged(torch.cat(values), offsets) for name, values in parts.items()}

@@ -1,7 +1,8 @@
 """The training loop: AdamW, warmup then constant or cosine, clipping, accumulation, EMA, checkpoints.
 
 Batches are index slices of tensors tokenized once per job (no per-event Python),
-kept on the model's device: on CUDA the whole data set lives on the GPU. With `fixed_shape`
+kept on the model's device: on CUDA the whole data set lives on the GPU (with `data.stream`, the blocks
+being read; `tokenizers/blocks.py`). With `fixed_shape`
 every forward pass has one shape (full batches, every token slot), as CUDA graphs need.
 The epoch order is a pure function of (seed, epoch) and a checkpoint records the
 position in it, so a run resumed after a kill at an epoch boundary or a preemption
@@ -34,7 +35,7 @@ from expmatrix.config import TrainConfig
 from expmatrix.metrics import binary_metrics
 from expmatrix.stop import StopRequest, stop_requests
 from expmatrix.tokenizers.base import Tokens, take
-from expmatrix.tokenizers.blocks import BlockTokens
+from expmatrix.tokenizers.blocks import BlockTokens, holds_ragged
 from expmatrix.tokenizers.ragged import Ragged
 from expmatrix.training.ema import EMA
 from expmatrix.training.losses import Loss, angular_error, make_loss
@@ -211,6 +212,9 @@ class Trainer:
         (x, y), (xv, yv) = train, val
         if len(y) != self.n_train:
             raise ValueError(f"the trainer was built for {self.n_train} training events, got {len(y)}")
+        if self.fixed and holds_ragged(x):
+            raise ValueError("train.fixed_shape needs one batch shape; these events are held ragged (every pulse "
+                             "of a ragged file): set data.pulses.max to pad them to one width, or drop fixed_shape")
         self.loss.prepare(y)
         self._resume(checkpoint)
         with stop_requests() as stop:
