@@ -58,15 +58,10 @@ class Events:
         first, stop, _ = rows.indices(len(self))
         offsets = self.offsets[first : stop + 1]
         counts = np.diff(offsets)
-        real = np.arange(counts.max(initial=1))[None, :] < counts[:, None]
-        pulses = slice(offsets[0], offsets[-1])
+        pulses, width = slice(offsets[0], offsets[-1]), int(counts.max(initial=1))
 
         def table(a: np.ndarray | None) -> np.ndarray | None:
-            if a is None:
-                return None
-            out = np.zeros((len(counts), real.shape[1], *a.shape[2:]), a.dtype)
-            out[real] = a[pulses, 0]
-            return out
+            return None if a is None else pad(a[pulses, 0], counts, width)
 
         def part(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[first:stop]
@@ -76,9 +71,8 @@ class Events:
                       part(self.length))  # fmt: skip
 
     def padded_chunks(self, max_slots: int) -> list[slice]:
-        """Consecutive events whose padded table holds at most `max_slots` slots (an event longer alone)."""
-        counts = np.diff(self.offsets) if self.offsets is not None else np.full(len(self), self.ids.shape[1])
-        return slot_batches(counts.tolist(), len(self), max_slots)
+        """Consecutive ragged events whose padded table holds at most `max_slots` slots (an event longer alone)."""
+        return slot_batches(np.diff(self.offsets).tolist(), len(self), max_slots)
 
     @property
     def real(self) -> np.ndarray:
@@ -95,6 +89,13 @@ class Events:
 
         return Events(self.ids[s], self.cont[s], part(self.globals_), self.label[s], self.process[s],
                       self.feature_names, part(self.target), part(self.sensors), part(self.length))  # fmt: skip
+
+
+def pad(flat: np.ndarray, counts: np.ndarray, p: int) -> np.ndarray:
+    """(M, ...) rows of len(counts) events, one event after the other -> (m, p, ...), zeros after each event's."""
+    out = np.zeros((len(counts), p, *flat.shape[1:]), flat.dtype)
+    out[np.arange(p)[None, :] < counts[:, None]] = flat
+    return out
 
 
 def slot_batches(lengths: list[int], max_events: int, max_slots: int) -> list[slice]:

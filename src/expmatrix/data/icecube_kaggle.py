@@ -31,10 +31,10 @@ import polars as pl
 from tqdm import tqdm
 
 from expmatrix.config.layout import SPLITS
+from expmatrix.data.events import pad
 from expmatrix.data.fourtops import DataError
 from expmatrix.data.icecube import PULSE_FEATURES, PulseWriter
 from expmatrix.data.icecube_ragged import RaggedWriter
-from expmatrix.data.pulses import pad
 
 META_COLUMNS = ("batch_id", "event_id", "first_pulse_index", "last_pulse_index", "azimuth", "zenith")
 PULSE_COLUMNS = ("event_id", "time", "sensor_id", "charge", "auxiliary")

@@ -16,7 +16,7 @@ import numpy as np
 
 from expmatrix.config import PulsesConfig
 from expmatrix.config.layout import SPLITS
-from expmatrix.data.events import Events
+from expmatrix.data.events import Events, pad
 from expmatrix.data.fourtops import DataError, dataset, open_h5
 from expmatrix.data.icecube import check_directions, checked_datasets, feature_names, padded_chunks
 from expmatrix.data.icecube_ragged import GEOMETRY, checked_offsets, is_ragged, ragged_chunks
@@ -70,13 +70,6 @@ def select_pulses(
         return flat, counts
     keep = selection_order(flat, counts, cols, pulses.select, split, event0) < pulses.max
     return flat[keep], np.minimum(counts, pulses.max)
-
-
-def pad(flat: np.ndarray, counts: np.ndarray, p: int) -> np.ndarray:
-    """(M, K) pulses of len(counts) events -> (m, p, K), zeros after each event's pulses."""
-    out = np.zeros((len(counts), p, flat.shape[1]), np.float32)
-    out[np.arange(p)[None, :] < counts[:, None]] = flat
-    return out
 
 
 def _columns(names: list[str], wanted: tuple[str, ...], path: Path, split: str, why: str) -> list[int]:
